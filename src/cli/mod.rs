@@ -1,0 +1,80 @@
+//! The command line: one module per subcommand, each returning a [`Failure`]
+//! that decides the exit code (0 ok, 1 a check failed, 2 bad input or config).
+
+use std::io::Read;
+use std::path::Path;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod presign;
+mod verify;
+
+#[derive(Parser)]
+#[command(
+    name = "customs179",
+    version,
+    about = "Answers customs 179 payment-data requests: signs with the customs IC card and uploads, byte-exact."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    Presign(presign::Args),
+    Verify(verify::Args),
+}
+
+/// Why a command did not succeed.
+#[derive(Debug)]
+pub enum Failure {
+    /// A check ran and said no (exit 1).
+    Check(String),
+    /// The input or configuration could not be used (exit 2).
+    BadInput(String),
+}
+
+pub fn run() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Presign(args) => presign::run(args),
+        Command::Verify(args) => verify::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Check(message)) => {
+            eprintln!("{message}");
+            ExitCode::from(1)
+        }
+        Err(Failure::BadInput(message)) => {
+            eprintln!("{message}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Reads a whole input named on the command line; `-` (or nothing) is stdin.
+fn read_input(path: Option<&Path>) -> Result<Vec<u8>, Failure> {
+    let mut bytes = Vec::new();
+    match path {
+        None => std::io::stdin().read_to_end(&mut bytes).map(drop),
+        Some(p) if p == Path::new("-") => std::io::stdin().read_to_end(&mut bytes).map(drop),
+        Some(p) => std::fs::read(p).map(|read| bytes = read),
+    }
+    .map_err(|e| Failure::BadInput(format!("cannot read {}: {e}", display_input(path))))?;
+    Ok(bytes)
+}
+
+fn read_text(path: Option<&Path>) -> Result<String, Failure> {
+    String::from_utf8(read_input(path)?)
+        .map_err(|_| Failure::BadInput(format!("{} is not UTF-8 text", display_input(path))))
+}
+
+fn display_input(path: Option<&Path>) -> String {
+    match path {
+        Some(p) if p != Path::new("-") => p.display().to_string(),
+        _ => "standard input".to_owned(),
+    }
+}

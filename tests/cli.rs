@@ -1,0 +1,205 @@
+//! `customs179 presign` and `customs179 verify` run as real processes.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use customs179_core::PreSign;
+
+fn data(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+fn vector(name: &str) -> String {
+    std::fs::read_to_string(data("tests/data/vectors").join(name)).unwrap()
+}
+
+fn fixture(name: &str) -> PathBuf {
+    data("crates/core/tests/data").join(name)
+}
+
+fn card_key() -> PathBuf {
+    data("tests/data/vectors/sm2-card-public-key.pem")
+}
+
+/// Runs `customs179 ARGS` with `stdin` on its standard input.
+fn run(args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_customs179"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8(output.stdout.clone()).unwrap()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8(output.stderr.clone()).unwrap()
+}
+
+/// The payment record inside a vector's pre-sign string, as a presign input.
+fn record_json(presign: &str) -> String {
+    let presign = PreSign::parse(presign).unwrap();
+    format!(
+        r#"{{"payExchangeInfoHead":{},"payExchangeInfoLists":{}}}"#,
+        presign.head_json(),
+        presign.lists_json()
+    )
+}
+
+#[test]
+fn presign_writes_the_exact_bytes_of_vectors_a_and_c() {
+    for name in ["a.presign.txt", "c.presign.txt"] {
+        let expected = vector(name);
+        let parsed = PreSign::parse(&expected).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("record.json");
+        // Pretty-printed input must not matter: only values count.
+        let pretty = serde_json::to_string_pretty(
+            &serde_json::from_str::<serde_json::Value>(&record_json(&expected)).unwrap(),
+        )
+        .unwrap();
+        std::fs::write(&file, pretty).unwrap();
+        let session = parsed.session_id();
+        let args = ["presign", "--session-id", &session, "--service-time", parsed.service_time()];
+        let from_file = run(&[&args[..], &[file.to_str().unwrap()]].concat(), "");
+        assert_eq!(from_file.status.code(), Some(0), "{}", stderr(&from_file));
+        assert_eq!(stdout(&from_file), expected, "{name}");
+        let from_stdin = run(&[&args[..], &["-"]].concat(), &record_json(&expected));
+        assert_eq!(stdout(&from_stdin), expected, "{name} via stdin");
+    }
+}
+
+#[test]
+fn presign_refuses_invalid_records_with_every_pointer() {
+    let record = record_json(&vector("a.presign.txt"))
+        .replace(r#""currency":"142""#, r#""currency":"CNY""#)
+        .replace(r#""gname":"lhy-gnsku2""#, r#""gname":"""#);
+    let output = run(&["presign", "--session-id", "S", "--service-time", "1"], &record);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(output.stdout.is_empty());
+    let err = stderr(&output);
+    assert!(err.contains("/payExchangeInfoHead/currency: must be a customs currency code"), "{err}");
+    assert!(err.contains("/payExchangeInfoLists/0/goodsInfo/1/gname: must not be empty"), "{err}");
+}
+
+#[test]
+fn presign_refuses_bad_arguments_and_missing_files() {
+    let record = record_json(&vector("a.presign.txt"));
+    let output = run(&["presign", "--session-id", "S", "--service-time", "soon"], &record);
+    assert_eq!(output.status.code(), Some(2));
+    let output = run(&["presign", "--session-id", "S", "--service-time", "1", "/no/such/file"], "");
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr(&output).contains("cannot read /no/such/file"));
+    let output = run(&["presign", "--session-id", "", "--service-time", "1"], &record);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr(&output).contains("sessionID must not be empty"));
+}
+
+#[test]
+fn verify_accepts_vector_b_as_file_stdin_and_form() {
+    let key = card_key();
+    let output = run(
+        &[
+            "verify",
+            "--cert",
+            key.to_str().unwrap(),
+            data("tests/data/vectors/b.upload.json").to_str().unwrap(),
+        ],
+        "",
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert_eq!(stdout(&output), "valid\n");
+    assert!(stderr(&output).contains("certNo \"03000000000cde6f\" was not checked"));
+
+    let output = run(&["verify", "--cert", key.to_str().unwrap(), "-"], &vector("b.upload.json"));
+    assert_eq!(stdout(&output), "valid\n");
+
+    let form: String = url_encode(&vector("b.upload.json"));
+    let output = run(&["verify", "--cert", key.to_str().unwrap()], &format!("payExInfoStr={form}"));
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert_eq!(stdout(&output), "valid\n");
+}
+
+fn url_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'*' => (b as char).to_string(),
+            b' ' => "+".to_owned(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[test]
+fn verify_fails_on_one_changed_byte() {
+    let key = card_key();
+    let changed = vector("b.upload.json").replace("济州花梨", "济州花犁");
+    let output = run(&["verify", "--cert", key.to_str().unwrap()], &changed);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stdout(&output).is_empty());
+    assert!(stderr(&output).contains("invalid: signature does not verify"), "{}", stderr(&output));
+
+    // A re-serialised amount is a changed byte too: customs' 10000 would hide it.
+    let reformatted = vector("b.upload.json").replace(r#""totalAmount":5.0"#, r#""totalAmount":5"#);
+    let output = run(&["verify", "--cert", key.to_str().unwrap()], &reformatted);
+    assert_eq!(output.status.code(), Some(1));
+}
+
+#[test]
+fn verify_checks_cert_no_against_a_certificate() {
+    // The RSA fixture signs c's pre-sign string with a certificate whose serial is 01691f7f.
+    let signature = std::fs::read_to_string(fixture("rsa-sig.b64")).unwrap();
+    let c = vector("c.upload.json");
+    let parsed: serde_json::Value = serde_json::from_str(&c).unwrap();
+    let upload = c.replace(parsed["signValue"].as_str().unwrap(), &signature);
+    for cert in ["rsa-cert.pem", "rsa-cert.der", "rsa-cert.b64"] {
+        let cert = fixture(cert);
+        let output = run(&["verify", "--cert", cert.to_str().unwrap()], &upload);
+        assert_eq!(output.status.code(), Some(1), "{cert:?}");
+        assert!(
+            stderr(&output).contains("certNo \"01010000000019f1\" is not this certificate's serial 01691f7f")
+        );
+
+        let registered = upload.replace("01010000000019f1", "01691f7f");
+        let output = run(&["verify", "--cert", cert.to_str().unwrap()], &registered);
+        assert_eq!(output.status.code(), Some(0), "{cert:?}: {}", stderr(&output));
+        assert_eq!(stdout(&output), "valid\n");
+        assert!(stderr(&output).is_empty(), "{}", stderr(&output));
+    }
+}
+
+#[test]
+fn verify_refuses_unreadable_input_with_exit_2() {
+    let key = card_key();
+    let cases: [(&[&str], &str, &str); 4] = [
+        (&["verify", "--cert", "/no/such/cert"], "{}", "cannot read /no/such/cert"),
+        (&["verify", "--cert", "Cargo.toml"], &vector("b.upload.json"), "not a certificate or public key"),
+        (&["verify", "--cert", key.to_str().unwrap()], "hello", "neither upload JSON nor a form body"),
+        (
+            &["verify", "--cert", key.to_str().unwrap()],
+            r#"{"sessionID":"S"}"#,
+            "/payExchangeInfoHead: is required",
+        ),
+    ];
+    for (args, input, says) in cases {
+        let output = run(args, input);
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        assert!(stderr(&output).contains(says), "{args:?}: {}", stderr(&output));
+    }
+}
+
+#[test]
+fn every_command_has_help() {
+    for args in [&["--help"][..], &["presign", "--help"], &["verify", "--help"]] {
+        let output = run(args, "");
+        assert_eq!(output.status.code(), Some(0));
+        assert!(stdout(&output).contains("Usage: customs179"));
+    }
+}
