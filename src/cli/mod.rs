@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod check;
 mod presign;
 mod verify;
 
@@ -23,6 +24,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    Check(check::Args),
     Presign(presign::Args),
     Verify(verify::Args),
 }
@@ -39,6 +41,7 @@ pub enum Failure {
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Check(args) => check::run(args),
         Command::Presign(args) => presign::run(args),
         Command::Verify(args) => verify::run(args),
     };

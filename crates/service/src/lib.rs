@@ -1,0 +1,3 @@
+//! customs179's long-running service: intake, payments API, admin API, workers.
+
+pub mod config;

@@ -1,0 +1,368 @@
+//! The queue's states and every transition between them, in one place.
+//!
+//! ```text
+//! waiting ──(payment data)──▶ ready ──(signed)──▶ signed ──(customs stored it)──▶ delivered
+//!    │                          │                   │
+//!    └──────────────────────────┴───────────────────┴──(gave up, with reason)──▶ failed
+//! ```
+//!
+//! Work waiting in a state is claimed with a lease by one statement; a
+//! claim bumps `generation`, and every later write is guarded by it.
+
+use customs179_core::{Guid, OpenReq, PreSign};
+use sqlx::Row;
+
+use crate::{Millis, Store, StoreError};
+
+/// Where a customs request stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    /// Received; its payment data has not come yet.
+    Waiting,
+    /// Prepared (guid, serviceTime and pre-sign string fixed): to be signed.
+    Ready,
+    /// Signed and verified: to be uploaded.
+    Signed,
+    /// Customs stored it.
+    Delivered,
+    /// Given up, with the reason in `last_error`.
+    Failed,
+}
+
+impl State {
+    pub const ALL: [State; 5] =
+        [State::Waiting, State::Ready, State::Signed, State::Delivered, State::Failed];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Waiting => "waiting",
+            State::Ready => "ready",
+            State::Signed => "signed",
+            State::Delivered => "delivered",
+            State::Failed => "failed",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<State> {
+        State::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+}
+
+/// A customs request as intake received it.
+#[derive(Debug, Clone)]
+pub struct NewRequest {
+    pub open_req: OpenReq,
+    /// The `openReq` JSON exactly as received, for audit.
+    pub raw: String,
+    pub received_at: Millis,
+    pub deadline_at: Millis,
+}
+
+/// A request whose payment data is there and that can be prepared.
+#[derive(Debug, Clone)]
+pub struct Pending {
+    pub session_id: String,
+    pub generation: i64,
+    pub payment_id: i64,
+    pub record: customs179_core::PaymentRecord,
+}
+
+/// The upload fixed when a request is prepared.
+#[derive(Debug, Clone)]
+pub struct PreparedUpload {
+    pub guid: Guid,
+    pub service_time: Millis,
+    pub presign: PreSign,
+}
+
+/// A request claimed for one step, valid while the generation matches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    pub session_id: String,
+    pub order_no: String,
+    pub generation: i64,
+    /// Attempts at this step so far, this one included.
+    pub attempts: i64,
+    pub received_at: Millis,
+    pub deadline_at: Millis,
+}
+
+impl Store {
+    /// Records a batch of customs requests in one transaction; a sessionID
+    /// already stored is left as it is. Returns, per request, whether it
+    /// was new.
+    pub async fn insert_requests(&self, batch: &[NewRequest]) -> Result<Vec<bool>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let mut inserted = Vec::with_capacity(batch.len());
+        for request in batch {
+            let result = sqlx::query(
+                "INSERT INTO requests (session_id, order_no, open_req, customs_time, received_at, deadline_at,
+                                       state, next_attempt_at, updated_at)
+                 VALUES (?, ?, ?, ?, ?, ?, 'waiting', ?, ?)
+                 ON CONFLICT (session_id) DO NOTHING",
+            )
+            .bind(&request.open_req.session_id)
+            .bind(&request.open_req.order_no)
+            .bind(&request.raw)
+            .bind(i64::try_from(request.open_req.service_time).unwrap_or(i64::MAX))
+            .bind(request.received_at)
+            .bind(request.deadline_at)
+            .bind(request.received_at)
+            .bind(request.received_at)
+            .execute(&mut *tx)
+            .await?;
+            inserted.push(result.rows_affected() == 1);
+        }
+        tx.commit().await?;
+        Ok(inserted)
+    }
+
+    /// Waiting requests whose order now has a payment record.
+    pub async fn pending_preparation(&self, limit: i64) -> Result<Vec<Pending>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT r.session_id, r.generation, p.id, p.record
+             FROM requests r
+             JOIN payment_orders po ON po.order_no = r.order_no
+             JOIN payments p ON p.id = po.payment_id
+             WHERE r.state = 'waiting'
+             ORDER BY r.deadline_at
+             LIMIT ?",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|row| {
+                let record: String = row.get(3);
+                Ok(Pending {
+                    session_id: row.get(0),
+                    generation: row.get(1),
+                    payment_id: row.get(2),
+                    record: crate::payments::read_record(&record)?,
+                })
+            })
+            .collect()
+    }
+
+    /// waiting → ready: fixes the upload of a request. False when the request
+    /// moved on meanwhile (another worker prepared it, or it failed).
+    pub async fn prepare(
+        &self,
+        pending: &Pending,
+        upload: &PreparedUpload,
+        now: Millis,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let upload_id: i64 = sqlx::query_scalar(
+            "INSERT INTO uploads (session_id, payment_id, guid, service_time, presign, created_at)
+             VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+        )
+        .bind(&pending.session_id)
+        .bind(pending.payment_id)
+        .bind(upload.guid.as_str())
+        .bind(upload.service_time)
+        .bind(upload.presign.as_str())
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        let moved = sqlx::query(
+            "UPDATE requests
+             SET state = 'ready', upload_id = ?, generation = generation + 1, lease_until = NULL,
+                 attempts = 0, next_attempt_at = ?, last_error = NULL, updated_at = ?
+             WHERE session_id = ? AND state = 'waiting' AND generation = ?",
+        )
+        .bind(upload_id)
+        .bind(now)
+        .bind(now)
+        .bind(&pending.session_id)
+        .bind(pending.generation)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if moved {
+            record_attempt(&mut tx, &pending.session_id, Some(upload_id), "prepare", now, "prepared", None)
+                .await?;
+            tx.commit().await?;
+        }
+        Ok(moved)
+    }
+
+    /// Claims up to `limit` waiting requests whose next pull is due, earliest
+    /// deadline first, each for `lease` ms.
+    pub async fn claim_pulls(
+        &self,
+        now: Millis,
+        lease: Millis,
+        limit: i64,
+    ) -> Result<Vec<Claim>, StoreError> {
+        self.claim(State::Waiting, now, lease, limit).await
+    }
+
+    /// The one claim statement: due work in `state`, not leased by a live
+    /// worker, earliest deadline first.
+    async fn claim(
+        &self,
+        state: State,
+        now: Millis,
+        lease: Millis,
+        limit: i64,
+    ) -> Result<Vec<Claim>, StoreError> {
+        let rows = sqlx::query(
+            "UPDATE requests
+             SET lease_until = ?1 + ?2, generation = generation + 1, attempts = attempts + 1, updated_at = ?1
+             WHERE session_id IN (
+                 SELECT session_id FROM requests
+                 WHERE state = ?3 AND next_attempt_at <= ?1 AND (lease_until IS NULL OR lease_until <= ?1)
+                 ORDER BY deadline_at LIMIT ?4)
+             RETURNING session_id, order_no, generation, attempts, received_at, deadline_at",
+        )
+        .bind(now)
+        .bind(lease)
+        .bind(state.as_str())
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut claims: Vec<Claim> = rows
+            .into_iter()
+            .map(|row| Claim {
+                session_id: row.get(0),
+                order_no: row.get(1),
+                generation: row.get(2),
+                attempts: row.get(3),
+                received_at: row.get(4),
+                deadline_at: row.get(5),
+            })
+            .collect();
+        // RETURNING gives no order; keep the claim's.
+        claims.sort_by_key(|c| c.deadline_at);
+        Ok(claims)
+    }
+
+    /// Gives a claimed request back to its state, to be tried again at
+    /// `next_attempt_at`, recording why. False when the claim was lost.
+    pub async fn retry_later(
+        &self,
+        claim: &Claim,
+        step: &str,
+        next_attempt_at: Millis,
+        error: &str,
+        now: Millis,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let released = sqlx::query(
+            "UPDATE requests SET lease_until = NULL, next_attempt_at = ?, last_error = ?, updated_at = ?
+             WHERE session_id = ? AND generation = ?",
+        )
+        .bind(next_attempt_at)
+        .bind(error)
+        .bind(now)
+        .bind(&claim.session_id)
+        .bind(claim.generation)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if released {
+            record_attempt(&mut tx, &claim.session_id, None, step, now, "retry", Some(error)).await?;
+            tx.commit().await?;
+        }
+        Ok(released)
+    }
+
+    /// Any state but delivered → failed, with the reason. False when the
+    /// claim was lost.
+    pub async fn fail(
+        &self,
+        claim: &Claim,
+        step: &str,
+        reason: &str,
+        now: Millis,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let failed = sqlx::query(
+            "UPDATE requests SET state = 'failed', lease_until = NULL, last_error = ?, updated_at = ?,
+                                 generation = generation + 1
+             WHERE session_id = ? AND generation = ? AND state <> 'delivered'",
+        )
+        .bind(reason)
+        .bind(now)
+        .bind(&claim.session_id)
+        .bind(claim.generation)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if failed {
+            record_attempt(&mut tx, &claim.session_id, None, step, now, "failed", Some(reason)).await?;
+            tx.commit().await?;
+        }
+        Ok(failed)
+    }
+
+    /// waiting → failed for requests received at or before `received_before`
+    /// whose payment data never came. Returns their sessionIDs.
+    pub async fn give_up_waiting(
+        &self,
+        received_before: Millis,
+        reason: &str,
+        now: Millis,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let gave_up: Vec<String> = sqlx::query_scalar(
+            "UPDATE requests SET state = 'failed', lease_until = NULL, last_error = ?, updated_at = ?,
+                                 generation = generation + 1
+             WHERE state = 'waiting' AND received_at <= ?
+             RETURNING session_id",
+        )
+        .bind(reason)
+        .bind(now)
+        .bind(received_before)
+        .fetch_all(&mut *tx)
+        .await?;
+        for session_id in &gave_up {
+            record_attempt(&mut tx, session_id, None, "payment data", now, "failed", Some(reason)).await?;
+        }
+        tx.commit().await?;
+        Ok(gave_up)
+    }
+
+    /// The earliest time at which waiting work becomes due, for workers
+    /// that sleep until then.
+    pub async fn next_due(&self, state: State) -> Result<Option<Millis>, StoreError> {
+        let due: Option<Millis> = sqlx::query_scalar(
+            "SELECT MIN(MAX(next_attempt_at, COALESCE(lease_until, 0))) FROM requests WHERE state = ?",
+        )
+        .bind(state.as_str())
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(due)
+    }
+}
+
+/// Appends to a request's history.
+pub(crate) async fn record_attempt(
+    tx: &mut sqlx::SqliteConnection,
+    session_id: &str,
+    upload_id: Option<i64>,
+    step: &str,
+    at: Millis,
+    outcome: &str,
+    detail: Option<&str>,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO attempts (session_id, upload_id, step, at, outcome, detail)
+         VALUES (?, COALESCE(?, (SELECT upload_id FROM requests WHERE session_id = ?)), ?, ?, ?, ?)",
+    )
+    .bind(session_id)
+    .bind(upload_id)
+    .bind(session_id)
+    .bind(step)
+    .bind(at)
+    .bind(outcome)
+    .bind(detail)
+    .execute(tx)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,231 @@
+//! What the admin API and the status page read.
+
+use serde::Serialize;
+use serde_json::value::RawValue;
+use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
+
+use crate::queue::State;
+use crate::{Millis, Store, StoreError};
+
+/// Which requests to list, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    pub state: Option<State>,
+    pub order_no: Option<String>,
+    pub session_id: Option<String>,
+    /// Keyset paging: only requests older than this sessionID's.
+    pub after: Option<String>,
+    pub limit: i64,
+}
+
+/// One request in a list.
+#[derive(Debug, Clone, Serialize)]
+pub struct RequestSummary {
+    pub session_id: String,
+    pub order_no: String,
+    pub state: State,
+    pub received_at: Millis,
+    pub deadline_at: Millis,
+    /// Delivered after its deadline, or not delivered and past it.
+    pub late: bool,
+    /// Attempts at the current step.
+    pub attempts: i64,
+    pub next_attempt_at: Millis,
+    /// A worker holds the request until then.
+    pub claimed_until: Option<Millis>,
+    pub last_error: Option<String>,
+    pub delivered_at: Option<Millis>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RequestPage {
+    pub requests: Vec<RequestSummary>,
+    /// Pass as `after` for the next page; absent on the last one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+}
+
+/// One prepared upload of a request.
+#[derive(Debug, Clone, Serialize)]
+pub struct UploadView {
+    pub id: i64,
+    pub guid: String,
+    pub service_time: Millis,
+    pub presign: String,
+    pub cert_no: Option<String>,
+    pub sign_value: Option<String>,
+    pub upload_body: Option<String>,
+    pub created_at: Millis,
+}
+
+/// One entry of a request's history.
+#[derive(Debug, Clone, Serialize)]
+pub struct AttemptView {
+    pub at: Millis,
+    pub step: String,
+    pub outcome: String,
+    pub detail: Option<String>,
+    pub upload_id: Option<i64>,
+}
+
+/// Everything known about one request.
+#[derive(Debug, Clone, Serialize)]
+pub struct RequestDetail {
+    #[serde(flatten)]
+    pub summary: RequestSummary,
+    /// The `openReq` JSON exactly as received.
+    pub open_req: String,
+    pub customs_time: Millis,
+    /// The payment record used (or to be used), in its stored form.
+    pub payment: Option<Box<RawValue>>,
+    /// The current upload first, then earlier ones.
+    pub uploads: Vec<UploadView>,
+    pub attempts: Vec<AttemptView>,
+}
+
+const SUMMARY_COLUMNS: &str =
+    "session_id, order_no, state, received_at, deadline_at, attempts, next_attempt_at,
+     lease_until, last_error, delivered_at";
+
+fn summary(row: &SqliteRow, now: Millis) -> Result<RequestSummary, StoreError> {
+    let state: String = row.get("state");
+    let state =
+        State::parse(&state).ok_or_else(|| StoreError::Corrupt(format!("unknown state {state:?}")))?;
+    let deadline_at: Millis = row.get("deadline_at");
+    let delivered_at: Option<Millis> = row.get("delivered_at");
+    let lease_until: Option<Millis> = row.get("lease_until");
+    let late = match delivered_at {
+        Some(at) => at > deadline_at,
+        None => state != State::Failed && now > deadline_at,
+    };
+    Ok(RequestSummary {
+        session_id: row.get("session_id"),
+        order_no: row.get("order_no"),
+        state,
+        received_at: row.get("received_at"),
+        deadline_at,
+        late,
+        attempts: row.get("attempts"),
+        next_attempt_at: row.get("next_attempt_at"),
+        claimed_until: lease_until.filter(|&until| until > now),
+        last_error: row.get("last_error"),
+        delivered_at,
+    })
+}
+
+impl Store {
+    /// Requests newest first, filtered, one page of at most `filter.limit`.
+    pub async fn list_requests(&self, filter: &ListFilter, now: Millis) -> Result<RequestPage, StoreError> {
+        let sql = format!(
+            "SELECT {SUMMARY_COLUMNS} FROM requests
+             WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR order_no = ?2) AND (?3 IS NULL OR session_id = ?3)
+               AND (?4 IS NULL OR (received_at, session_id) <
+                    (SELECT received_at, session_id FROM requests WHERE session_id = ?4))
+             ORDER BY received_at DESC, session_id DESC
+             LIMIT ?5"
+        );
+        // Fetch one more than asked to learn whether another page exists.
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(filter.state.map(State::as_str))
+            .bind(filter.order_no.as_deref())
+            .bind(filter.session_id.as_deref())
+            .bind(filter.after.as_deref())
+            .bind(filter.limit + 1)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut requests = rows.iter().map(|row| summary(row, now)).collect::<Result<Vec<_>, _>>()?;
+        let more = requests.len() > usize::try_from(filter.limit).unwrap_or(0);
+        requests.truncate(usize::try_from(filter.limit).unwrap_or(0));
+        let next = more.then(|| requests.last().map(|r| r.session_id.clone())).flatten();
+        Ok(RequestPage { requests, next })
+    }
+
+    /// Everything about one request, or None if customs never asked for it.
+    pub async fn request_detail(
+        &self,
+        session_id: &str,
+        now: Millis,
+    ) -> Result<Option<RequestDetail>, StoreError> {
+        let sql = format!(
+            "SELECT {SUMMARY_COLUMNS}, open_req, customs_time, upload_id FROM requests WHERE session_id = ?"
+        );
+        let Some(row) =
+            sqlx::query(sqlx::AssertSqlSafe(sql)).bind(session_id).fetch_optional(&self.pool).await?
+        else {
+            return Ok(None);
+        };
+        let summary = summary(&row, now)?;
+        let upload_id: Option<i64> = row.get("upload_id");
+        let payment: Option<String> = sqlx::query_scalar(
+            "SELECT record FROM payments WHERE id = COALESCE(
+                 (SELECT payment_id FROM uploads WHERE id = ?),
+                 (SELECT payment_id FROM payment_orders WHERE order_no = ?))",
+        )
+        .bind(upload_id)
+        .bind(&summary.order_no)
+        .fetch_optional(&self.pool)
+        .await?;
+        let payment = payment
+            .map(RawValue::from_string)
+            .transpose()
+            .map_err(|e| StoreError::Corrupt(format!("a stored payment record is not JSON: {e}")))?;
+        let uploads = sqlx::query(
+            "SELECT id, guid, service_time, presign, cert_no, sign_value, upload_body, created_at
+             FROM uploads WHERE session_id = ? ORDER BY id = ? DESC, id DESC",
+        )
+        .bind(session_id)
+        .bind(upload_id)
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .map(|row| UploadView {
+            id: row.get(0),
+            guid: row.get(1),
+            service_time: row.get(2),
+            presign: row.get(3),
+            cert_no: row.get(4),
+            sign_value: row.get(5),
+            upload_body: row.get(6),
+            created_at: row.get(7),
+        })
+        .collect();
+        let attempts = sqlx::query(
+            "SELECT at, step, outcome, detail, upload_id FROM attempts WHERE session_id = ? ORDER BY id",
+        )
+        .bind(session_id)
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .map(|row| AttemptView {
+            at: row.get(0),
+            step: row.get(1),
+            outcome: row.get(2),
+            detail: row.get(3),
+            upload_id: row.get(4),
+        })
+        .collect();
+        Ok(Some(RequestDetail {
+            summary,
+            open_req: row.get("open_req"),
+            customs_time: row.get("customs_time"),
+            payment,
+            uploads,
+            attempts,
+        }))
+    }
+
+    /// How many requests are in each state, for the status page and metrics.
+    pub async fn count_by_state(&self) -> Result<Vec<(State, i64)>, StoreError> {
+        let rows: Vec<(String, i64)> = sqlx::query_as("SELECT state, COUNT(*) FROM requests GROUP BY state")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(State::ALL
+            .into_iter()
+            .map(|state| {
+                let count = rows.iter().find(|(s, _)| s == state.as_str()).map_or(0, |(_, n)| *n);
+                (state, count)
+            })
+            .collect())
+    }
+}

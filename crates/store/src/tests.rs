@@ -1,0 +1,223 @@
+//! The store against a real SQLite file.
+
+use customs179_core::{Guid, OpenReq, PaymentRecord, PreSign, RecordRules};
+
+use super::*;
+
+struct Fixture {
+    store: Store,
+    _dir: tempfile::TempDir,
+    path: std::path::PathBuf,
+}
+
+async fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nested/dir/queue.sqlite");
+    let store = Store::open(&path).await.unwrap();
+    Fixture { store, _dir: dir, path }
+}
+
+fn request(session_id: &str, order_no: &str, received_at: Millis) -> NewRequest {
+    let raw = format!(r#"{{"orderNo":"{order_no}","sessionID":"{session_id}","serviceTime":1}}"#);
+    NewRequest {
+        open_req: OpenReq::parse(&raw).unwrap(),
+        raw,
+        received_at,
+        deadline_at: received_at + 120_000,
+    }
+}
+
+fn record(transaction: &str, orders: &[&str], note: &str) -> PaymentRecord {
+    let lists: Vec<String> = orders
+        .iter()
+        .map(|o| {
+            format!(
+                r#"{{"orderNo":"{o}","goodsInfo":[{{"gname":"g","itemLink":"http://x"}}],"recpAccount":"a","recpName":"n"}}"#
+            )
+        })
+        .collect();
+    let text = format!(
+        r#"{{"payExchangeInfoHead":{{"initalRequest":"q","initalResponse":"r","payCode":"P1","payTransactionId":"{transaction}",
+            "totalAmount":1.5,"currency":"142","verDept":"3","tradingTime":"20240101000000","note":"{note}"}},
+            "payExchangeInfoLists":[{}]}}"#,
+        lists.join(",")
+    );
+    PaymentRecord::parse(&text, RecordRules::PLATFORM).unwrap()
+}
+
+fn upload(pending: &Pending) -> PreparedUpload {
+    let mut record = pending.record.clone();
+    let guid = Guid::from_random_bytes([7; 16]);
+    record.head.guid = Some(guid.clone());
+    record.head.ebp_code = Some("EBP".into());
+    PreparedUpload {
+        guid,
+        service_time: 99,
+        presign: PreSign::build(&record, &pending.session_id, 99).unwrap(),
+    }
+}
+
+async fn state_of(store: &Store, session_id: &str) -> State {
+    store.request_detail(session_id, 0).await.unwrap().unwrap().summary.state
+}
+
+#[tokio::test]
+async fn requests_are_stored_once_and_survive_reopening() {
+    let f = fixture().await;
+    let inserted =
+        f.store.insert_requests(&[request("S1", "O1", 10), request("S2", "O2", 11)]).await.unwrap();
+    assert_eq!(inserted, [true, true]);
+    let again =
+        f.store.insert_requests(&[request("S1", "O-other", 12), request("S3", "O3", 13)]).await.unwrap();
+    assert_eq!(again, [false, true]);
+    f.store.close().await;
+
+    let reopened = Store::open(&f.path).await.unwrap();
+    let page = reopened.list_requests(&ListFilter { limit: 10, ..Default::default() }, 20).await.unwrap();
+    let ids: Vec<_> = page.requests.iter().map(|r| r.session_id.as_str()).collect();
+    assert_eq!(ids, ["S3", "S2", "S1"]);
+    assert_eq!(page.requests[2].order_no, "O1", "the first sessionID's request is kept");
+    assert!(page.requests.iter().all(|r| r.state == State::Waiting));
+}
+
+#[tokio::test]
+async fn payments_are_idempotent_and_conflicts_change_nothing() {
+    let f = fixture().await;
+    let first = record("T1", &["O1", "O2"], "");
+    assert_eq!(
+        f.store.put_payments(std::slice::from_ref(&first), 1).await.unwrap(),
+        PutOutcome { stored: 1, unchanged: 0 }
+    );
+    assert_eq!(
+        f.store.put_payments(std::slice::from_ref(&first), 2).await.unwrap(),
+        PutOutcome { stored: 0, unchanged: 1 }
+    );
+
+    // Same payment, other content.
+    let PutError::Conflict(why) =
+        f.store.put_payments(&[record("T1", &["O1", "O2"], "changed")], 3).await.unwrap_err()
+    else {
+        panic!()
+    };
+    assert_eq!(why, ["payment P1/T1 is already stored with different content"]);
+
+    // An order already paid by another payment; the batch's new payment is not kept either.
+    let batch = [record("T3", &["O3"], ""), record("T2", &["O2"], "")];
+    let PutError::Conflict(why) = f.store.put_payments(&batch, 4).await.unwrap_err() else { panic!() };
+    assert_eq!(why, ["order O2 of payment P1/T2 is already paid by payment P1/T1"]);
+    assert_eq!(f.store.put_payments(&[record("T3", &["O3"], "")], 5).await.unwrap().stored, 1);
+}
+
+#[tokio::test]
+async fn a_request_is_prepared_once_its_payment_is_there() {
+    let f = fixture().await;
+    f.store.insert_requests(&[request("S1", "O1", 10), request("S2", "O9", 11)]).await.unwrap();
+    assert!(f.store.pending_preparation(10).await.unwrap().is_empty());
+    f.store.put_payments(&[record("T1", &["O1"], "")], 12).await.unwrap();
+
+    let pending = f.store.pending_preparation(10).await.unwrap();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].session_id, "S1");
+    let prepared = upload(&pending[0]);
+    assert!(f.store.prepare(&pending[0], &prepared, 13).await.unwrap());
+    // A second preparer holding the same stale view changes nothing.
+    assert!(!f.store.prepare(&pending[0], &prepared, 14).await.unwrap());
+
+    let detail = f.store.request_detail("S1", 15).await.unwrap().unwrap();
+    assert_eq!(detail.summary.state, State::Ready);
+    assert_eq!(detail.uploads.len(), 1);
+    assert_eq!(detail.uploads[0].presign, prepared.presign.as_str());
+    assert_eq!(detail.payment.unwrap().get(), customs179_core::write_record(&pending[0].record));
+    assert_eq!(detail.attempts.len(), 1);
+    assert_eq!(state_of(&f.store, "S2").await, State::Waiting);
+}
+
+#[tokio::test]
+async fn claims_lease_fence_and_expire() {
+    let f = fixture().await;
+    f.store.insert_requests(&[request("late", "O1", 20), request("early", "O2", 10)]).await.unwrap();
+
+    let claims = f.store.claim_pulls(100, 1_000, 10).await.unwrap();
+    let ids: Vec<_> = claims.iter().map(|c| c.session_id.as_str()).collect();
+    assert_eq!(ids, ["early", "late"], "earliest deadline first");
+    assert!(f.store.claim_pulls(500, 1_000, 10).await.unwrap().is_empty(), "leased");
+
+    // The lease expires: another worker takes the request over...
+    let taken_over = f.store.claim_pulls(1_100, 1_000, 1).await.unwrap();
+    assert_eq!(taken_over[0].session_id, "early");
+    assert_eq!(taken_over[0].attempts, 2);
+    // ...and the first worker's late answer no longer counts.
+    assert!(!f.store.retry_later(&claims[0], "pull", 5_000, "404", 1_200).await.unwrap());
+    assert!(
+        f.store
+            .retry_later(&taken_over[0], "pull", 5_000, "platform has no record yet", 1_200)
+            .await
+            .unwrap()
+    );
+
+    assert!(f.store.claim_pulls(4_999, 1_000, 10).await.unwrap().iter().all(|c| c.session_id != "early"));
+    assert_eq!(f.store.claim_pulls(5_000, 1_000, 10).await.unwrap()[0].session_id, "early");
+    // "late" was claimed again at 4_999, so it is due first.
+    assert_eq!(f.store.next_due(State::Waiting).await.unwrap(), Some(5_999));
+
+    let detail = f.store.request_detail("early", 5_000).await.unwrap().unwrap();
+    assert_eq!(detail.summary.last_error.as_deref(), Some("platform has no record yet"));
+    assert_eq!(detail.summary.claimed_until, Some(6_000));
+}
+
+#[tokio::test]
+async fn failing_and_giving_up_are_visible() {
+    let f = fixture().await;
+    f.store
+        .insert_requests(&[request("A", "O1", 10), request("B", "O2", 20), request("C", "O3", 30)])
+        .await
+        .unwrap();
+    let claim = f.store.claim_pulls(40, 1_000, 1).await.unwrap().remove(0);
+    assert!(f.store.fail(&claim, "pull", "the platform's record is invalid: /x: bad", 41).await.unwrap());
+    assert_eq!(state_of(&f.store, "A").await, State::Failed);
+
+    let gave_up = f.store.give_up_waiting(20, "no payment data after 10 s", 50).await.unwrap();
+    assert_eq!(gave_up, ["B"]);
+    let detail = f.store.request_detail("B", 60).await.unwrap().unwrap();
+    assert_eq!(detail.summary.state, State::Failed);
+    assert_eq!(detail.summary.last_error.as_deref(), Some("no payment data after 10 s"));
+    assert!(!detail.summary.late, "a failed request is counted as failed, not late");
+    assert_eq!(detail.attempts[0].outcome, "failed");
+    assert_eq!(state_of(&f.store, "C").await, State::Waiting);
+
+    let counts = f.store.count_by_state().await.unwrap();
+    assert_eq!(counts[0], (State::Waiting, 1));
+    assert_eq!(counts[4], (State::Failed, 2));
+}
+
+#[tokio::test]
+async fn lists_filter_and_page_newest_first() {
+    let f = fixture().await;
+    let batch: Vec<NewRequest> =
+        (0..7).map(|i| request(&format!("S{i}"), if i % 2 == 0 { "EVEN" } else { "ODD" }, 100 + i)).collect();
+    f.store.insert_requests(&batch).await.unwrap();
+
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let filter = ListFilter { limit: 3, after: after.clone(), ..Default::default() };
+        let page = f.store.list_requests(&filter, 0).await.unwrap();
+        seen.extend(page.requests.iter().map(|r| r.session_id.clone()));
+        match page.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ["S6", "S5", "S4", "S3", "S2", "S1", "S0"]);
+
+    let odd = ListFilter { order_no: Some("ODD".into()), limit: 10, ..Default::default() };
+    assert_eq!(f.store.list_requests(&odd, 0).await.unwrap().requests.len(), 3);
+    let one = ListFilter { session_id: Some("S4".into()), limit: 10, ..Default::default() };
+    assert_eq!(f.store.list_requests(&one, 0).await.unwrap().requests[0].session_id, "S4");
+    let ready = ListFilter { state: Some(State::Ready), limit: 10, ..Default::default() };
+    assert!(f.store.list_requests(&ready, 0).await.unwrap().requests.is_empty());
+    let late =
+        f.store.list_requests(&ListFilter { limit: 1, ..Default::default() }, 1_000_000).await.unwrap();
+    assert!(late.requests[0].late);
+    assert!(f.store.request_detail("nope", 0).await.unwrap().is_none());
+}

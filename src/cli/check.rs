@@ -1,0 +1,28 @@
+//! `customs179 check`: is a `serve` configuration usable, before it is deployed.
+
+use std::path::PathBuf;
+
+use customs179_service::config::Config;
+
+use super::Failure;
+
+/// Checks the configuration of `customs179 serve`, with its CUSTOMS179_* environment overrides.
+///
+/// Prints `config OK: <path>` and the effective settings (secrets only as set or not set)
+/// and exits 0, or lists every problem on stderr and exits 2. Nothing is contacted: the
+/// card, customs and the payment platform are not tried.
+#[derive(clap::Args)]
+pub struct Args {
+    /// The TOML configuration file (see config/customs179.example.toml).
+    #[arg(long)]
+    config: PathBuf,
+}
+
+pub fn run(args: Args) -> Result<(), Failure> {
+    let config = Config::load(&args.config).map_err(|errors| {
+        Failure::BadInput(format!("invalid configuration {}:\n{errors}", args.config.display()))
+    })?;
+    println!("config OK: {}", args.config.display());
+    print!("{}", config.summary());
+    Ok(())
+}
