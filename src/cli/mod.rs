@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 
 mod check;
 mod presign;
+mod serve;
 mod verify;
 
 #[derive(Parser)]
@@ -25,6 +26,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     Check(check::Args),
+    Serve(serve::Args),
     Presign(presign::Args),
     Verify(verify::Args),
 }
@@ -42,6 +44,7 @@ pub fn run() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Check(args) => check::run(args),
+        Command::Serve(args) => serve::run(args),
         Command::Presign(args) => presign::run(args),
         Command::Verify(args) => verify::run(args),
     };

@@ -1,3 +1,13 @@
 //! customs179's long-running service: intake, payments API, admin API, workers.
+//!
+//! [`Service::start`] binds both listeners and starts every task; `main`
+//! (the `serve` command) and the tests drive the very same code.
 
 pub mod config;
+mod context;
+mod http;
+mod service;
+mod workers;
+
+pub use context::now_ms;
+pub use service::{Service, StartError};

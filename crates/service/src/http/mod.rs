@@ -1,0 +1,11 @@
+//! The two HTTP faces of the service: intake (customs, public) and the
+//! admin API (operators and the platform, token-protected).
+
+pub(crate) mod admin;
+mod error;
+pub(crate) mod intake;
+mod payments;
+mod requests;
+
+pub(crate) use error::ApiError;
+pub(crate) use payments::parse_records;

@@ -1,0 +1,122 @@
+//! Starting and stopping the whole service.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use customs179_store::{Store, StoreError};
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
+
+use crate::config::Config;
+use crate::context::ApiContext;
+use crate::http::{admin, intake};
+use crate::workers::{self, Shutdown};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot open the database {path}: {source}")]
+    Store { path: String, source: StoreError },
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind { what: &'static str, addr: SocketAddr, source: std::io::Error },
+    #[error("cannot set up the HTTP client: {0}")]
+    Client(reqwest::Error),
+}
+
+/// The running service: both listeners and every worker.
+pub struct Service {
+    intake_addr: SocketAddr,
+    admin_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    servers: Vec<JoinHandle<()>>,
+    intake_writer: JoinHandle<()>,
+    workers: Vec<JoinHandle<()>>,
+    store: Store,
+}
+
+impl Service {
+    /// Opens the store, binds both listeners and starts the workers.
+    pub async fn start(config: Config) -> Result<Service, StartError> {
+        // reqwest is built without a default crypto provider; ring is ours.
+        // Installing twice (tests start several services) is harmless.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let store = Store::open(&config.store.path)
+            .await
+            .map_err(|source| StartError::Store { path: config.store.path.display().to_string(), source })?;
+        let ctx =
+            ApiContext { config: Arc::new(config), store: store.clone(), prepare: Arc::new(Notify::new()) };
+        let intake_listener = bind("intake", ctx.config.intake.listen).await?;
+        let admin_listener = bind("admin", ctx.config.admin.listen).await?;
+        let intake_addr = local_addr("intake", &intake_listener)?;
+        let admin_addr = local_addr("admin", &admin_listener)?;
+
+        let (stop, shutdown) = Shutdown::new();
+        let (writer, intake_writer) = intake::IntakeWriter::start(store.clone(), ctx.prepare.clone());
+        let servers = vec![
+            serve(intake_listener, intake::router(ctx.clone(), writer), shutdown.clone()),
+            serve(admin_listener, admin::router(ctx.clone()), shutdown.clone()),
+        ];
+        let mut workers = vec![tokio::spawn(workers::prepare::run(ctx.clone(), shutdown.clone()))];
+        if let Some(pull_url) = ctx.config.payments.pull_url.clone() {
+            let client = reqwest::Client::builder().build().map_err(StartError::Client)?;
+            workers.push(tokio::spawn(workers::pull::run(ctx.clone(), pull_url, client, shutdown.clone())));
+        }
+        tracing::info!(
+            intake = %intake_addr,
+            path = ctx.config.intake.path,
+            admin = %admin_addr,
+            store = %ctx.config.store.path.display(),
+            customs = ctx.config.customs.endpoint_description(),
+            pull = ctx.config.payments.pull_url.is_some(),
+            "customs179 started"
+        );
+        Ok(Service { intake_addr, admin_addr, stop, servers, intake_writer, workers, store })
+    }
+
+    /// Where customs' calls are taken (the bound port when configured as 0).
+    pub fn intake_addr(&self) -> SocketAddr {
+        self.intake_addr
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    /// Stops accepting, lets requests in flight finish and their commits
+    /// land, stops the workers and closes the database.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for server in self.servers {
+            let _ = server.await;
+        }
+        // The servers held the only senders to the intake writer: it ends
+        // once its last batch is committed.
+        let _ = self.intake_writer.await;
+        for worker in self.workers {
+            let _ = worker.await;
+        }
+        self.store.close().await;
+        tracing::info!("customs179 stopped");
+    }
+}
+
+async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr).await.map_err(|source| StartError::Bind { what, addr, source })
+}
+
+fn local_addr(what: &'static str, listener: &TcpListener) -> Result<SocketAddr, StartError> {
+    let fallback = SocketAddr::from(([0, 0, 0, 0], 0));
+    listener.local_addr().map_err(|source| StartError::Bind { what, addr: fallback, source })
+}
+
+fn serve(listener: TcpListener, router: axum::Router, mut shutdown: Shutdown) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let service = router.into_make_service_with_connect_info::<SocketAddr>();
+        let result = axum::serve(listener, service)
+            .with_graceful_shutdown(async move { shutdown.requested().await })
+            .await;
+        if let Err(e) = result {
+            tracing::error!(error = %e, "HTTP server failed");
+        }
+    })
+}

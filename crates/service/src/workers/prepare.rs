@@ -1,0 +1,86 @@
+//! The preparer: the moment a waiting request's payment record is there,
+//! fixes its upload (a new guid, the platform's serviceTime, the pre-sign
+//! string built once) so it can be signed. It also gives up, visibly, on
+//! requests whose data never came.
+
+use std::time::Duration;
+
+use customs179_core::{Guid, PreSign};
+use customs179_store::{Pending, PreparedUpload};
+
+use super::Shutdown;
+use crate::context::{ApiContext, now_ms};
+
+/// How often waiting requests are checked for giving up even if nothing
+/// wakes the preparer.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+const BATCH: i64 = 256;
+
+pub(crate) async fn run(ctx: ApiContext, mut shutdown: Shutdown) {
+    while !shutdown.is_requested() {
+        if let Err(e) = prepare_pending(&ctx).await {
+            tracing::error!(error = %e, "preparer: database error");
+        }
+        if let Err(e) = give_up(&ctx).await {
+            tracing::error!(error = %e, "preparer: database error");
+        }
+        tokio::select! {
+            () = ctx.prepare.notified() => {}
+            () = tokio::time::sleep(SWEEP_EVERY) => {}
+            () = shutdown.requested() => {}
+        }
+    }
+}
+
+async fn prepare_pending(ctx: &ApiContext) -> Result<(), customs179_store::StoreError> {
+    loop {
+        let pending = ctx.store.pending_preparation(BATCH).await?;
+        if pending.is_empty() {
+            return Ok(());
+        }
+        for request in &pending {
+            let now = now_ms();
+            match build_upload(ctx, request, now) {
+                Ok(upload) => {
+                    if ctx.store.prepare(request, &upload, now).await? {
+                        tracing::info!(session_id = request.session_id, guid = %upload.guid, "preparer: ready to sign");
+                    }
+                }
+                // Validation makes this unreachable for stored records. Should
+                // it happen, stop this round rather than spin on the same
+                // request; it stays visible as waiting and is given up later.
+                Err(e) => {
+                    tracing::error!(session_id = request.session_id, error = %e, "preparer: cannot build the upload");
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+/// A new upper-case UUID guid for every upload, this platform's ebpCode when
+/// the record has none, and now as the platform's serviceTime.
+fn build_upload(
+    ctx: &ApiContext,
+    request: &Pending,
+    now: i64,
+) -> Result<PreparedUpload, customs179_core::BuildError> {
+    let mut record = request.record.clone();
+    let guid = Guid::from_random_bytes(uuid::Uuid::new_v4().into_bytes());
+    record.head.guid = Some(guid.clone());
+    record.head.ebp_code.get_or_insert_with(|| ctx.config.enterprise.ebp_code.clone());
+    let service_time = u64::try_from(now).unwrap_or_default();
+    let presign = PreSign::build(&record, &request.session_id, service_time)?;
+    Ok(PreparedUpload { guid, service_time: now, presign })
+}
+
+async fn give_up(ctx: &ApiContext) -> Result<(), customs179_store::StoreError> {
+    let after_secs = ctx.config.payments.give_up_after_secs;
+    let now = now_ms();
+    let cutoff = now.saturating_sub(i64::try_from(after_secs.saturating_mul(1000)).unwrap_or(i64::MAX));
+    let reason = format!("no payment data for this order after {after_secs} s");
+    for session_id in ctx.store.give_up_waiting(cutoff, &reason, now).await? {
+        tracing::warn!(session_id, reason, "preparer: gave up waiting for payment data");
+    }
+    Ok(())
+}
