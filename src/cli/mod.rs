@@ -9,7 +9,9 @@ use clap::{Parser, Subcommand};
 
 mod check;
 mod presign;
+mod resume;
 mod serve;
+mod sign;
 mod verify;
 
 #[derive(Parser)]
@@ -27,6 +29,8 @@ struct Cli {
 enum Command {
     Check(check::Args),
     Serve(serve::Args),
+    Sign(sign::Args),
+    Resume(resume::Args),
     Presign(presign::Args),
     Verify(verify::Args),
 }
@@ -45,6 +49,8 @@ pub fn run() -> ExitCode {
     let result = match cli.command {
         Command::Check(args) => check::run(args),
         Command::Serve(args) => serve::run(args),
+        Command::Sign(args) => sign::run(args),
+        Command::Resume(args) => resume::run(args),
         Command::Presign(args) => presign::run(args),
         Command::Verify(args) => verify::run(args),
     };
@@ -83,4 +89,24 @@ fn display_input(path: Option<&Path>) -> String {
         Some(p) if p != Path::new("-") => p.display().to_string(),
         _ => "standard input".to_owned(),
     }
+}
+
+/// Runs a command's async part on a fresh runtime.
+fn block_on<T>(work: impl std::future::Future<Output = Result<T, Failure>>) -> Result<T, Failure> {
+    tokio::runtime::Runtime::new()
+        .map_err(|e| Failure::BadInput(format!("cannot start the async runtime: {e}")))?
+        .block_on(work)
+}
+
+/// Loads a configuration (exit 2 when it is bad) and opens its database.
+async fn open_store(
+    path: &Path,
+) -> Result<(customs179_service::config::Config, customs179_store::Store), Failure> {
+    let config = customs179_service::config::Config::load(path).map_err(|errors| {
+        Failure::BadInput(format!("invalid configuration {}:\n{errors}", path.display()))
+    })?;
+    let store = customs179_store::Store::open(&config.store.path).await.map_err(|e| {
+        Failure::Check(format!("cannot open the database {}: {e}", config.store.path.display()))
+    })?;
+    Ok((config, store))
 }

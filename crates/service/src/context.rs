@@ -16,6 +16,8 @@ pub(crate) struct ApiContext {
     /// Wakes the preparer when requests or payment records were committed:
     /// a request is prepared the moment its data is there, not at a poll.
     pub prepare: Arc<Notify>,
+    /// Wakes the signer when requests became ready or signing was resumed.
+    pub sign: Arc<Notify>,
 }
 
 /// Unix time in milliseconds.

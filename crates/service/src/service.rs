@@ -2,7 +2,9 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
+use customs179_eport::SignerClient;
 use customs179_store::{Store, StoreError};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
@@ -43,8 +45,12 @@ impl Service {
         let store = Store::open(&config.store.path)
             .await
             .map_err(|source| StartError::Store { path: config.store.path.display().to_string(), source })?;
-        let ctx =
-            ApiContext { config: Arc::new(config), store: store.clone(), prepare: Arc::new(Notify::new()) };
+        let ctx = ApiContext {
+            config: Arc::new(config),
+            store: store.clone(),
+            prepare: Arc::new(Notify::new()),
+            sign: Arc::new(Notify::new()),
+        };
         let intake_listener = bind("intake", ctx.config.intake.listen).await?;
         let admin_listener = bind("admin", ctx.config.admin.listen).await?;
         let intake_addr = local_addr("intake", &intake_listener)?;
@@ -56,7 +62,14 @@ impl Service {
             serve(intake_listener, intake::router(ctx.clone(), writer), shutdown.clone()),
             serve(admin_listener, admin::router(ctx.clone()), shutdown.clone()),
         ];
-        let mut workers = vec![tokio::spawn(workers::prepare::run(ctx.clone(), shutdown.clone()))];
+        let signer = Arc::new(SignerClient::new(
+            ctx.config.signer.url.clone(),
+            Duration::from_millis(ctx.config.signer.timeout_ms),
+        ));
+        let mut workers = vec![
+            tokio::spawn(workers::prepare::run(ctx.clone(), shutdown.clone())),
+            tokio::spawn(workers::sign::run(ctx.clone(), signer, shutdown.clone())),
+        ];
         if let Some(pull_url) = ctx.config.payments.pull_url.clone() {
             let client = reqwest::Client::builder().build().map_err(StartError::Client)?;
             workers.push(tokio::spawn(workers::pull::run(ctx.clone(), pull_url, client, shutdown.clone())));
@@ -65,6 +78,7 @@ impl Service {
             intake = %intake_addr,
             path = ctx.config.intake.path,
             admin = %admin_addr,
+            signer = ctx.config.signer.url,
             store = %ctx.config.store.path.display(),
             customs = ctx.config.customs.endpoint_description(),
             pull = ctx.config.payments.pull_url.is_some(),

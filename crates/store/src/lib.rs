@@ -14,12 +14,14 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
+mod controls;
 mod payments;
 mod queue;
 mod reads;
 
+pub use controls::{Pause, Stage};
 pub use payments::{PutError, PutOutcome};
-pub use queue::{Claim, NewRequest, Pending, PreparedUpload, State};
+pub use queue::{Claim, NewRequest, Pending, PreparedUpload, SigningJob, State};
 pub use reads::{AttemptView, ListFilter, RequestDetail, RequestPage, RequestSummary, UploadView};
 
 /// Unix time in milliseconds, the unit of every time the store keeps.

@@ -88,6 +88,14 @@ pub struct Claim {
     pub deadline_at: Millis,
 }
 
+/// A request claimed for signing, with the exact text to sign.
+#[derive(Debug, Clone)]
+pub struct SigningJob {
+    pub claim: Claim,
+    pub upload_id: i64,
+    pub presign: String,
+}
+
 impl Store {
     /// Records a batch of customs requests in one transaction; a sessionID
     /// already stored is left as it is. Returns, per request, whether it
@@ -200,6 +208,68 @@ impl Store {
         self.claim(State::Waiting, now, lease, limit).await
     }
 
+    /// Claims up to `limit` prepared requests for signing, earliest deadline first.
+    pub async fn claim_signing(
+        &self,
+        now: Millis,
+        lease: Millis,
+        limit: i64,
+    ) -> Result<Vec<SigningJob>, StoreError> {
+        let claims = self.claim(State::Ready, now, lease, limit).await?;
+        let mut jobs = Vec::with_capacity(claims.len());
+        for claim in claims {
+            let (upload_id, presign): (i64, String) = sqlx::query_as(
+                "SELECT u.id, u.presign FROM requests r JOIN uploads u ON u.id = r.upload_id WHERE r.session_id = ?",
+            )
+            .bind(&claim.session_id)
+            .fetch_one(&self.pool)
+            .await?;
+            jobs.push(SigningJob { claim, upload_id, presign });
+        }
+        Ok(jobs)
+    }
+
+    /// ready → signed: keeps the card's signature and the upload body
+    /// assembled from the signed bytes. False when the claim was lost.
+    pub async fn signed(
+        &self,
+        job: &SigningJob,
+        cert_no: &str,
+        sign_value: &str,
+        upload_body: &str,
+        now: Millis,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let moved = sqlx::query(
+            "UPDATE requests
+             SET state = 'signed', generation = generation + 1, lease_until = NULL, attempts = 0,
+                 next_attempt_at = ?, last_error = NULL, updated_at = ?
+             WHERE session_id = ? AND generation = ? AND state = 'ready' AND upload_id = ?",
+        )
+        .bind(now)
+        .bind(now)
+        .bind(&job.claim.session_id)
+        .bind(job.claim.generation)
+        .bind(job.upload_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if moved {
+            sqlx::query("UPDATE uploads SET cert_no = ?, sign_value = ?, upload_body = ? WHERE id = ?")
+                .bind(cert_no)
+                .bind(sign_value)
+                .bind(upload_body)
+                .bind(job.upload_id)
+                .execute(&mut *tx)
+                .await?;
+            record_attempt(&mut tx, &job.claim.session_id, Some(job.upload_id), "sign", now, "signed", None)
+                .await?;
+            tx.commit().await?;
+        }
+        Ok(moved)
+    }
+
     /// The one claim statement: due work in `state`, not leased by a live
     /// worker, earliest deadline first.
     async fn claim(
@@ -241,13 +311,38 @@ impl Store {
     }
 
     /// Gives a claimed request back to its state, to be tried again at
-    /// `next_attempt_at`, recording why. False when the claim was lost.
+    /// `next_attempt_at`, and records the failed attempt. False when the
+    /// claim was lost.
     pub async fn retry_later(
         &self,
         claim: &Claim,
         step: &str,
         next_attempt_at: Millis,
         error: &str,
+        now: Millis,
+    ) -> Result<bool, StoreError> {
+        self.release(claim, next_attempt_at, error, Some(step), now).await
+    }
+
+    /// Like [`Store::retry_later`] for an expected "not yet" (the platform
+    /// has no record yet): noted in `last_error`, not in the history, which
+    /// a day of polling would flood.
+    pub async fn poll_again(
+        &self,
+        claim: &Claim,
+        next_attempt_at: Millis,
+        note: &str,
+        now: Millis,
+    ) -> Result<bool, StoreError> {
+        self.release(claim, next_attempt_at, note, None, now).await
+    }
+
+    async fn release(
+        &self,
+        claim: &Claim,
+        next_attempt_at: Millis,
+        error: &str,
+        history_step: Option<&str>,
         now: Millis,
     ) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
@@ -265,7 +360,9 @@ impl Store {
         .rows_affected()
             == 1;
         if released {
-            record_attempt(&mut tx, &claim.session_id, None, step, now, "retry", Some(error)).await?;
+            if let Some(step) = history_step {
+                record_attempt(&mut tx, &claim.session_id, None, step, now, "retry", Some(error)).await?;
+            }
             tx.commit().await?;
         }
         Ok(released)

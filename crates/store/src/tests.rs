@@ -163,6 +163,7 @@ async fn claims_lease_fence_and_expire() {
     let detail = f.store.request_detail("early", 5_000).await.unwrap().unwrap();
     assert_eq!(detail.summary.last_error.as_deref(), Some("platform has no record yet"));
     assert_eq!(detail.summary.claimed_until, Some(6_000));
+    assert!(detail.attempts.is_empty(), "polling again is not history");
 }
 
 #[tokio::test]

@@ -9,7 +9,11 @@ use crate::config::Secret;
 use crate::context::ApiContext;
 
 pub(crate) fn router(ctx: ApiContext) -> Router {
-    Router::new().merge(super::payments::router(&ctx)).merge(super::requests::router()).with_state(ctx)
+    Router::new()
+        .merge(super::payments::router(&ctx))
+        .merge(super::requests::router())
+        .merge(super::controls::router())
+        .with_state(ctx)
 }
 
 /// Who may call an endpoint.

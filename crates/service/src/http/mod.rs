@@ -2,6 +2,7 @@
 //! admin API (operators and the platform, token-protected).
 
 pub(crate) mod admin;
+mod controls;
 mod error;
 pub(crate) mod intake;
 mod payments;

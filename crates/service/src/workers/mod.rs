@@ -2,6 +2,7 @@
 
 pub(crate) mod prepare;
 pub(crate) mod pull;
+pub(crate) mod sign;
 
 use std::time::Duration;
 

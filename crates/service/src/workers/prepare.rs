@@ -44,6 +44,7 @@ async fn prepare_pending(ctx: &ApiContext) -> Result<(), customs179_store::Store
                 Ok(upload) => {
                     if ctx.store.prepare(request, &upload, now).await? {
                         tracing::info!(session_id = request.session_id, guid = %upload.guid, "preparer: ready to sign");
+                        ctx.sign.notify_one();
                     }
                 }
                 // Validation makes this unreachable for stored records. Should

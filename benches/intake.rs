@@ -1,0 +1,134 @@
+//! Intake under load: customs calls at a fixed rate against a real service
+//! (release build, real SQLite file with full sync), then a check that every
+//! answered request is committed. Prints a table for BENCHMARKS.md.
+//!
+//! `cargo bench --bench intake` runs 1,000 requests/s for 60 s;
+//! `BENCH_RATE` and `BENCH_SECS` change that.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use customs179_service::Service;
+use customs179_service::config::Config;
+use tokio::sync::Mutex;
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+#[tokio::main]
+async fn main() {
+    let rate = env_or("BENCH_RATE", 1_000);
+    let secs = env_or("BENCH_SECS", 60);
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("bench.sqlite");
+    let config = format!(
+        r#"
+        [intake]
+        listen = "127.0.0.1:0"
+        [admin]
+        listen = "127.0.0.1:0"
+        token = "bench-admin-token-0123456789"
+        [store]
+        path = "{}"
+        [enterprise]
+        ebp_code = "BENCH"
+        [signer]
+        pin = "88888888"
+        [customs]
+        environment = "test"
+        "#,
+        db.display()
+    );
+    let config = Config::from_toml_str(&config, std::iter::empty()).expect("bench config");
+    let service = Service::start(config).await.expect("service starts");
+    let url = format!("http://{}/platDataOpen", service.intake_addr());
+    let client = reqwest::Client::builder().pool_max_idle_per_host(256).build().expect("client");
+
+    let latencies = Arc::new(Mutex::new(Vec::with_capacity((rate * secs) as usize)));
+    let answered = Arc::new(Mutex::new(Vec::with_capacity((rate * secs) as usize)));
+    let failures = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let total = rate * secs;
+    let period = Duration::from_secs_f64(1.0 / rate as f64);
+    let start = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..total {
+        // Open loop: request i is due at start + i × period, whatever the
+        // answers before it took; latency counts from when it was due, so a
+        // stall is not hidden (no coordinated omission).
+        let due = start + period * i as u32;
+        tokio::time::sleep_until(due.into()).await;
+        let (client, url, latencies, answered, failures) =
+            (client.clone(), url.clone(), latencies.clone(), answered.clone(), failures.clone());
+        tasks.spawn(async move {
+            let session_id = format!("BENCH-{i:08}");
+            let open_req =
+                format!(r#"{{"orderNo":"SO{i}","sessionID":"{session_id}","serviceTime":1533271903898}}"#);
+            let result = client.post(&url).form(&[("openReq", open_req)]).send().await;
+            let ok = match result {
+                Ok(response) if response.status().is_success() => {
+                    response.text().await.map(|body| body.contains(r#""code":"10000""#)).unwrap_or(false)
+                }
+                _ => false,
+            };
+            let elapsed = due.elapsed();
+            if ok {
+                latencies.lock().await.push(elapsed);
+                answered.lock().await.push(session_id);
+            } else {
+                failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        });
+        while tasks.try_join_next().is_some() {}
+    }
+    while tasks.join_next().await.is_some() {}
+    let wall = start.elapsed();
+    service.shutdown().await;
+
+    let mut latencies = latencies.lock().await.clone();
+    latencies.sort();
+    let pct =
+        |p: f64| latencies.get(((latencies.len() as f64 - 1.0) * p) as usize).copied().unwrap_or_default();
+    let answered = answered.lock().await.clone();
+    let pool = sqlx::sqlite::SqlitePoolOptions::new()
+        .connect_with(sqlx::sqlite::SqliteConnectOptions::new().filename(&db))
+        .await
+        .expect("open bench database");
+    let stored: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM requests").fetch_one(&pool).await.expect("count");
+    let mut missing = 0;
+    for session_id in &answered {
+        let found: Option<String> =
+            sqlx::query_scalar("SELECT session_id FROM requests WHERE session_id = ?")
+                .bind(session_id)
+                .fetch_optional(&pool)
+                .await
+                .expect("lookup");
+        missing += usize::from(found.is_none());
+    }
+    let ms = |d: Duration| format!("{:.2} ms", d.as_secs_f64() * 1000.0);
+    println!("| intake benchmark | value |");
+    println!("|---|---|");
+    println!("| target rate | {rate} requests/s for {secs} s |");
+    println!(
+        "| achieved rate | {:.0} requests/s ({} in {:.1} s) |",
+        answered.len() as f64 / wall.as_secs_f64(),
+        answered.len(),
+        wall.as_secs_f64()
+    );
+    println!("| answered 10000 | {} |", answered.len());
+    println!("| failed or not 10000 | {} |", failures.load(std::sync::atomic::Ordering::Relaxed));
+    println!(
+        "| p50 / p90 / p99 / max answer time | {} / {} / {} / {} |",
+        ms(pct(0.50)),
+        ms(pct(0.90)),
+        ms(pct(0.99)),
+        ms(pct(1.0))
+    );
+    println!("| rows in the database | {stored} |");
+    println!("| answered but not stored | {missing} |");
+    if missing > 0 {
+        std::process::exit(1);
+    }
+}
