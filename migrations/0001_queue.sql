@@ -30,6 +30,8 @@ CREATE TABLE requests (
     received_at     INTEGER NOT NULL,
     deadline_at     INTEGER NOT NULL,
     state           TEXT    NOT NULL,
+    -- Since when the request waits for payment data (reset by a replay).
+    waiting_since   INTEGER NOT NULL,
     generation      INTEGER NOT NULL DEFAULT 0,
     lease_until     INTEGER,
     attempts        INTEGER NOT NULL DEFAULT 0,

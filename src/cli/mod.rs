@@ -9,9 +9,11 @@ use clap::{Parser, Subcommand};
 
 mod check;
 mod presign;
+mod replay;
 mod resume;
 mod serve;
 mod sign;
+mod sim;
 mod verify;
 
 #[derive(Parser)]
@@ -31,8 +33,10 @@ enum Command {
     Serve(serve::Args),
     Sign(sign::Args),
     Resume(resume::Args),
+    Replay(replay::Args),
     Presign(presign::Args),
     Verify(verify::Args),
+    Sim(sim::Args),
 }
 
 /// Why a command did not succeed.
@@ -51,8 +55,10 @@ pub fn run() -> ExitCode {
         Command::Serve(args) => serve::run(args),
         Command::Sign(args) => sign::run(args),
         Command::Resume(args) => resume::run(args),
+        Command::Replay(args) => replay::run(args),
         Command::Presign(args) => presign::run(args),
         Command::Verify(args) => verify::run(args),
+        Command::Sim(args) => sim::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -18,6 +18,8 @@ pub(crate) struct ApiContext {
     pub prepare: Arc<Notify>,
     /// Wakes the signer when requests became ready or signing was resumed.
     pub sign: Arc<Notify>,
+    /// Wakes the uploader when requests were signed or uploading was resumed.
+    pub upload: Arc<Notify>,
 }
 
 /// Unix time in milliseconds.

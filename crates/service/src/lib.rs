@@ -5,6 +5,7 @@
 
 pub mod config;
 mod context;
+mod customs;
 mod http;
 mod service;
 mod workers;

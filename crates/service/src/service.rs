@@ -12,6 +12,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::Config;
 use crate::context::ApiContext;
+use crate::customs::CustomsClient;
 use crate::http::{admin, intake};
 use crate::workers::{self, Shutdown};
 
@@ -23,6 +24,8 @@ pub enum StartError {
     Bind { what: &'static str, addr: SocketAddr, source: std::io::Error },
     #[error("cannot set up the HTTP client: {0}")]
     Client(reqwest::Error),
+    #[error("cannot set up the customs client: {0}")]
+    Customs(String),
 }
 
 /// The running service: both listeners and every worker.
@@ -50,6 +53,7 @@ impl Service {
             store: store.clone(),
             prepare: Arc::new(Notify::new()),
             sign: Arc::new(Notify::new()),
+            upload: Arc::new(Notify::new()),
         };
         let intake_listener = bind("intake", ctx.config.intake.listen).await?;
         let admin_listener = bind("admin", ctx.config.admin.listen).await?;
@@ -62,6 +66,12 @@ impl Service {
             serve(intake_listener, intake::router(ctx.clone(), writer), shutdown.clone()),
             serve(admin_listener, admin::router(ctx.clone()), shutdown.clone()),
         ];
+        let customs = CustomsClient::new(
+            ctx.config.customs.upload_url(),
+            Duration::from_millis(ctx.config.customs.timeout_ms),
+            ctx.config.customs.ca_file.as_deref(),
+        )
+        .map_err(|e| StartError::Customs(e.to_string()))?;
         let signer = Arc::new(SignerClient::new(
             ctx.config.signer.url.clone(),
             Duration::from_millis(ctx.config.signer.timeout_ms),
@@ -69,6 +79,7 @@ impl Service {
         let mut workers = vec![
             tokio::spawn(workers::prepare::run(ctx.clone(), shutdown.clone())),
             tokio::spawn(workers::sign::run(ctx.clone(), signer, shutdown.clone())),
+            tokio::spawn(workers::upload::run(ctx.clone(), customs, shutdown.clone())),
         ];
         if let Some(pull_url) = ctx.config.payments.pull_url.clone() {
             let client = reqwest::Client::builder().build().map_err(StartError::Client)?;

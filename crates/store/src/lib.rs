@@ -21,7 +21,7 @@ mod reads;
 
 pub use controls::{Pause, Stage};
 pub use payments::{PutError, PutOutcome};
-pub use queue::{Claim, NewRequest, Pending, PreparedUpload, SigningJob, State};
+pub use queue::{Claim, Delivery, NewRequest, Pending, PreparedUpload, SigningJob, State, UploadJob};
 pub use reads::{AttemptView, ListFilter, RequestDetail, RequestPage, RequestSummary, UploadView};
 
 /// Unix time in milliseconds, the unit of every time the store keeps.

@@ -88,6 +88,23 @@ pub struct Claim {
     pub deadline_at: Millis,
 }
 
+/// A request claimed for upload, with the exact body that was signed.
+#[derive(Debug, Clone)]
+pub struct UploadJob {
+    pub claim: Claim,
+    pub upload_id: i64,
+    pub upload_body: String,
+}
+
+/// What came of an upload that customs stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// 10000.
+    Stored,
+    /// 20006: an earlier attempt got through.
+    AlreadyStored,
+}
+
 /// A request claimed for signing, with the exact text to sign.
 #[derive(Debug, Clone)]
 pub struct SigningJob {
@@ -106,8 +123,8 @@ impl Store {
         for request in batch {
             let result = sqlx::query(
                 "INSERT INTO requests (session_id, order_no, open_req, customs_time, received_at, deadline_at,
-                                       state, next_attempt_at, updated_at)
-                 VALUES (?, ?, ?, ?, ?, ?, 'waiting', ?, ?)
+                                       state, waiting_since, next_attempt_at, updated_at)
+                 VALUES (?, ?, ?, ?, ?, ?, 'waiting', ?, ?, ?)
                  ON CONFLICT (session_id) DO NOTHING",
             )
             .bind(&request.open_req.session_id)
@@ -116,6 +133,7 @@ impl Store {
             .bind(i64::try_from(request.open_req.service_time).unwrap_or(i64::MAX))
             .bind(request.received_at)
             .bind(request.deadline_at)
+            .bind(request.received_at)
             .bind(request.received_at)
             .bind(request.received_at)
             .execute(&mut *tx)
@@ -270,6 +288,124 @@ impl Store {
         Ok(moved)
     }
 
+    /// Claims up to `limit` signed requests for upload, earliest deadline first.
+    pub async fn claim_uploads(
+        &self,
+        now: Millis,
+        lease: Millis,
+        limit: i64,
+    ) -> Result<Vec<UploadJob>, StoreError> {
+        let claims = self.claim(State::Signed, now, lease, limit).await?;
+        let mut jobs = Vec::with_capacity(claims.len());
+        for claim in claims {
+            let (upload_id, body): (i64, Option<String>) = sqlx::query_as(
+                "SELECT u.id, u.upload_body FROM requests r JOIN uploads u ON u.id = r.upload_id
+                 WHERE r.session_id = ?",
+            )
+            .bind(&claim.session_id)
+            .fetch_one(&self.pool)
+            .await?;
+            let upload_body = body.ok_or_else(|| {
+                StoreError::Corrupt(format!("signed request {} has no upload body", claim.session_id))
+            })?;
+            jobs.push(UploadJob { claim, upload_id, upload_body });
+        }
+        Ok(jobs)
+    }
+
+    /// signed → delivered, recording customs' answer. False when the claim was lost.
+    pub async fn delivered(
+        &self,
+        job: &UploadJob,
+        delivery: Delivery,
+        answer: &str,
+        now: Millis,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let moved = sqlx::query(
+            "UPDATE requests
+             SET state = 'delivered', generation = generation + 1, lease_until = NULL, delivered_at = ?,
+                 last_error = NULL, updated_at = ?
+             WHERE session_id = ? AND generation = ? AND state = 'signed'",
+        )
+        .bind(now)
+        .bind(now)
+        .bind(&job.claim.session_id)
+        .bind(job.claim.generation)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if moved {
+            let outcome = match delivery {
+                Delivery::Stored => "delivered",
+                Delivery::AlreadyStored if job.claim.attempts <= 1 => {
+                    "already stored on a first attempt (anomaly)"
+                }
+                Delivery::AlreadyStored => "already stored by an earlier attempt",
+            };
+            record_attempt(
+                &mut tx,
+                &job.claim.session_id,
+                Some(job.upload_id),
+                "upload",
+                now,
+                outcome,
+                Some(answer),
+            )
+            .await?;
+            tx.commit().await?;
+        }
+        Ok(moved)
+    }
+
+    /// failed or delivered → waiting: the request is prepared again from its
+    /// payment record (a new guid and serviceTime), signed and uploaded; all
+    /// earlier uploads and attempts stay. Returns the state it was in, or
+    /// None when there is no such request; an error names a state that
+    /// cannot be replayed.
+    pub async fn replay(
+        &self,
+        session_id: &str,
+        now: Millis,
+    ) -> Result<Option<Result<State, State>>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let current: Option<String> = sqlx::query_scalar("SELECT state FROM requests WHERE session_id = ?")
+            .bind(session_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(current) = current else { return Ok(None) };
+        let current = State::parse(&current)
+            .ok_or_else(|| StoreError::Corrupt(format!("unknown state {current:?}")))?;
+        if !matches!(current, State::Failed | State::Delivered) {
+            return Ok(Some(Err(current)));
+        }
+        sqlx::query(
+            "UPDATE requests
+             SET state = 'waiting', generation = generation + 1, lease_until = NULL, attempts = 0,
+                 waiting_since = ?, next_attempt_at = ?, last_error = NULL, delivered_at = NULL, updated_at = ?
+             WHERE session_id = ?",
+        )
+        .bind(now)
+        .bind(now)
+        .bind(now)
+        .bind(session_id)
+        .execute(&mut *tx)
+        .await?;
+        record_attempt(
+            &mut tx,
+            session_id,
+            None,
+            "replay",
+            now,
+            "replayed",
+            Some(&format!("was {}", current.as_str())),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(Some(Ok(current)))
+    }
+
     /// The one claim statement: due work in `state`, not leased by a live
     /// worker, earliest deadline first.
     async fn claim(
@@ -398,11 +534,11 @@ impl Store {
         Ok(failed)
     }
 
-    /// waiting → failed for requests received at or before `received_before`
-    /// whose payment data never came. Returns their sessionIDs.
+    /// waiting → failed for requests waiting since `waiting_since` or
+    /// earlier whose payment data never came. Returns their sessionIDs.
     pub async fn give_up_waiting(
         &self,
-        received_before: Millis,
+        waiting_since: Millis,
         reason: &str,
         now: Millis,
     ) -> Result<Vec<String>, StoreError> {
@@ -410,12 +546,12 @@ impl Store {
         let gave_up: Vec<String> = sqlx::query_scalar(
             "UPDATE requests SET state = 'failed', lease_until = NULL, last_error = ?, updated_at = ?,
                                  generation = generation + 1
-             WHERE state = 'waiting' AND received_at <= ?
+             WHERE state = 'waiting' AND waiting_since <= ?
              RETURNING session_id",
         )
         .bind(reason)
         .bind(now)
-        .bind(received_before)
+        .bind(waiting_since)
         .fetch_all(&mut *tx)
         .await?;
         for session_id in &gave_up {

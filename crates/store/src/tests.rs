@@ -148,12 +148,7 @@ async fn claims_lease_fence_and_expire() {
     assert_eq!(taken_over[0].attempts, 2);
     // ...and the first worker's late answer no longer counts.
     assert!(!f.store.retry_later(&claims[0], "pull", 5_000, "404", 1_200).await.unwrap());
-    assert!(
-        f.store
-            .retry_later(&taken_over[0], "pull", 5_000, "platform has no record yet", 1_200)
-            .await
-            .unwrap()
-    );
+    assert!(f.store.poll_again(&taken_over[0], 5_000, "platform has no record yet", 1_200).await.unwrap());
 
     assert!(f.store.claim_pulls(4_999, 1_000, 10).await.unwrap().iter().all(|c| c.session_id != "early"));
     assert_eq!(f.store.claim_pulls(5_000, 1_000, 10).await.unwrap()[0].session_id, "early");
@@ -221,4 +216,99 @@ async fn lists_filter_and_page_newest_first() {
         f.store.list_requests(&ListFilter { limit: 1, ..Default::default() }, 1_000_000).await.unwrap();
     assert!(late.requests[0].late);
     assert!(f.store.request_detail("nope", 0).await.unwrap().is_none());
+}
+
+/// Brings a request to `ready` with its payment record.
+async fn ready(store: &Store, session_id: &str, order_no: &str, transaction: &str) {
+    store.insert_requests(&[request(session_id, order_no, 10)]).await.unwrap();
+    store.put_payments(&[record(transaction, &[order_no], "")], 11).await.unwrap();
+    let pending = store.pending_preparation(10).await.unwrap();
+    let pending = pending.iter().find(|p| p.session_id == session_id).unwrap();
+    assert!(store.prepare(pending, &upload(pending), 12).await.unwrap());
+}
+
+#[tokio::test]
+async fn signing_then_uploading_then_replaying_keeps_every_step() {
+    let f = fixture().await;
+    ready(&f.store, "S1", "O1", "T1").await;
+
+    let jobs = f.store.claim_signing(100, 1_000, 8).await.unwrap();
+    assert_eq!(jobs.len(), 1);
+    let presign = PreSign::parse(&jobs[0].presign).unwrap();
+    let body = presign.upload_body("0123abcd", "c2ln");
+    assert!(f.store.signed(&jobs[0], "0123abcd", "c2ln", body.as_str(), 101).await.unwrap());
+    assert!(!f.store.signed(&jobs[0], "0123abcd", "c2ln", body.as_str(), 102).await.unwrap(), "only once");
+
+    let uploads = f.store.claim_uploads(103, 1_000, 4).await.unwrap();
+    assert_eq!(uploads[0].upload_body, body.as_str());
+    // A retry keeps the request signed, with the answer in its history.
+    assert!(
+        f.store.retry_later(&uploads[0].claim, "upload", 200, "HTTP 502: Bad Gateway", 104).await.unwrap()
+    );
+    assert!(f.store.claim_uploads(150, 1_000, 4).await.unwrap().is_empty());
+    let again = f.store.claim_uploads(200, 1_000, 4).await.unwrap();
+    assert_eq!(again[0].claim.attempts, 2);
+    assert!(
+        f.store
+            .delivered(&again[0], Delivery::AlreadyStored, "HTTP 200: {\"code\":\"20006\"}", 201)
+            .await
+            .unwrap()
+    );
+
+    let detail = f.store.request_detail("S1", 300).await.unwrap().unwrap();
+    assert_eq!(detail.summary.state, State::Delivered);
+    assert_eq!(detail.summary.delivered_at, Some(201));
+    assert_eq!(detail.uploads[0].upload_body.as_deref(), Some(body.as_str()));
+    assert_eq!(detail.uploads[0].sign_value.as_deref(), Some("c2ln"));
+    let steps: Vec<_> = detail.attempts.iter().map(|a| (a.step.as_str(), a.outcome.as_str())).collect();
+    assert_eq!(
+        steps,
+        [
+            ("prepare", "prepared"),
+            ("sign", "signed"),
+            ("upload", "retry"),
+            ("upload", "already stored by an earlier attempt")
+        ]
+    );
+
+    // Replay: prepared again with a new upload; the old one stays.
+    assert_eq!(f.store.replay("S1", 400).await.unwrap(), Some(Ok(State::Delivered)));
+    assert_eq!(f.store.replay("S1", 401).await.unwrap(), Some(Err(State::Waiting)));
+    assert_eq!(f.store.replay("nope", 401).await.unwrap(), None);
+    let pending = f.store.pending_preparation(10).await.unwrap();
+    assert!(f.store.prepare(&pending[0], &upload(&pending[0]), 402).await.unwrap());
+    let detail = f.store.request_detail("S1", 403).await.unwrap().unwrap();
+    assert_eq!(detail.summary.state, State::Ready);
+    assert_eq!(detail.summary.delivered_at, None);
+    assert_eq!(detail.uploads.len(), 2);
+    assert!(detail.uploads[0].upload_body.is_none(), "the current upload is the new one");
+}
+
+#[tokio::test]
+async fn a_first_attempt_20006_is_recorded_as_an_anomaly() {
+    let f = fixture().await;
+    ready(&f.store, "S1", "O1", "T1").await;
+    let job = f.store.claim_signing(100, 1_000, 1).await.unwrap().remove(0);
+    f.store.signed(&job, "c", "s", "{}", 101).await.unwrap();
+    let upload = f.store.claim_uploads(102, 1_000, 1).await.unwrap().remove(0);
+    f.store.delivered(&upload, Delivery::AlreadyStored, "20006", 103).await.unwrap();
+    let detail = f.store.request_detail("S1", 104).await.unwrap().unwrap();
+    assert_eq!(detail.attempts.last().unwrap().outcome, "already stored on a first attempt (anomaly)");
+}
+
+#[tokio::test]
+async fn pauses_persist_until_resumed() {
+    let f = fixture().await;
+    assert_eq!(f.store.pause_of(Stage::Signing).await.unwrap(), None);
+    f.store.pause(Stage::Signing, "the card refused: wrong PIN?", 5).await.unwrap();
+    f.store.pause(Stage::Signing, "a later reason", 6).await.unwrap();
+    f.store.close().await;
+
+    let store = Store::open(&f.path).await.unwrap();
+    let pause = Pause { reason: "the card refused: wrong PIN?".into(), since: 5 };
+    assert_eq!(store.pause_of(Stage::Signing).await.unwrap(), Some(pause.clone()));
+    assert_eq!(store.pause_of(Stage::Uploading).await.unwrap(), None);
+    assert_eq!(store.resume(Stage::Signing).await.unwrap(), Some(pause));
+    assert_eq!(store.resume(Stage::Signing).await.unwrap(), None);
+    assert_eq!(store.pause_of(Stage::Signing).await.unwrap(), None);
 }

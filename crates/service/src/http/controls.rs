@@ -58,6 +58,9 @@ async fn resume(
     if let Some(pause) = &cleared {
         tracing::warn!(stage = stage.as_str(), reason = pause.reason, "operator resumed");
     }
-    ctx.sign.notify_one();
+    match stage {
+        Stage::Signing => ctx.sign.notify_one(),
+        Stage::Uploading => ctx.upload.notify_one(),
+    }
     Ok(Json(Resumed { stage, cleared }))
 }

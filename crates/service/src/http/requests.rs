@@ -2,10 +2,10 @@
 
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use customs179_store::{ListFilter, RequestDetail, RequestPage, State as QueueState};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::ApiError;
 use super::admin::{Caller, authorize};
@@ -15,7 +15,10 @@ const DEFAULT_LIMIT: i64 = 50;
 const MAX_LIMIT: i64 = 500;
 
 pub(crate) fn router() -> Router<ApiContext> {
-    Router::new().route("/api/requests", get(list)).route("/api/requests/{session_id}", get(detail))
+    Router::new()
+        .route("/api/requests", get(list))
+        .route("/api/requests/{session_id}", get(detail))
+        .route("/api/requests/{session_id}/replay", post(replay))
 }
 
 #[derive(Deserialize)]
@@ -68,4 +71,33 @@ async fn detail(
         .await?
         .map(Json)
         .ok_or_else(|| ApiError::NotFound(format!("customs never asked for sessionID {session_id:?}")))
+}
+
+#[derive(Serialize)]
+struct Replayed {
+    session_id: String,
+    /// The state it was in.
+    was: QueueState,
+}
+
+/// A failed or delivered request is prepared again from its payment record
+/// (a new guid and serviceTime), signed and uploaded; its history stays.
+async fn replay(
+    State(ctx): State<ApiContext>,
+    headers: HeaderMap,
+    Path(session_id): Path<String>,
+) -> Result<Json<Replayed>, ApiError> {
+    authorize(&ctx, &headers, Caller::Admin)?;
+    match ctx.store.replay(&session_id, now_ms()).await? {
+        None => Err(ApiError::NotFound(format!("customs never asked for sessionID {session_id:?}"))),
+        Some(Err(state)) => Err(ApiError::Conflict(vec![format!(
+            "request {session_id} is {}: only failed or delivered requests can be replayed",
+            state.as_str()
+        )])),
+        Some(Ok(was)) => {
+            tracing::warn!(session_id, was = was.as_str(), "operator replayed a request");
+            ctx.prepare.notify_one();
+            Ok(Json(Replayed { session_id, was }))
+        }
+    }
 }

@@ -3,6 +3,7 @@
 pub(crate) mod prepare;
 pub(crate) mod pull;
 pub(crate) mod sign;
+pub(crate) mod upload;
 
 use std::time::Duration;
 

@@ -150,6 +150,7 @@ async fn commit(
             };
             if ctx.store.signed(job, &signature.cert_no, &signature.sign_value, body.as_str(), now).await? {
                 tracing::info!(session_id, cert_no = signature.cert_no, "signer: signed and verified");
+                ctx.upload.notify_one();
             }
             return Ok(());
         }

@@ -1,0 +1,160 @@
+//! The uploader: posts signed requests to customs, a few in parallel,
+//! earliest deadline first, and acts on every answer of spec 1.2.
+//!
+//! 10000 delivered; 20006 delivered by an earlier attempt (on a first
+//! attempt, an anomaly worth showing); 20004 is a configuration error that
+//! stops all uploads, persistently, until an operator resumes; anything else
+//! (timeouts included) is retried with exponential backoff and jitter up to
+//! `[customs] retry_max_secs`, until `[customs] give_up_after_secs` after
+//! customs' call, when the request fails with the last answer as reason.
+
+use std::time::Duration;
+
+use customs179_core::AnswerClass;
+use customs179_store::{Delivery, Stage, State, StoreError, UploadJob};
+use tokio::task::JoinSet;
+
+use super::Shutdown;
+use crate::context::{ApiContext, now_ms};
+use crate::customs::CustomsClient;
+
+/// Uploads in flight at once.
+const PARALLEL: i64 = 4;
+/// The first retry comes after about this long.
+const FIRST_RETRY_MS: i64 = 1_000;
+
+pub(crate) async fn run(ctx: ApiContext, client: CustomsClient, mut shutdown: Shutdown) {
+    let timeout_ms = i64::try_from(ctx.config.customs.timeout_ms).unwrap_or(i64::MAX);
+    let lease = timeout_ms.saturating_mul(3);
+    while !shutdown.is_requested() {
+        let paused = match ctx.store.pause_of(Stage::Uploading).await {
+            Ok(pause) => pause.is_some(),
+            Err(e) => {
+                tracing::error!(error = %e, "uploader: database error");
+                true
+            }
+        };
+        let jobs = if paused {
+            Vec::new()
+        } else {
+            ctx.store.claim_uploads(now_ms(), lease, PARALLEL).await.unwrap_or_else(|e| {
+                tracing::error!(error = %e, "uploader: database error");
+                Vec::new()
+            })
+        };
+        if jobs.is_empty() {
+            let due = if paused { None } else { ctx.store.next_due(State::Signed).await.ok().flatten() };
+            let wait_ms = due.map_or(1_000, |due| (due - now_ms()).clamp(5, 1_000));
+            tokio::select! {
+                () = ctx.upload.notified() => {}
+                _ = shutdown.sleep(Duration::from_millis(u64::try_from(wait_ms).unwrap_or(1_000))) => {}
+            }
+            continue;
+        }
+        let mut uploads = JoinSet::new();
+        for job in jobs {
+            let (ctx, client) = (ctx.clone(), client.clone());
+            uploads.spawn(async move {
+                let answer = client.upload(&job.upload_body).await;
+                if let Err(e) = settle(&ctx, &job, answer).await {
+                    tracing::error!(session_id = job.claim.session_id, error = %e, "uploader: database error");
+                }
+            });
+        }
+        uploads.join_all().await;
+    }
+}
+
+async fn settle(ctx: &ApiContext, job: &UploadJob, answer: crate::customs::Answer) -> Result<(), StoreError> {
+    let now = now_ms();
+    let session_id = job.claim.session_id.as_str();
+    let late = now > job.claim.deadline_at;
+    match answer.class {
+        AnswerClass::Delivered => {
+            if ctx.store.delivered(job, Delivery::Stored, &answer.record, now).await? {
+                tracing::info!(session_id, late, "uploader: delivered");
+            }
+        }
+        AnswerClass::AlreadyStored => {
+            if job.claim.attempts <= 1 {
+                tracing::warn!(
+                    session_id,
+                    answer = answer.record,
+                    "uploader: 20006 on a first attempt (anomaly)"
+                );
+            }
+            if ctx.store.delivered(job, Delivery::AlreadyStored, &answer.record, now).await? {
+                tracing::info!(session_id, late, "uploader: delivered by an earlier attempt (20006)");
+            }
+        }
+        AnswerClass::ConfigurationError { message } => {
+            let reason =
+                format!("customs answered 20004 (certNo not registered, or not this ebpCode's): {message}");
+            tracing::error!(
+                session_id,
+                reason,
+                "UPLOADS STOPPED: fix the registration, then resume uploading \
+                 (customs179 resume uploading, or POST /api/control/uploading/resume)"
+            );
+            ctx.store.pause(Stage::Uploading, &reason, now).await?;
+            ctx.store.retry_later(&job.claim, "upload", now, &answer.record, now).await?;
+        }
+        AnswerClass::Retryable { .. } | AnswerClass::Unknown { .. } => {
+            let give_up_ms =
+                i64::try_from(ctx.config.customs.give_up_after_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+            if now.saturating_sub(job.claim.received_at) >= give_up_ms {
+                let reason = format!(
+                    "gave up after {} s; last answer: {}",
+                    ctx.config.customs.give_up_after_secs, answer.record
+                );
+                tracing::error!(session_id, reason, "uploader: failed");
+                ctx.store.fail(&job.claim, "upload", &reason, now).await?;
+            } else {
+                let cap =
+                    i64::try_from(ctx.config.customs.retry_max_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+                let next = now + backoff(job.claim.attempts, cap, jitter());
+                tracing::warn!(
+                    session_id,
+                    answer = answer.record,
+                    retry_in_ms = next - now,
+                    "uploader: will retry"
+                );
+                ctx.store.retry_later(&job.claim, "upload", next, &answer.record, now).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A fraction in [0, 1) from the OS's randomness (via a v4 UUID's bits).
+fn jitter() -> f64 {
+    let bits = uuid::Uuid::new_v4().as_u128() as u64 >> 11;
+    bits as f64 / (1u64 << 53) as f64
+}
+
+/// Full jitter over an exponential schedule: 1 s, 2 s, 4 s … capped, then
+/// scaled into [½, 1) of that, so retries of many items spread out.
+fn backoff(attempts: i64, cap_ms: i64, jitter: f64) -> i64 {
+    let exponent = u32::try_from(attempts.saturating_sub(1)).unwrap_or(0).min(30);
+    let base = FIRST_RETRY_MS.saturating_mul(1i64 << exponent).min(cap_ms);
+    base / 2 + (base as f64 / 2.0 * jitter) as i64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_is_jittered_and_capped() {
+        assert_eq!(backoff(1, 300_000, 0.0), 500);
+        assert_eq!(backoff(1, 300_000, 0.999_999), 999);
+        assert_eq!(backoff(3, 300_000, 0.0), 2_000);
+        assert_eq!(backoff(20, 300_000, 0.0), 150_000);
+        assert!(backoff(20, 300_000, 0.999) < 300_000);
+        assert_eq!(backoff(i64::MAX, 300_000, 0.0), 150_000);
+        let spread: std::collections::BTreeSet<i64> =
+            (0..50).map(|_| backoff(4, 300_000, jitter())).collect();
+        assert!(spread.len() > 10, "jitter spreads retries: {spread:?}");
+        assert!(spread.iter().all(|&ms| (4_000..8_000).contains(&ms)));
+    }
+}
