@@ -1,0 +1,130 @@
+//! `customs179 sim eport` as a real process: it listens, signs over WebSocket with a card kept
+//! in its state directory, and stops cleanly on a signal.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use customs179_core::SignatureVerifier;
+use futures_util::{SinkExt as _, StreamExt as _};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+
+const PIN: &str = "11223344";
+const IN_DATA: &str = r#""sessionID":"S-cli"||"payExchangeInfoHead":{"note":"命令行"}||"serviceTime":"1""#;
+
+/// A port that was free a moment ago.
+fn free_addr() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap()
+}
+
+/// Kills the simulator if the test fails half-way.
+struct Sim(Child);
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn(addr: SocketAddr, state_dir: &Path) -> Sim {
+    let child = Command::new(env!("CARGO_BIN_EXE_customs179"))
+        .args(["sim", "eport", "--listen", &addr.to_string(), "--algo", "sm2", "--pin", PIN, "--state-dir"])
+        .arg(state_dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    Sim(child)
+}
+
+async fn wait_until_listening(sim: &mut Sim, addr: SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            return;
+        }
+        if let Some(status) = sim.0.try_wait().unwrap() {
+            panic!("the simulator exited early with {status}");
+        }
+        assert!(Instant::now() < deadline, "the simulator did not listen on {addr}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn next_text<S>(ws: &mut S) -> Value
+where
+    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    loop {
+        let message =
+            tokio::time::timeout(Duration::from_secs(10), ws.next()).await.unwrap().unwrap().unwrap();
+        if let Message::Text(text) = message {
+            return serde_json::from_str(text.as_str()).unwrap();
+        }
+    }
+}
+
+#[tokio::test]
+async fn sim_eport_signs_over_websocket_and_stops_on_a_signal() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = free_addr();
+    let mut sim = spawn(addr, dir.path());
+    wait_until_listening(&mut sim, addr).await;
+
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/")).await.unwrap();
+    let greeting = next_text(&mut ws).await;
+    assert_eq!(greeting["_method"], "open");
+
+    let request =
+        json!({"_method":"cus-sec_SpcSignDataAsPEM","_id":1,"args":{"inData":IN_DATA,"passwd":PIN}});
+    ws.send(Message::text(request.to_string())).await.unwrap();
+    let reply = next_text(&mut ws).await;
+    assert_eq!(reply["_id"], 1);
+    assert_eq!(reply["_args"]["Result"], true, "{reply}");
+    let signature = reply["_args"]["Data"][0].as_str().unwrap();
+    let cert_no = reply["_args"]["Data"][1].as_str().unwrap().to_owned();
+    assert_eq!(signature.len(), 88);
+
+    let cert = std::fs::read(dir.path().join("sign-cert.pem")).unwrap();
+    let verifier = SignatureVerifier::from_bytes(&cert).unwrap();
+    assert_eq!(verifier.cert_no().map(|c| c.as_str()), Some(cert_no.as_str()));
+    verifier.verify(IN_DATA.as_bytes(), signature).unwrap();
+
+    #[cfg(unix)]
+    {
+        let pid = sim.0.id().to_string();
+        assert!(Command::new("kill").args(["-INT", &pid]).status().unwrap().success());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let status = loop {
+            if let Some(status) = sim.0.try_wait().unwrap() {
+                break status;
+            }
+            assert!(Instant::now() < deadline, "the simulator did not stop on SIGINT");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert!(status.success(), "{status}");
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(sim.0.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+        assert!(stderr.contains(&format!("ws://{addr}/")), "{stderr}");
+        assert!(stderr.contains(&cert_no), "the certNo is logged: {stderr}");
+    }
+}
+
+#[test]
+fn sim_eport_refuses_a_half_made_state_dir_with_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("sign-key.pem"), "not a key").unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_customs179"))
+        .args(["sim", "eport", "--listen", "127.0.0.1:0", "--pin", PIN, "--state-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("sign-cert.pem"), "{stderr}");
+}
