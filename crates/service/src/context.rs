@@ -20,6 +20,7 @@ pub(crate) struct ApiContext {
     pub sign: Arc<Notify>,
     /// Wakes the uploader when requests were signed or uploading was resumed.
     pub upload: Arc<Notify>,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Unix time in milliseconds.

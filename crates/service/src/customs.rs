@@ -8,8 +8,20 @@ use customs179_core::{AnswerClass, classify};
 #[derive(Debug, Clone)]
 pub(crate) struct Answer {
     pub class: AnswerClass,
+    /// customs' code, `HTTP <status>` without one, or `transport` without an answer; a metrics label.
+    pub code: String,
     /// What to keep in the attempt's history: the HTTP status and body, or the transport error.
     pub record: String,
+}
+
+impl Answer {
+    fn transport(reason: String) -> Answer {
+        Answer {
+            class: AnswerClass::Retryable { reason: reason.clone() },
+            code: "transport".to_owned(),
+            record: reason,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -59,19 +71,23 @@ impl CustomsClient {
         let response = match response {
             Ok(response) => response,
             Err(e) => {
-                let reason = format!("no answer from customs: {}", transport_reason(&e));
-                return Answer { class: AnswerClass::Retryable { reason: reason.clone() }, record: reason };
+                return Answer::transport(format!("no answer from customs: {}", transport_reason(&e)));
             }
         };
         let status = response.status().as_u16();
         match response.text().await {
-            Ok(text) => {
-                Answer { class: classify(status, &text), record: format!("HTTP {status}: {}", text.trim()) }
-            }
-            Err(e) => {
-                let reason = format!("customs' answer was cut off (HTTP {status}): {}", transport_reason(&e));
-                Answer { class: AnswerClass::Retryable { reason: reason.clone() }, record: reason }
-            }
+            Ok(text) => Answer {
+                class: classify(status, &text),
+                code: match customs179_core::CustomsAnswer::parse(&text) {
+                    Some(answer) if (200..300).contains(&status) => answer.code,
+                    _ => format!("HTTP {status}"),
+                },
+                record: format!("HTTP {status}: {}", text.trim()),
+            },
+            Err(e) => Answer::transport(format!(
+                "customs' answer was cut off (HTTP {status}): {}",
+                transport_reason(&e)
+            )),
         }
     }
 }

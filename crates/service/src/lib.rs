@@ -7,6 +7,7 @@ pub mod config;
 mod context;
 mod customs;
 mod http;
+mod metrics;
 mod service;
 mod workers;
 

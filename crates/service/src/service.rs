@@ -54,6 +54,7 @@ impl Service {
             prepare: Arc::new(Notify::new()),
             sign: Arc::new(Notify::new()),
             upload: Arc::new(Notify::new()),
+            metrics: Arc::default(),
         };
         let intake_listener = bind("intake", ctx.config.intake.listen).await?;
         let admin_listener = bind("admin", ctx.config.admin.listen).await?;

@@ -39,7 +39,9 @@ impl Store {
     /// changes nothing, with other content is a conflict, and so is an order
     /// that another payment already paid.
     pub async fn put_payments(&self, records: &[PaymentRecord], now: Millis) -> Result<PutOutcome, PutError> {
-        let mut tx = self.pool.begin().await?;
+        // IMMEDIATE: this transaction reads before it writes, and a deferred one that has read
+        // cannot wait for the write lock: SQLite answers SQLITE_BUSY at once, busy_timeout or not.
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let mut outcome = PutOutcome { stored: 0, unchanged: 0 };
         let mut conflicts = Vec::new();
         for record in records {

@@ -6,6 +6,7 @@
 //! transaction, so intake stays fast under load without weakening durability.
 
 use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -112,6 +113,7 @@ async fn allow_from(
         let ip = peer.ip().to_canonical();
         if !allowed.iter().any(|net| net.contains(&ip)) {
             tracing::warn!(%peer, "intake: caller not in allow_from");
+            state.ctx.metrics.intake("refused", Duration::ZERO);
             return answer(StatusCode::FORBIDDEN, CODE_FAILED, "caller not allowed");
         }
     }
@@ -119,18 +121,27 @@ async fn allow_from(
 }
 
 async fn receive(State(state): State<IntakeState>, body: Result<Bytes, BytesRejection>) -> Response {
+    let started = Instant::now();
+    let (outcome, response) = answer_call(&state, body).await;
+    state.ctx.metrics.intake(outcome, started.elapsed());
+    response
+}
+
+/// The answer to one customs call, and its outcome as a metrics label.
+async fn answer_call(state: &IntakeState, body: Result<Bytes, BytesRejection>) -> (&'static str, Response) {
     let received_at = now_ms();
+    let malformed = |status: StatusCode, message: &str| ("malformed", answer(status, CODE_FAILED, message));
     let body = match body {
         Ok(body) => body,
-        Err(rejection) => return answer(rejection.status(), CODE_FAILED, &rejection.body_text()),
+        Err(rejection) => return malformed(rejection.status(), &rejection.body_text()),
     };
     let raw = match form_field(&body, "openReq") {
         Ok(raw) => raw,
-        Err(e) => return answer(StatusCode::BAD_REQUEST, CODE_FAILED, &e.to_string()),
+        Err(e) => return malformed(StatusCode::BAD_REQUEST, &e.to_string()),
     };
     let open_req = match OpenReq::parse(&raw) {
         Ok(open_req) => open_req,
-        Err(e) => return answer(StatusCode::BAD_REQUEST, CODE_FAILED, &e.to_string()),
+        Err(e) => return malformed(StatusCode::BAD_REQUEST, &e.to_string()),
     };
     let deadline_ms =
         i64::try_from(state.ctx.config.customs.deadline_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
@@ -140,11 +151,12 @@ async fn receive(State(state): State<IntakeState>, body: Result<Bytes, BytesReje
         NewRequest { open_req, raw, received_at, deadline_at: received_at.saturating_add(deadline_ms) };
     if state.writer.commit(request).await {
         tracing::info!(session_id, order_no, "intake: customs request stored");
-        answer(StatusCode::OK, CODE_OK, "")
+        ("stored", answer(StatusCode::OK, CODE_OK, ""))
     } else {
         // Never 10000 for a request we could not store: customs must not
         // believe we have it.
-        answer(StatusCode::SERVICE_UNAVAILABLE, CODE_FAILED, "the request could not be stored; please retry")
+        let message = "the request could not be stored; please retry";
+        ("unavailable", answer(StatusCode::SERVICE_UNAVAILABLE, CODE_FAILED, message))
     }
 }
 

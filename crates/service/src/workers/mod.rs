@@ -36,3 +36,25 @@ impl Shutdown {
         }
     }
 }
+
+/// Exponential backoff as data: `first_ms × 2^(attempts − 1)`, capped at
+/// `cap_ms` (and never below `first_ms`).
+pub(crate) fn backoff(first_ms: i64, attempts: i64, cap_ms: i64) -> i64 {
+    let exponent = u32::try_from(attempts.saturating_sub(1).clamp(0, 30)).unwrap_or(30);
+    first_ms.saturating_mul(1i64 << exponent).min(cap_ms.max(first_ms))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn backoff_doubles_up_to_its_cap() {
+        use super::backoff;
+        assert_eq!(backoff(5_000, 1, 60_000), 5_000);
+        assert_eq!(backoff(5_000, 2, 60_000), 10_000);
+        assert_eq!(backoff(5_000, 4, 60_000), 40_000);
+        assert_eq!(backoff(5_000, 5, 60_000), 60_000);
+        assert_eq!(backoff(5_000, 0, 60_000), 5_000);
+        assert_eq!(backoff(5_000, i64::MAX, 60_000), 60_000);
+        assert_eq!(backoff(120_000, 3, 60_000), 120_000, "never below the first wait");
+    }
+}

@@ -12,7 +12,7 @@ use customs179_store::{Claim, PutError, State};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use tokio::task::JoinSet;
 
-use super::Shutdown;
+use super::{Shutdown, backoff};
 use crate::context::{ApiContext, now_ms};
 use crate::http::ApiError;
 
@@ -101,7 +101,8 @@ async fn pull_one(ctx: &ApiContext, client: &reqwest::Client, pull_url: &str, cl
                 why,
                 "puller: pull failed"
             );
-            let next = now + backoff(secs_to_ms(ctx.config.payments.pull_interval_secs), claim.attempts);
+            let next = now
+                + backoff(secs_to_ms(ctx.config.payments.pull_interval_secs), claim.attempts, MAX_BACKOFF_MS);
             ctx.store.retry_later(claim, "pull", next, &why, now).await
         }
         Pulled::Invalid(why) => {
@@ -169,25 +170,9 @@ fn secs_to_ms(secs: u64) -> i64 {
     i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX)
 }
 
-/// `interval × 2^(attempts−1)`, capped.
-fn backoff(interval_ms: i64, attempts: i64) -> i64 {
-    let exponent = u32::try_from(attempts.saturating_sub(1)).unwrap_or(0).min(20);
-    interval_ms.saturating_mul(1 << exponent).min(MAX_BACKOFF_MS.max(interval_ms))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_doubles_up_to_its_cap() {
-        assert_eq!(backoff(5_000, 1), 5_000);
-        assert_eq!(backoff(5_000, 2), 10_000);
-        assert_eq!(backoff(5_000, 4), 40_000);
-        assert_eq!(backoff(5_000, 5), 60_000);
-        assert_eq!(backoff(5_000, 500), 60_000);
-        assert_eq!(backoff(120_000, 3), 120_000);
-    }
 
     #[test]
     fn order_numbers_are_percent_encoded() {

@@ -17,7 +17,7 @@ use customs179_eport::{FailureClass, SignerClient, SignerError};
 use customs179_store::{SigningJob, Stage, State, StoreError};
 use tokio::sync::mpsc;
 
-use super::Shutdown;
+use super::{Shutdown, backoff};
 use crate::context::{ApiContext, now_ms};
 
 /// Requests claimed at once: the card signs them back to back while their
@@ -69,7 +69,11 @@ pub(crate) async fn run(ctx: ApiContext, signer: Arc<SignerClient>, mut shutdown
         }
         let mut jobs = jobs.into_iter();
         while let Some(job) = jobs.next() {
+            let started = std::time::Instant::now();
             let result = signer.sign(&job.presign, ctx.config.signer.pin.expose()).await;
+            if result.is_ok() {
+                ctx.metrics.signed(started.elapsed());
+            }
             if let Err(SignerError::Failed { class: FailureClass::Refused, message }) = &result {
                 // Paused before anything else reaches the card.
                 pause(&ctx, &format!("the card refused: {message}"), &mut shutdown).await;
@@ -160,7 +164,7 @@ async fn commit(
     match error {
         SignerError::Unavailable(_) | SignerError::Failed { class: FailureClass::ReaderUnwell, .. } => {
             tracing::warn!(session_id, reason, "signer: will retry");
-            let next = now + backoff(job.claim.attempts);
+            let next = now + backoff(1_000, job.claim.attempts, MAX_BACKOFF_MS);
             ctx.store.retry_later(&job.claim, "sign", next, &reason, now).await?;
         }
         SignerError::Failed { class: FailureClass::BadArguments, .. } | SignerError::BadSignature(_) => {
@@ -173,10 +177,4 @@ async fn commit(
         }
     }
     Ok(())
-}
-
-/// 1 s, 2 s, 4 s … up to the cap.
-fn backoff(attempts: i64) -> i64 {
-    let exponent = u32::try_from(attempts.saturating_sub(1)).unwrap_or(0).min(20);
-    1_000i64.saturating_mul(1 << exponent).min(MAX_BACKOFF_MS)
 }

@@ -14,7 +14,7 @@ use customs179_core::AnswerClass;
 use customs179_store::{Delivery, Stage, State, StoreError, UploadJob};
 use tokio::task::JoinSet;
 
-use super::Shutdown;
+use super::{Shutdown, backoff};
 use crate::context::{ApiContext, now_ms};
 use crate::customs::CustomsClient;
 
@@ -69,9 +69,12 @@ async fn settle(ctx: &ApiContext, job: &UploadJob, answer: crate::customs::Answe
     let now = now_ms();
     let session_id = job.claim.session_id.as_str();
     let late = now > job.claim.deadline_at;
+    ctx.metrics.customs_answer(&answer.code);
+    let since_call = Duration::from_millis(u64::try_from(now - job.claim.received_at).unwrap_or(0));
     match answer.class {
         AnswerClass::Delivered => {
             if ctx.store.delivered(job, Delivery::Stored, &answer.record, now).await? {
+                ctx.metrics.delivered(since_call, late, false);
                 tracing::info!(session_id, late, "uploader: delivered");
             }
         }
@@ -84,6 +87,7 @@ async fn settle(ctx: &ApiContext, job: &UploadJob, answer: crate::customs::Answe
                 );
             }
             if ctx.store.delivered(job, Delivery::AlreadyStored, &answer.record, now).await? {
+                ctx.metrics.delivered(since_call, late, job.claim.attempts <= 1);
                 tracing::info!(session_id, late, "uploader: delivered by an earlier attempt (20006)");
             }
         }
@@ -112,7 +116,7 @@ async fn settle(ctx: &ApiContext, job: &UploadJob, answer: crate::customs::Answe
             } else {
                 let cap =
                     i64::try_from(ctx.config.customs.retry_max_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
-                let next = now + backoff(job.claim.attempts, cap, jitter());
+                let next = now + jittered(backoff(FIRST_RETRY_MS, job.claim.attempts, cap), jitter());
                 tracing::warn!(
                     session_id,
                     answer = answer.record,
@@ -132,12 +136,10 @@ fn jitter() -> f64 {
     bits as f64 / (1u64 << 53) as f64
 }
 
-/// Full jitter over an exponential schedule: 1 s, 2 s, 4 s … capped, then
-/// scaled into [½, 1) of that, so retries of many items spread out.
-fn backoff(attempts: i64, cap_ms: i64, jitter: f64) -> i64 {
-    let exponent = u32::try_from(attempts.saturating_sub(1)).unwrap_or(0).min(30);
-    let base = FIRST_RETRY_MS.saturating_mul(1i64 << exponent).min(cap_ms);
-    base / 2 + (base as f64 / 2.0 * jitter) as i64
+/// Spreads a wait uniformly over [½, 1) of itself, so that retries of many
+/// items after one outage do not arrive together.
+fn jittered(wait_ms: i64, jitter: f64) -> i64 {
+    wait_ms / 2 + (wait_ms as f64 / 2.0 * jitter) as i64
 }
 
 #[cfg(test)]
@@ -145,16 +147,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn backoff_grows_is_jittered_and_capped() {
-        assert_eq!(backoff(1, 300_000, 0.0), 500);
-        assert_eq!(backoff(1, 300_000, 0.999_999), 999);
-        assert_eq!(backoff(3, 300_000, 0.0), 2_000);
-        assert_eq!(backoff(20, 300_000, 0.0), 150_000);
-        assert!(backoff(20, 300_000, 0.999) < 300_000);
-        assert_eq!(backoff(i64::MAX, 300_000, 0.0), 150_000);
+    fn retries_are_jittered_within_half_of_the_schedule() {
+        assert_eq!(jittered(1_000, 0.0), 500);
+        assert_eq!(jittered(1_000, 0.999_999), 999);
         let spread: std::collections::BTreeSet<i64> =
-            (0..50).map(|_| backoff(4, 300_000, jitter())).collect();
+            (0..50).map(|_| jittered(backoff(FIRST_RETRY_MS, 4, 300_000), jitter())).collect();
         assert!(spread.len() > 10, "jitter spreads retries: {spread:?}");
-        assert!(spread.iter().all(|&ms| (4_000..8_000).contains(&ms)));
+        assert!(spread.iter().all(|&ms| (4_000..8_000).contains(&ms)), "{spread:?}");
+        assert!(jittered(backoff(FIRST_RETRY_MS, 40, 300_000), 0.999) < 300_000);
     }
 }
