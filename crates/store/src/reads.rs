@@ -215,6 +215,18 @@ impl Store {
         }))
     }
 
+    /// Requests delivered after their deadline, or still undelivered past it.
+    pub async fn count_late(&self, now: Millis) -> Result<i64, StoreError> {
+        let late: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM requests
+             WHERE delivered_at > deadline_at OR (delivered_at IS NULL AND state <> 'failed' AND deadline_at < ?)",
+        )
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(late)
+    }
+
     /// How many requests are in each state, for the status page and metrics.
     pub async fn count_by_state(&self) -> Result<Vec<(State, i64)>, StoreError> {
         let rows: Vec<(String, i64)> = sqlx::query_as("SELECT state, COUNT(*) FROM requests GROUP BY state")

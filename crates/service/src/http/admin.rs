@@ -20,6 +20,7 @@ pub(crate) fn router(ctx: ApiContext) -> Router {
         .merge(super::payments::router(&ctx))
         .merge(super::requests::router())
         .merge(super::controls::router())
+        .merge(super::status::router())
         .with_state(ctx)
 }
 

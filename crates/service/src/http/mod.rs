@@ -7,6 +7,7 @@ mod error;
 pub(crate) mod intake;
 mod payments;
 mod requests;
+mod status;
 
 pub(crate) use error::ApiError;
 pub(crate) use payments::parse_records;
