@@ -45,7 +45,8 @@ fn the_service_and_both_simulators_run_from_one_image() {
     assert_eq!(command(eport)[..2], ["sim", "eport"]);
     assert_eq!(command(customs)[..3], ["sim", "customs", "serve"]);
     // The database lives on a named volume.
-    let volumes: Vec<&str> = service["volumes"].as_vec().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    let volumes: Vec<&str> =
+        service["volumes"].as_vec().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
     assert!(volumes.iter().any(|v| v.starts_with("customs179-data:/var/lib/customs179/data")), "{volumes:?}");
     assert!(!compose["volumes"]["customs179-data"].is_badvalue());
 }
@@ -76,6 +77,8 @@ fn the_dockerfile_builds_in_one_stage_and_runs_in_another() {
     let stages: Vec<&str> = dockerfile.lines().filter(|l| l.starts_with("FROM ")).collect();
     assert_eq!(stages.len(), 2, "{stages:?}");
     assert!(dockerfile.contains("cargo build --release --locked --bin customs179"));
-    assert!(dockerfile.contains("COPY --from=build /src/target/release/customs179 /usr/local/bin/customs179"));
+    assert!(
+        dockerfile.contains("COPY --from=build /src/target/release/customs179 /usr/local/bin/customs179")
+    );
     assert!(dockerfile.contains("ENTRYPOINT [\"customs179\"]"));
 }

@@ -29,8 +29,11 @@ pub fn run(args: Args) -> Result<(), Failure> {
     let runtime = tokio::runtime::Runtime::new()
         .map_err(|e| Failure::BadInput(format!("cannot start the async runtime: {e}")))?;
     runtime.block_on(async {
+        // Listen for signals before any port is bound, so that a stop right
+        // after the start is graceful too.
+        let stop = stop_signal()?;
         let service = Service::start(config).await.map_err(|e| Failure::BadInput(e.to_string()))?;
-        stop_signal().await;
+        stop.await;
         tracing::info!("stopping: finishing what is being committed");
         service.shutdown().await;
         Ok(())
@@ -51,25 +54,28 @@ pub(crate) fn init_logging(format: LogFormat, level: &str) -> Result<(), Failure
     Ok(())
 }
 
-/// Ctrl-C anywhere; SIGTERM too where there are signals.
-async fn stop_signal() {
+/// SIGTERM and SIGINT (Ctrl-C) where there are signals, Ctrl-C elsewhere. On
+/// Unix the handlers are installed when this is called; the future resolves
+/// on the first signal.
+fn stop_signal() -> Result<impl std::future::Future<Output = ()>, Failure> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
+        let listen = |kind: SignalKind| {
+            signal(kind).map_err(|e| Failure::BadInput(format!("cannot listen for signals: {e}")))
+        };
+        let (mut term, mut int) = (listen(SignalKind::terminate())?, listen(SignalKind::interrupt())?);
+        Ok(async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
             }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
+        })
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        Ok(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
     }
 }

@@ -56,6 +56,22 @@ impl Service {
             upload: Arc::new(Notify::new()),
             metrics: Arc::default(),
         };
+        // Everything that can fail is done before a port is bound: a start
+        // that fails must not have answered anyone.
+        let customs = CustomsClient::new(
+            ctx.config.customs.upload_url(),
+            Duration::from_millis(ctx.config.customs.timeout_ms),
+            ctx.config.customs.ca_file.as_deref(),
+        )
+        .map_err(|e| StartError::Customs(e.to_string()))?;
+        let puller = match ctx.config.payments.pull_url.clone() {
+            Some(url) => Some((url, reqwest::Client::builder().build().map_err(StartError::Client)?)),
+            None => None,
+        };
+        let signer = Arc::new(SignerClient::new(
+            ctx.config.signer.url.clone(),
+            Duration::from_millis(ctx.config.signer.timeout_ms),
+        ));
         let intake_listener = bind("intake", ctx.config.intake.listen).await?;
         let admin_listener = bind("admin", ctx.config.admin.listen).await?;
         let intake_addr = local_addr("intake", &intake_listener)?;
@@ -67,23 +83,12 @@ impl Service {
             serve(intake_listener, intake::router(ctx.clone(), writer), shutdown.clone()),
             serve(admin_listener, admin::router(ctx.clone()), shutdown.clone()),
         ];
-        let customs = CustomsClient::new(
-            ctx.config.customs.upload_url(),
-            Duration::from_millis(ctx.config.customs.timeout_ms),
-            ctx.config.customs.ca_file.as_deref(),
-        )
-        .map_err(|e| StartError::Customs(e.to_string()))?;
-        let signer = Arc::new(SignerClient::new(
-            ctx.config.signer.url.clone(),
-            Duration::from_millis(ctx.config.signer.timeout_ms),
-        ));
         let mut workers = vec![
             tokio::spawn(workers::prepare::run(ctx.clone(), shutdown.clone())),
             tokio::spawn(workers::sign::run(ctx.clone(), signer, shutdown.clone())),
             tokio::spawn(workers::upload::run(ctx.clone(), customs, shutdown.clone())),
         ];
-        if let Some(pull_url) = ctx.config.payments.pull_url.clone() {
-            let client = reqwest::Client::builder().build().map_err(StartError::Client)?;
+        if let Some((pull_url, client)) = puller {
             workers.push(tokio::spawn(workers::pull::run(ctx.clone(), pull_url, client, shutdown.clone())));
         }
         tracing::info!(
