@@ -28,7 +28,7 @@ pub enum SignerError {
     #[error("the signer is unavailable: {0}")]
     Unavailable(String),
     /// The control answered with a failure; `class` says what to do.
-    #[error("the card refused: {message}")]
+    #[error("the control answered a failure: {message}")]
     Failed { class: FailureClass, message: String },
     /// The card's own certificate and certNo disagree, or it cannot be read:
     /// signing with it would be worthless.

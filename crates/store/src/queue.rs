@@ -369,7 +369,9 @@ impl Store {
         session_id: &str,
         now: Millis,
     ) -> Result<Option<Result<State, State>>, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        // Reads, then writes: take the write lock first, or SQLite refuses the
+        // upgrade at once when another writer is busy, ignoring busy_timeout.
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let current: Option<String> = sqlx::query_scalar("SELECT state FROM requests WHERE session_id = ?")
             .bind(session_id)
             .fetch_optional(&mut *tx)
@@ -462,7 +464,8 @@ impl Store {
 
     /// Like [`Store::retry_later`] for an expected "not yet" (the platform
     /// has no record yet): noted in `last_error`, not in the history, which
-    /// a day of polling would flood.
+    /// a day of polling would flood; and the attempt count restarts, so that
+    /// a failure after many polls backs off from the start.
     pub async fn poll_again(
         &self,
         claim: &Claim,
@@ -483,12 +486,14 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
         let released = sqlx::query(
-            "UPDATE requests SET lease_until = NULL, next_attempt_at = ?, last_error = ?, updated_at = ?
+            "UPDATE requests SET lease_until = NULL, next_attempt_at = ?, last_error = ?, updated_at = ?,
+                                 attempts = CASE WHEN ? THEN attempts ELSE 0 END
              WHERE session_id = ? AND generation = ?",
         )
         .bind(next_attempt_at)
         .bind(error)
         .bind(now)
+        .bind(history_step.is_some())
         .bind(&claim.session_id)
         .bind(claim.generation)
         .execute(&mut *tx)

@@ -38,8 +38,9 @@ pub(crate) fn authorize(ctx: &ApiContext, headers: &HeaderMap, caller: Caller) -
     let presented = headers
         .get(AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "))
-        .map(|token| Secret::new(token.trim()))
+        .and_then(|value| value.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| Secret::new(token.trim()))
         .ok_or(ApiError::Unauthorized)?;
     let admin = &ctx.config.admin.token;
     let payments = ctx.config.payments.token.as_ref().filter(|_| caller == Caller::PaymentsPusher);

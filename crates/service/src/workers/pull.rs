@@ -117,6 +117,9 @@ async fn pull_one(ctx: &ApiContext, client: &reqwest::Client, pull_url: &str, cl
     };
     if let Err(e) = stored {
         tracing::error!(session_id = claim.session_id, error = %e, "puller: database error");
+        // Give the claim back rather than leave it leased until it expires.
+        let next = now + secs_to_ms(ctx.config.payments.pull_interval_secs);
+        let _ = ctx.store.retry_later(claim, "pull", next, &format!("database error: {e}"), now).await;
     }
 }
 
@@ -142,6 +145,12 @@ async fn fetch(ctx: &ApiContext, client: &reqwest::Client, url: &str, order_no: 
             return Pulled::Failed(format!("pull failed while reading the answer: {}", without_url(&e)));
         }
     };
+    let limit = ctx.config.payments.max_body_bytes;
+    if body.len() > limit {
+        return Pulled::Invalid(format!(
+            "the platform's answer is larger than [payments] max_body_bytes ({limit})"
+        ));
+    }
     match crate::http::parse_records(&body, &ctx.config.enterprise.ebp_code) {
         Ok(records) if records.iter().any(|r| r.order_nos().any(|o| o == order_no)) => {
             Pulled::Record(records)
