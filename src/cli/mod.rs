@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod check;
+mod demo;
 mod presign;
 mod replay;
 mod resume;
@@ -29,6 +30,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    Demo(demo::Args),
     Check(check::Args),
     Serve(serve::Args),
     Sign(sign::Args),
@@ -51,6 +53,7 @@ pub enum Failure {
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Demo(args) => demo::run(args),
         Command::Check(args) => check::run(args),
         Command::Serve(args) => serve::run(args),
         Command::Sign(args) => sign::run(args),
