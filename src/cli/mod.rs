@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 
 mod check;
 mod demo;
+mod doctor;
 mod presign;
 mod replay;
 mod resume;
@@ -32,6 +33,7 @@ struct Cli {
 enum Command {
     Demo(demo::Args),
     Check(check::Args),
+    Doctor(doctor::Args),
     Serve(serve::Args),
     Sign(sign::Args),
     Resume(resume::Args),
@@ -55,6 +57,7 @@ pub fn run() -> ExitCode {
     let result = match cli.command {
         Command::Demo(args) => demo::run(args),
         Command::Check(args) => check::run(args),
+        Command::Doctor(args) => doctor::run(args),
         Command::Serve(args) => serve::run(args),
         Command::Sign(args) => sign::run(args),
         Command::Resume(args) => resume::run(args),

@@ -3,9 +3,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use customs179_eport::{FailureClass, SignerClient, SignerError};
+use customs179_eport::{CardSignature, FailureClass, SignerClient, SignerError};
 use customs179_service::now_ms;
-use customs179_store::Stage;
+use customs179_store::{Stage, Store};
 
 use super::{Failure, open_store, read_text};
 
@@ -42,25 +42,33 @@ pub fn run(args: Args) -> Result<(), Failure> {
         }
         let signer =
             SignerClient::new(config.signer.url.clone(), Duration::from_millis(config.signer.timeout_ms));
-        let result = signer.sign(&text, config.signer.pin.expose()).await;
-        let outcome = match result {
-            Ok(signature) => {
+        let outcome =
+            sign_or_pause(&signer, &store, &text, config.signer.pin.expose()).await.map(|signature| {
                 println!("{}\n{}", signature.cert_no, signature.sign_value);
-                Ok(())
-            }
-            Err(
-                e @ (SignerError::Failed { class: FailureClass::Refused, .. } | SignerError::Certificate(_)),
-            ) => {
-                let reason = e.to_string();
-                store
-                    .pause(Stage::Signing, &reason, now_ms())
-                    .await
-                    .map_err(|e| Failure::Check(e.to_string()))?;
-                Err(Failure::Check(format!("{reason}\nsigning is now paused; fix the cause, then resume it")))
-            }
-            Err(e) => Err(Failure::Check(e.to_string())),
-        };
+            });
         store.close().await;
         outcome
     })
+}
+
+/// Signs with the card (the signature verified locally); a refusal that may
+/// be a wrong PIN pauses signing for the service too, as its signer would.
+pub(crate) async fn sign_or_pause(
+    signer: &SignerClient,
+    store: &Store,
+    text: &str,
+    pin: &str,
+) -> Result<CardSignature, Failure> {
+    match signer.sign(text, pin).await {
+        Ok(signature) => Ok(signature),
+        Err(e @ (SignerError::Failed { class: FailureClass::Refused, .. } | SignerError::Certificate(_))) => {
+            let reason = e.to_string();
+            store
+                .pause(Stage::Signing, &reason, now_ms())
+                .await
+                .map_err(|e| Failure::Check(e.to_string()))?;
+            Err(Failure::Check(format!("{reason}\nsigning is now paused; fix the cause, then resume it")))
+        }
+        Err(e) => Err(Failure::Check(e.to_string())),
+    }
 }
