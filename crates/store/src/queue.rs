@@ -86,6 +86,9 @@ pub struct Claim {
     pub attempts: i64,
     pub received_at: Millis,
     pub deadline_at: Millis,
+    /// When customs called, or when an operator last replayed the request:
+    /// where the give-up clocks start.
+    pub waiting_since: Millis,
 }
 
 /// A request claimed for upload, with the exact body that was signed.
@@ -424,7 +427,7 @@ impl Store {
                  SELECT session_id FROM requests
                  WHERE state = ?3 AND next_attempt_at <= ?1 AND (lease_until IS NULL OR lease_until <= ?1)
                  ORDER BY deadline_at LIMIT ?4)
-             RETURNING session_id, order_no, generation, attempts, received_at, deadline_at",
+             RETURNING session_id, order_no, generation, attempts, received_at, deadline_at, waiting_since",
         )
         .bind(now)
         .bind(lease)
@@ -441,6 +444,7 @@ impl Store {
                 attempts: row.get(3),
                 received_at: row.get(4),
                 deadline_at: row.get(5),
+                waiting_since: row.get(6),
             })
             .collect();
         // RETURNING gives no order; keep the claim's.

@@ -106,7 +106,7 @@ async fn settle(ctx: &ApiContext, job: &UploadJob, answer: crate::customs::Answe
         AnswerClass::Retryable { .. } | AnswerClass::Unknown { .. } => {
             let give_up_ms =
                 i64::try_from(ctx.config.customs.give_up_after_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
-            if now.saturating_sub(job.claim.received_at) >= give_up_ms {
+            if now.saturating_sub(job.claim.waiting_since) >= give_up_ms {
                 let reason = format!(
                     "gave up after {} s; last answer: {}",
                     ctx.config.customs.give_up_after_secs, answer.record
