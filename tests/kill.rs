@@ -15,6 +15,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
 use tokio::task::JoinSet;
 
 const ADMIN_TOKEN: &str = "kill-tests-admin-token-0123456789";
+/// Distinctive, so that finding it in a log cannot be a coincidence.
+const PIN: &str = "pin-7f3a9c1e";
 const INTAKE_PATH: &str = "/platDataOpen";
 const SENDERS: usize = 6;
 
@@ -70,7 +72,7 @@ path = {db:?}
 ebp_code = "1234567890"
 
 [signer]
-pin = "88888888"
+pin = "{PIN}"
 
 [customs]
 environment = "test"
@@ -338,6 +340,11 @@ async fn sigterm_stops_with_status_0_keeping_every_answered_request() {
     assert!(answered.len() >= 50, "only {} answered", answered.len());
 
     assert_all_stored(&answered, &stored_session_ids(&db).await);
+    // The log names what it did, and never a secret.
+    let log = serve.log();
+    let one = answered.iter().next().unwrap();
+    assert!(log.contains("customs179 started") && log.contains(one.as_str()), "{log}");
+    assert!(!log.contains(PIN) && !log.contains(ADMIN_TOKEN), "a secret is in the log:\n{log}");
     // The port is released: nothing answers any more.
     assert!(tokio::net::TcpStream::connect(("127.0.0.1", serve.intake_port)).await.is_err());
 }
