@@ -136,6 +136,9 @@ pub struct Stats {
     pub wrong_pins: u64,
     /// Whether wrong PINs have locked the card (until the simulator restarts).
     pub locked: bool,
+    /// How long the card has been busy with Sign calls (latency and signing), in
+    /// microseconds: what a benchmark compares with wall time.
+    pub busy_micros: u64,
 }
 
 /// How to run the simulator.
@@ -370,6 +373,20 @@ struct Counters {
     signatures: AtomicU64,
     wrong_pins: AtomicU64,
     locked: AtomicBool,
+    busy_micros: AtomicU64,
+}
+
+/// Adds the time the card was held to the busy counter when dropped.
+struct Busy<'a> {
+    since: std::time::Instant,
+    micros: &'a AtomicU64,
+}
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        let micros = u64::try_from(self.since.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.micros.fetch_add(micros, Ordering::Relaxed);
+    }
 }
 
 fn bump(counter: &AtomicU64) {
@@ -430,6 +447,7 @@ impl Shared {
             signatures: c.signatures.load(Ordering::Relaxed),
             wrong_pins: c.wrong_pins.load(Ordering::Relaxed),
             locked: c.locked.load(Ordering::Relaxed),
+            busy_micros: c.busy_micros.load(Ordering::Relaxed),
         }
     }
 
@@ -471,6 +489,7 @@ impl Shared {
         }
 
         let mut card = self.card.lock().await;
+        let _busy = Busy { since: std::time::Instant::now(), micros: &self.counters.busy_micros };
         let latency = self.lock_faults().latency_ms;
         if latency > 0 {
             tokio::time::sleep(Duration::from_millis(latency)).await;

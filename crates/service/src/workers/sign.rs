@@ -20,15 +20,19 @@ use tokio::sync::mpsc;
 use super::{Shutdown, backoff};
 use crate::context::{ApiContext, now_ms};
 
-/// Requests claimed at once: the card signs them back to back while their
-/// results are committed by another task, so it is not kept waiting on disk.
-const BATCH: i64 = 8;
+/// Requests claimed ahead of the card: while it signs one, the next few are
+/// already claimed and read, and results are committed by another task, so
+/// the card never waits for the disk.
+const PREFETCH: usize = 4;
 /// Retries after a reader error or an outage back off up to this.
 const MAX_BACKOFF_MS: i64 = 30_000;
+/// The most [`SignerClient`] waits between reconnection attempts.
+const CLIENT_MAX_BACKOFF_MS: i64 = 10_000;
+
+type Signed = Result<customs179_eport::CardSignature, SignerError>;
 
 pub(crate) async fn run(ctx: ApiContext, signer: Arc<SignerClient>, mut shutdown: Shutdown) {
-    let (results, mut to_commit) =
-        mpsc::channel::<(SigningJob, Result<customs179_eport::CardSignature, SignerError>)>(64);
+    let (results, mut to_commit) = mpsc::channel::<(SigningJob, Signed)>(64);
     let committer = {
         let ctx = ctx.clone();
         tokio::spawn(async move {
@@ -39,72 +43,112 @@ pub(crate) async fn run(ctx: ApiContext, signer: Arc<SignerClient>, mut shutdown
             }
         })
     };
-    let timeout_ms = i64::try_from(ctx.config.signer.timeout_ms).unwrap_or(i64::MAX);
-    let lease = timeout_ms.saturating_mul(BATCH + 2);
-    while !shutdown.is_requested() {
-        match ctx.store.pause_of(Stage::Signing).await {
-            Ok(None) => {}
-            Ok(Some(_)) => {
-                wait(&ctx, &mut shutdown, Duration::from_secs(1)).await;
-                continue;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "signer: database error");
-                wait(&ctx, &mut shutdown, Duration::from_secs(1)).await;
-                continue;
-            }
-        }
-        let jobs = match ctx.store.claim_signing(now_ms(), lease, BATCH).await {
-            Ok(jobs) => jobs,
-            Err(e) => {
-                tracing::error!(error = %e, "signer: database error");
-                Vec::new()
-            }
+    let (claimed, mut jobs) = mpsc::channel::<SigningJob>(PREFETCH);
+    let claimer = tokio::spawn(claim_ahead(ctx.clone(), claimed, shutdown.clone()));
+    loop {
+        let job = tokio::select! {
+            job = jobs.recv() => job,
+            () = shutdown.requested() => None,
         };
-        if jobs.is_empty() {
-            let due = ctx.store.next_due(State::Ready).await.ok().flatten();
-            let wait_ms = due.map_or(1_000, |due| (due - now_ms()).clamp(5, 1_000));
-            wait(&ctx, &mut shutdown, Duration::from_millis(u64::try_from(wait_ms).unwrap_or(1_000))).await;
+        let Some(job) = job else { break };
+        // A pause may have come after this job was claimed.
+        if !matches!(ctx.store.pause_of(Stage::Signing).await, Ok(None)) {
+            give_back(&ctx, &job, 0, "signing is paused").await;
             continue;
         }
-        let mut jobs = jobs.into_iter();
-        while let Some(job) = jobs.next() {
-            let started = std::time::Instant::now();
-            let result = signer.sign(&job.presign, ctx.config.signer.pin.expose()).await;
-            if result.is_ok() {
-                ctx.metrics.signed(started.elapsed());
+        let started = std::time::Instant::now();
+        let result = tokio::select! {
+            result = signer.sign(&job.presign, ctx.config.signer.pin.expose()) => result,
+            () = shutdown.requested() => {
+                give_back(&ctx, &job, 0, "the service stopped").await;
+                break;
             }
-            if let Err(SignerError::Failed { class: FailureClass::Refused, message }) = &result {
-                // Paused before anything else reaches the card.
+        };
+        if result.is_ok() {
+            ctx.metrics.signed(started.elapsed());
+        }
+        // Paused before anything else reaches the card.
+        match &result {
+            Err(SignerError::Failed { class: FailureClass::Refused, message }) => {
                 pause(&ctx, &format!("the card refused: {message}"), &mut shutdown).await;
             }
-            if let Err(SignerError::Certificate(message)) = &result {
+            Err(SignerError::Certificate(message)) => {
                 pause(&ctx, &format!("the card's certificate is unusable: {message}"), &mut shutdown).await;
             }
-            let paused = matches!(
-                &result,
-                Err(SignerError::Failed { class: FailureClass::Refused, .. } | SignerError::Certificate(_))
-            );
-            if results.send((job, result)).await.is_err() {
-                return;
-            }
-            if paused {
-                for job in jobs.by_ref() {
-                    let _ = ctx
-                        .store
-                        .retry_later(&job.claim, "sign", now_ms(), "signing is paused", now_ms())
-                        .await;
-                }
-            }
-            if shutdown.is_requested() {
-                for job in jobs.by_ref() {
-                    let _ = ctx.store.poll_again(&job.claim, now_ms(), "the service stopped", now_ms()).await;
-                }
+            _ => {}
+        }
+        let unwell = matches!(
+            &result,
+            Err(SignerError::Unavailable(_) | SignerError::Failed { class: FailureClass::ReaderUnwell, .. })
+        );
+        if results.send((job, result)).await.is_err() {
+            break;
+        }
+        if unwell {
+            // The jobs claimed ahead would only wait out the client's
+            // reconnection backoff, one after the other: give them back.
+            while let Ok(job) = jobs.try_recv() {
+                give_back(&ctx, &job, 1_000, "the signer is unavailable").await;
             }
         }
     }
+    jobs.close();
+    while let Some(job) = jobs.recv().await {
+        give_back(&ctx, &job, 0, "the service stopped").await;
+    }
+    let _ = claimer.await;
     drop(results);
     let _ = committer.await;
+}
+
+/// Keeps up to [`PREFETCH`] ready requests claimed ahead of the card,
+/// earliest deadline first, while signing is not paused.
+async fn claim_ahead(ctx: ApiContext, claimed: mpsc::Sender<SigningJob>, mut shutdown: Shutdown) {
+    // Long enough for every job ahead to wait out a signature or a reconnection.
+    let per_job =
+        i64::try_from(ctx.config.signer.timeout_ms).unwrap_or(i64::MAX).saturating_add(CLIENT_MAX_BACKOFF_MS);
+    let lease = per_job.saturating_mul(i64::try_from(PREFETCH).unwrap_or(4) + 2);
+    while !shutdown.is_requested() {
+        let paused = match ctx.store.pause_of(Stage::Signing).await {
+            Ok(pause) => pause.is_some(),
+            Err(e) => {
+                tracing::error!(error = %e, "signer: database error");
+                true
+            }
+        };
+        if paused {
+            wait(&ctx, &mut shutdown, Duration::from_secs(1)).await;
+            continue;
+        }
+        let permit = tokio::select! {
+            permit = claimed.reserve() => permit,
+            () = shutdown.requested() => break,
+        };
+        let Ok(permit) = permit else { break };
+        match ctx.store.claim_signing(now_ms(), lease, 1).await {
+            Ok(mut jobs) if !jobs.is_empty() => permit.send(jobs.remove(0)),
+            Ok(_) => {
+                drop(permit);
+                let due = ctx.store.next_due(State::Ready).await.ok().flatten();
+                let wait_ms = due.map_or(1_000, |due| (due - now_ms()).clamp(5, 1_000));
+                wait(&ctx, &mut shutdown, Duration::from_millis(u64::try_from(wait_ms).unwrap_or(1_000)))
+                    .await;
+            }
+            Err(e) => {
+                drop(permit);
+                tracing::error!(error = %e, "signer: database error");
+                wait(&ctx, &mut shutdown, Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+/// Releases a claimed job untried, due again in `delay_ms`.
+async fn give_back(ctx: &ApiContext, job: &SigningJob, delay_ms: i64, why: &str) {
+    let now = now_ms();
+    if let Err(e) = ctx.store.poll_again(&job.claim, now + delay_ms, why, now).await {
+        tracing::error!(session_id = job.claim.session_id, error = %e, "signer: database error");
+    }
 }
 
 /// Persists the pause; until that succeeds nothing else is signed.

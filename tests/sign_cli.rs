@@ -1,0 +1,194 @@
+//! `customs179 sign` and `customs179 resume signing` as real processes, against the
+//! EportClient simulator running in the test (the binary connects to its WebSocket) and the
+//! SQLite file named by the configuration.
+
+use std::path::{Path, PathBuf};
+use std::process::{Output, Stdio};
+
+use customs179_core::SignatureVerifier;
+use customs179_sim::eport::{self, Algo, EportSimOptions, RunningEportSim, TAG_WRONG_PIN};
+use customs179_store::{Stage, Store};
+use tokio::io::AsyncWriteExt as _;
+
+const PIN: &str = "88888888";
+const WRONG_PIN: &str = "24681357";
+/// Non-ASCII and no trailing newline: the card signs exactly these UTF-8 bytes.
+const TEXT: &str = r#""sessionID":"S-cli"||"payExchangeInfoHead":{"note":"命令行 ✓"}||"serviceTime":"1""#;
+
+async fn start_sim(dir: &Path) -> RunningEportSim {
+    let options = EportSimOptions::new(([127, 0, 0, 1], 0).into(), Algo::Sm2, PIN, dir.join("card"));
+    eport::start(options).await.expect("the simulator starts")
+}
+
+/// A configuration file, its database and a text file to sign, in a directory of their own.
+struct Setup {
+    _dir: tempfile::TempDir,
+    config: PathBuf,
+    db: PathBuf,
+    text: PathBuf,
+}
+
+impl Setup {
+    fn new(sim: &RunningEportSim, dir: tempfile::TempDir, pin: &str) -> Setup {
+        let db = dir.path().join("customs179.sqlite");
+        let config = dir.path().join("customs179.toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"
+[admin]
+token = "admin-token-0123456789"
+
+[store]
+path = {db:?}
+
+[enterprise]
+ebp_code = "EBP4401960ABC"
+
+[signer]
+url = "{url}"
+pin = "{pin}"
+timeout_ms = 2000
+
+[customs]
+environment = "test"
+"#,
+                db = db.to_str().unwrap(),
+                url = sim.ws_url(),
+            ),
+        )
+        .unwrap();
+        let text = dir.path().join("presign.txt");
+        std::fs::write(&text, TEXT).unwrap();
+        Setup { _dir: dir, config, db, text }
+    }
+
+    fn config(&self) -> &str {
+        self.config.to_str().unwrap()
+    }
+
+    async fn store(&self) -> Store {
+        Store::open(&self.db).await.unwrap()
+    }
+
+    async fn signing_pause(&self) -> Option<customs179_store::Pause> {
+        let store = self.store().await;
+        let pause = store.pause_of(Stage::Signing).await.unwrap();
+        store.close().await;
+        pause
+    }
+}
+
+/// Runs `customs179 ARGS` with `stdin`, without any CUSTOMS179_* variable of the test's own
+/// environment.
+async fn run(args: &[&str], stdin: &str) -> Output {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_customs179"));
+    command.args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("CUSTOMS179_") {
+            command.env_remove(name);
+        }
+    }
+    let mut child = command.spawn().unwrap();
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(stdin.as_bytes()).await.unwrap();
+    drop(input);
+    child.wait_with_output().await.unwrap()
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8(output.stdout.clone()).unwrap()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8(output.stderr.clone()).unwrap()
+}
+
+/// The two lines of a successful `sign`: certNo, then signValue, which must verify.
+fn assert_signed(output: &Output, sim: &RunningEportSim) {
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(output));
+    let out = stdout(output);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert_eq!(lines[0], sim.cert_no().as_str());
+    let verifier = SignatureVerifier::from_bytes(sim.keys().cert_der()).unwrap();
+    verifier.verify(TEXT.as_bytes(), lines[1]).expect("the printed signature verifies");
+}
+
+#[tokio::test]
+async fn sign_prints_cert_no_and_a_signature_that_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = start_sim(dir.path()).await;
+    let setup = Setup::new(&sim, dir, PIN);
+    let output = run(&["sign", "--config", setup.config(), setup.text.to_str().unwrap()], "").await;
+    assert_signed(&output, &sim);
+    // Standard input works the same.
+    let output = run(&["sign", "--config", setup.config(), "-"], TEXT).await;
+    assert_signed(&output, &sim);
+    let stats = sim.stats();
+    assert_eq!((stats.sign_requests, stats.signatures, stats.wrong_pins), (2, 2, 0));
+    assert!(setup.signing_pause().await.is_none());
+}
+
+#[tokio::test]
+async fn sign_refuses_while_signing_is_paused_unless_forced() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = start_sim(dir.path()).await;
+    let setup = Setup::new(&sim, dir, PIN);
+    let store = setup.store().await;
+    store.pause(Stage::Signing, "the operator is changing the card", 0).await.unwrap();
+    store.close().await;
+
+    let output = run(&["sign", "--config", setup.config(), setup.text.to_str().unwrap()], "").await;
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert_eq!(stdout(&output), "");
+    let err = stderr(&output);
+    assert!(err.contains("paused") && err.contains("the operator is changing the card"), "{err}");
+    assert!(err.contains("resume") && err.contains("--force"), "says how to go on: {err}");
+    let stats = sim.stats();
+    assert_eq!((stats.connections, stats.sign_requests), (0, 0), "the card was not touched");
+
+    let output =
+        run(&["sign", "--config", setup.config(), "--force", setup.text.to_str().unwrap()], "").await;
+    assert_signed(&output, &sim);
+    assert_eq!(sim.stats().signatures, 1);
+    let pause = setup.signing_pause().await.expect("--force leaves the pause in place");
+    assert_eq!(pause.reason, "the operator is changing the card");
+}
+
+#[tokio::test]
+async fn a_wrong_pin_pauses_signing_and_resume_clears_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = start_sim(dir.path()).await;
+    let setup = Setup::new(&sim, dir, WRONG_PIN);
+
+    let output = run(&["sign", "--config", setup.config(), setup.text.to_str().unwrap()], "").await;
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert_eq!(stdout(&output), "");
+    let err = stderr(&output);
+    assert!(err.contains(TAG_WRONG_PIN) && err.contains("paused"), "{err}");
+    assert!(!err.contains(WRONG_PIN) && !err.contains(PIN), "no PIN in: {err}");
+    let stats = sim.stats();
+    assert_eq!((stats.sign_requests, stats.wrong_pins, stats.signatures), (1, 1, 0));
+
+    let pause = setup.signing_pause().await.expect("signing is paused in the store");
+    assert!(pause.reason.contains(TAG_WRONG_PIN), "the card's answer: {}", pause.reason);
+    assert!(!pause.reason.contains(WRONG_PIN), "{}", pause.reason);
+
+    // The next run does not try the card again.
+    let output = run(&["sign", "--config", setup.config(), setup.text.to_str().unwrap()], "").await;
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stderr(&output).contains("paused"), "{}", stderr(&output));
+    assert_eq!(sim.stats().sign_requests, 1, "no second wrong PIN");
+
+    let output = run(&["resume", "--config", setup.config(), "signing"], "").await;
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let out = stdout(&output);
+    assert!(out.contains("signing resumed") && out.contains(&pause.reason), "{out}");
+    assert!(setup.signing_pause().await.is_none(), "the pause is cleared");
+
+    let output = run(&["resume", "--config", setup.config(), "signing"], "").await;
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert!(stdout(&output).contains("was not paused"), "{}", stdout(&output));
+    assert_eq!(sim.stats().wrong_pins, 1);
+}
