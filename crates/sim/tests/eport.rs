@@ -402,15 +402,27 @@ async fn the_control_endpoint_reads_and_sets_faults_and_counts() {
     assert!(client.sign("bad").await.error_tag() == Some(TAG_WRONG_PIN));
     assert!(client.sign(PIN).await.result);
     let stats = control_stats(&sim).await;
+    // The card was busy for the two calls that reached it (the 50200 came before it).
+    assert!(stats.busy_micros > 0, "{stats:?}");
     assert_eq!(
         stats,
-        Stats { connections: 1, requests: 3, sign_requests: 3, signatures: 1, wrong_pins: 1, locked: false }
+        Stats {
+            connections: 1,
+            requests: 3,
+            sign_requests: 3,
+            signatures: 1,
+            wrong_pins: 1,
+            locked: false,
+            busy_micros: stats.busy_micros
+        }
     );
     let (status, body) = http(control, "GET", "/stats", "").await;
     assert_eq!(status, 200);
     let keys: Vec<String> =
         serde_json::from_str::<serde_json::Map<String, Value>>(&body).unwrap().keys().cloned().collect();
-    for key in ["connections", "requests", "sign_requests", "signatures", "wrong_pins", "locked"] {
+    for key in
+        ["connections", "requests", "sign_requests", "signatures", "wrong_pins", "locked", "busy_micros"]
+    {
         assert!(keys.iter().any(|k| k == key), "{key} in {body}");
     }
 }
