@@ -43,6 +43,7 @@ CREATE TABLE requests (
 );
 CREATE INDEX requests_due ON requests (state, next_attempt_at);
 CREATE INDEX requests_by_order ON requests (order_no);
+CREATE INDEX requests_waiting ON requests (state, waiting_since);
 CREATE INDEX requests_newest ON requests (received_at DESC, session_id DESC);
 
 -- One prepared upload of a request: a replay makes a new one and keeps the old.

@@ -1,6 +1,8 @@
 //! What every handler and worker shares.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use customs179_store::{Millis, Store};
@@ -13,14 +15,51 @@ use crate::config::Config;
 pub(crate) struct ApiContext {
     pub config: Arc<Config>,
     pub store: Store,
-    /// Wakes the preparer when requests or payment records were committed:
-    /// a request is prepared the moment its data is there, not at a poll.
-    pub prepare: Arc<Notify>,
+    /// Orders whose requests or payment records were just committed: a
+    /// request is prepared the moment its data is there, not at a poll.
+    pub prepare: Arc<PrepareQueue>,
     /// Wakes the signer when requests became ready or signing was resumed.
     pub sign: Arc<Notify>,
     /// Wakes the uploader when requests were signed or uploading was resumed.
     pub upload: Arc<Notify>,
     pub metrics: Arc<crate::metrics::Metrics>,
+}
+
+/// What the preparer should look at next. Only the orders that changed are
+/// looked at, so its work does not grow with the number of requests that
+/// wait for data; a full sweep catches anything else (after a restart, a
+/// replay) now and then.
+#[derive(Default)]
+pub(crate) struct PrepareQueue {
+    orders: Mutex<HashSet<String>>,
+    sweep: AtomicBool,
+    wake: Notify,
+}
+
+impl PrepareQueue {
+    /// These orders' requests or records changed.
+    pub fn orders<'a>(&self, orders: impl IntoIterator<Item = &'a str>) {
+        if let Ok(mut dirty) = self.orders.lock() {
+            dirty.extend(orders.into_iter().map(str::to_owned));
+        }
+        self.wake.notify_one();
+    }
+
+    /// Anything may have changed: look at every waiting request.
+    pub fn sweep(&self) {
+        self.sweep.store(true, Ordering::Relaxed);
+        self.wake.notify_one();
+    }
+
+    /// The orders to look at, and whether a full sweep was asked for.
+    pub fn take(&self) -> (Vec<String>, bool) {
+        let orders = self.orders.lock().map(|mut dirty| dirty.drain().collect()).unwrap_or_default();
+        (orders, self.sweep.swap(false, Ordering::Relaxed))
+    }
+
+    pub async fn changed(&self) {
+        self.wake.notified().await;
+    }
 }
 
 /// Unix time in milliseconds.

@@ -51,7 +51,7 @@ impl Service {
         let ctx = ApiContext {
             config: Arc::new(config),
             store: store.clone(),
-            prepare: Arc::new(Notify::new()),
+            prepare: Arc::default(),
             sign: Arc::new(Notify::new()),
             upload: Arc::new(Notify::new()),
             metrics: Arc::default(),
@@ -79,6 +79,8 @@ impl Service {
 
         let (stop, shutdown) = Shutdown::new();
         let (writer, intake_writer) = intake::IntakeWriter::start(store.clone(), ctx.prepare.clone());
+        // Requests left waiting by an earlier run are looked at once.
+        ctx.prepare.sweep();
         let servers = vec![
             serve(intake_listener, intake::router(ctx.clone(), writer), shutdown.clone()),
             serve(admin_listener, admin::router(ctx.clone()), shutdown.clone()),

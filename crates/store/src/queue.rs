@@ -147,20 +147,32 @@ impl Store {
         Ok(inserted)
     }
 
-    /// Waiting requests whose order now has a payment record.
-    pub async fn pending_preparation(&self, limit: i64) -> Result<Vec<Pending>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT r.session_id, r.generation, p.id, p.record
+    /// Waiting requests whose order now has a payment record: of the given
+    /// orders only, or (None) of every order, which costs a scan of all
+    /// waiting requests.
+    pub async fn pending_preparation(
+        &self,
+        orders: Option<&[String]>,
+        limit: i64,
+    ) -> Result<Vec<Pending>, StoreError> {
+        const COLUMNS: &str = "SELECT r.session_id, r.generation, p.id, p.record
              FROM requests r
              JOIN payment_orders po ON po.order_no = r.order_no
              JOIN payments p ON p.id = po.payment_id
-             WHERE r.state = 'waiting'
-             ORDER BY r.deadline_at
-             LIMIT ?",
-        )
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
+             WHERE r.state = 'waiting'";
+        let rows = match orders {
+            Some(orders) => {
+                let orders = serde_json::to_string(orders).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                let sql = format!(
+                    "{COLUMNS} AND r.order_no IN (SELECT value FROM json_each(?)) ORDER BY r.deadline_at LIMIT ?"
+                );
+                sqlx::query(sqlx::AssertSqlSafe(sql)).bind(orders).bind(limit).fetch_all(&self.pool).await?
+            }
+            None => {
+                let sql = format!("{COLUMNS} ORDER BY r.deadline_at LIMIT ?");
+                sqlx::query(sqlx::AssertSqlSafe(sql)).bind(limit).fetch_all(&self.pool).await?
+            }
+        };
         rows.into_iter()
             .map(|row| {
                 let record: String = row.get(3);

@@ -112,12 +112,16 @@ async fn payments_are_idempotent_and_conflicts_change_nothing() {
 async fn a_request_is_prepared_once_its_payment_is_there() {
     let f = fixture().await;
     f.store.insert_requests(&[request("S1", "O1", 10), request("S2", "O9", 11)]).await.unwrap();
-    assert!(f.store.pending_preparation(10).await.unwrap().is_empty());
+    assert!(f.store.pending_preparation(None, 10).await.unwrap().is_empty());
     f.store.put_payments(&[record("T1", &["O1"], "")], 12).await.unwrap();
 
-    let pending = f.store.pending_preparation(10).await.unwrap();
+    let pending = f.store.pending_preparation(None, 10).await.unwrap();
     assert_eq!(pending.len(), 1);
     assert_eq!(pending[0].session_id, "S1");
+    // Looking at given orders only finds theirs.
+    let o1 = f.store.pending_preparation(Some(&["O1".to_owned(), "O7".to_owned()]), 10).await.unwrap();
+    assert_eq!(o1.iter().map(|p| p.session_id.as_str()).collect::<Vec<_>>(), ["S1"]);
+    assert!(f.store.pending_preparation(Some(&["O9".to_owned()]), 10).await.unwrap().is_empty());
     let prepared = upload(&pending[0]);
     assert!(f.store.prepare(&pending[0], &prepared, 13).await.unwrap());
     // A second preparer holding the same stale view changes nothing.
@@ -222,7 +226,7 @@ async fn lists_filter_and_page_newest_first() {
 async fn ready(store: &Store, session_id: &str, order_no: &str, transaction: &str) {
     store.insert_requests(&[request(session_id, order_no, 10)]).await.unwrap();
     store.put_payments(&[record(transaction, &[order_no], "")], 11).await.unwrap();
-    let pending = store.pending_preparation(10).await.unwrap();
+    let pending = store.pending_preparation(None, 10).await.unwrap();
     let pending = pending.iter().find(|p| p.session_id == session_id).unwrap();
     assert!(store.prepare(pending, &upload(pending), 12).await.unwrap());
 }
@@ -275,7 +279,7 @@ async fn signing_then_uploading_then_replaying_keeps_every_step() {
     assert_eq!(f.store.replay("S1", 400).await.unwrap(), Some(Ok(State::Delivered)));
     assert_eq!(f.store.replay("S1", 401).await.unwrap(), Some(Err(State::Waiting)));
     assert_eq!(f.store.replay("nope", 401).await.unwrap(), None);
-    let pending = f.store.pending_preparation(10).await.unwrap();
+    let pending = f.store.pending_preparation(None, 10).await.unwrap();
     assert!(f.store.prepare(&pending[0], &upload(&pending[0]), 402).await.unwrap());
     let detail = f.store.request_detail("S1", 403).await.unwrap().unwrap();
     assert_eq!(detail.summary.state, State::Ready);

@@ -46,7 +46,7 @@ impl IntakeWriter {
     /// and the last batch is committed.
     pub fn start(
         store: Store,
-        ctx_notify: std::sync::Arc<tokio::sync::Notify>,
+        prepare: std::sync::Arc<crate::context::PrepareQueue>,
     ) -> (IntakeWriter, tokio::task::JoinHandle<()>) {
         let (jobs, mut queue) = mpsc::channel::<Job>(4 * MAX_BATCH);
         let task = tokio::spawn(async move {
@@ -57,13 +57,14 @@ impl IntakeWriter {
                 if let Err(e) = &result {
                     tracing::error!(error = %e, requests = batch.len(), "intake: cannot commit customs requests");
                 }
+                if let Ok(inserted) = &result {
+                    let new = batch.iter().zip(inserted).filter(|(_, new)| **new);
+                    prepare.orders(new.map(|(job, _)| job.request.open_req.order_no.as_str()));
+                }
                 let committed = result.is_ok();
                 for job in batch.drain(..) {
                     // The caller may have gone (client hung up); the row is stored anyway.
                     let _ = job.committed.send(committed);
-                }
-                if committed {
-                    ctx_notify.notify_one();
                 }
             }
         });

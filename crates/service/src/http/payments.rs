@@ -40,7 +40,7 @@ async fn put_payments(
     })?;
     if outcome.stored > 0 {
         tracing::info!(stored = outcome.stored, unchanged = outcome.unchanged, "payments: records stored");
-        ctx.prepare.notify_one();
+        ctx.prepare.orders(records.iter().flat_map(|r| r.order_nos()));
     }
     let status = if outcome.stored > 0 { StatusCode::CREATED } else { StatusCode::OK };
     Ok((status, Json(outcome)))

@@ -96,7 +96,7 @@ async fn replay(
         )])),
         Some(Ok(was)) => {
             tracing::warn!(session_id, was = was.as_str(), "operator replayed a request");
-            ctx.prepare.notify_one();
+            ctx.prepare.sweep();
             Ok(Json(Replayed { session_id, was }))
         }
     }

@@ -3,7 +3,7 @@
 //! string built once) so it can be signed. It also gives up, visibly, on
 //! requests whose data never came.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use customs179_core::{Guid, PreSign};
 use customs179_store::{Pending, PreparedUpload};
@@ -11,30 +11,65 @@ use customs179_store::{Pending, PreparedUpload};
 use super::Shutdown;
 use crate::context::{ApiContext, now_ms};
 
-/// How often waiting requests are checked for giving up even if nothing
-/// wakes the preparer.
-const SWEEP_EVERY: Duration = Duration::from_secs(1);
+/// How often waiting requests are checked for giving up.
+const GIVE_UP_EVERY: Duration = Duration::from_secs(1);
+/// How often every waiting request is looked at, whatever changed: a safety
+/// net (e.g. a crash between a commit and the wake-up it would have sent).
+const FULL_SWEEP_EVERY: Duration = Duration::from_secs(30);
 const BATCH: i64 = 256;
 
 pub(crate) async fn run(ctx: ApiContext, mut shutdown: Shutdown) {
+    let mut last_sweep = Instant::now();
+    let mut last_give_up = Instant::now() - GIVE_UP_EVERY;
     while !shutdown.is_requested() {
-        if let Err(e) = prepare_pending(&ctx).await {
+        let (orders, mut sweep) = ctx.prepare.take();
+        sweep |= last_sweep.elapsed() >= FULL_SWEEP_EVERY;
+        if sweep {
+            last_sweep = Instant::now();
+        }
+        let scope = if sweep { Scope::Everything } else { Scope::Orders(orders) };
+        if let Err(e) = prepare_pending(&ctx, &scope).await {
             tracing::error!(error = %e, "preparer: database error");
         }
-        if let Err(e) = give_up(&ctx).await {
-            tracing::error!(error = %e, "preparer: database error");
+        if last_give_up.elapsed() >= GIVE_UP_EVERY {
+            last_give_up = Instant::now();
+            if let Err(e) = give_up(&ctx).await {
+                tracing::error!(error = %e, "preparer: database error");
+            }
         }
         tokio::select! {
-            () = ctx.prepare.notified() => {}
-            () = tokio::time::sleep(SWEEP_EVERY) => {}
+            () = ctx.prepare.changed() => {}
+            () = tokio::time::sleep(GIVE_UP_EVERY) => {}
             () = shutdown.requested() => {}
         }
     }
 }
 
-async fn prepare_pending(ctx: &ApiContext) -> Result<(), customs179_store::StoreError> {
+/// Which waiting requests to look at.
+enum Scope {
+    Everything,
+    Orders(Vec<String>),
+}
+
+async fn prepare_pending(ctx: &ApiContext, scope: &Scope) -> Result<(), customs179_store::StoreError> {
+    match scope {
+        Scope::Everything => prepare_some(ctx, None).await,
+        Scope::Orders(orders) => {
+            for chunk in orders.chunks(usize::try_from(BATCH).unwrap_or(256)) {
+                prepare_some(ctx, Some(chunk)).await?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Prepares the waiting requests of `orders` (all waiting ones with None).
+async fn prepare_some(
+    ctx: &ApiContext,
+    orders: Option<&[String]>,
+) -> Result<(), customs179_store::StoreError> {
     loop {
-        let pending = ctx.store.pending_preparation(BATCH).await?;
+        let pending = ctx.store.pending_preparation(orders, BATCH).await?;
         if pending.is_empty() {
             return Ok(());
         }

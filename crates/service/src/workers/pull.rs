@@ -65,12 +65,12 @@ async fn pull_one(ctx: &ApiContext, client: &reqwest::Client, pull_url: &str, cl
     let stored = match outcome {
         Pulled::Record(records) => match ctx.store.put_payments(&records, now).await {
             Ok(_) => {
+                ctx.prepare.orders(records.iter().flat_map(|r| r.order_nos()));
                 tracing::info!(
                     session_id = claim.session_id,
                     order_no = claim.order_no,
                     "puller: payment record fetched"
                 );
-                ctx.prepare.notify_one();
                 Ok(true)
             }
             Err(PutError::Conflict(conflicts)) => {
