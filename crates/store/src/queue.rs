@@ -121,27 +121,36 @@ impl Store {
     /// already stored is left as it is. Returns, per request, whether it
     /// was new.
     pub async fn insert_requests(&self, batch: &[NewRequest]) -> Result<Vec<bool>, StoreError> {
-        let mut tx = self.pool.begin().await?;
         let mut inserted = Vec::with_capacity(batch.len());
-        for request in batch {
-            let result = sqlx::query(
+        let mut tx = self.pool.begin().await?;
+        // One statement per chunk: a batch costs one round trip to SQLite's
+        // thread, not one per request. (SQLite allows 32,766 parameters.)
+        for chunk in batch.chunks(1_000) {
+            let rows = vec!["(?, ?, ?, ?, ?, ?, 'waiting', ?, ?, ?)"; chunk.len()].join(", ");
+            let sql = format!(
                 "INSERT INTO requests (session_id, order_no, open_req, customs_time, received_at, deadline_at,
                                        state, waiting_since, next_attempt_at, updated_at)
-                 VALUES (?, ?, ?, ?, ?, ?, 'waiting', ?, ?, ?)
-                 ON CONFLICT (session_id) DO NOTHING",
-            )
-            .bind(&request.open_req.session_id)
-            .bind(&request.open_req.order_no)
-            .bind(&request.raw)
-            .bind(i64::try_from(request.open_req.service_time).unwrap_or(i64::MAX))
-            .bind(request.received_at)
-            .bind(request.deadline_at)
-            .bind(request.received_at)
-            .bind(request.received_at)
-            .bind(request.received_at)
-            .execute(&mut *tx)
-            .await?;
-            inserted.push(result.rows_affected() == 1);
+                 VALUES {rows}
+                 ON CONFLICT (session_id) DO NOTHING
+                 RETURNING session_id"
+            );
+            let mut query = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql));
+            for request in chunk {
+                query = query
+                    .bind(&request.open_req.session_id)
+                    .bind(&request.open_req.order_no)
+                    .bind(&request.raw)
+                    .bind(i64::try_from(request.open_req.service_time).unwrap_or(i64::MAX))
+                    .bind(request.received_at)
+                    .bind(request.deadline_at)
+                    .bind(request.received_at)
+                    .bind(request.received_at)
+                    .bind(request.received_at);
+            }
+            let mut new: std::collections::HashSet<String> =
+                query.fetch_all(&mut *tx).await?.into_iter().collect();
+            // A sessionID twice in one chunk is new only the first time.
+            inserted.extend(chunk.iter().map(|request| new.remove(&request.open_req.session_id)));
         }
         tx.commit().await?;
         Ok(inserted)

@@ -70,13 +70,16 @@ async fn requests_are_stored_once_and_survive_reopening() {
     let again =
         f.store.insert_requests(&[request("S1", "O-other", 12), request("S3", "O3", 13)]).await.unwrap();
     assert_eq!(again, [false, true]);
+    let twice_in_one_batch = [request("S4", "O4", 14), request("S4", "O-other", 15)];
+    assert_eq!(f.store.insert_requests(&twice_in_one_batch).await.unwrap(), [true, false]);
     f.store.close().await;
 
     let reopened = Store::open(&f.path).await.unwrap();
     let page = reopened.list_requests(&ListFilter { limit: 10, ..Default::default() }, 20).await.unwrap();
     let ids: Vec<_> = page.requests.iter().map(|r| r.session_id.as_str()).collect();
-    assert_eq!(ids, ["S3", "S2", "S1"]);
-    assert_eq!(page.requests[2].order_no, "O1", "the first sessionID's request is kept");
+    assert_eq!(ids, ["S4", "S3", "S2", "S1"]);
+    assert_eq!(page.requests[3].order_no, "O1", "the first sessionID's request is kept");
+    assert_eq!(page.requests[0].order_no, "O4");
     assert!(page.requests.iter().all(|r| r.state == State::Waiting));
 }
 
