@@ -87,6 +87,7 @@ impl Service {
         ];
         let mut workers = vec![
             tokio::spawn(workers::prepare::run(ctx.clone(), shutdown.clone())),
+            tokio::spawn(workers::checkpoints(store.clone(), shutdown.clone())),
             tokio::spawn(workers::sign::run(ctx.clone(), signer, shutdown.clone())),
             tokio::spawn(workers::upload::run(ctx.clone(), customs, shutdown.clone())),
         ];

@@ -61,13 +61,26 @@ impl Store {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
-            .busy_timeout(BUSY_TIMEOUT);
+            .busy_timeout(BUSY_TIMEOUT)
+            // Checkpoints are run by [`Store::checkpoint`] off the commit
+            // path; the automatic one would stall whichever commit reaches
+            // the threshold, and with it intake's answers.
+            .pragma("wal_autocheckpoint", "0");
         let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
         sqlx::migrate!("../../migrations").run(&pool).await?;
         Ok(Store { pool })
     }
 
-    /// Closes every connection, waiting for those in use.
+    /// Copies the write-ahead log into the database without blocking
+    /// writers (a passive checkpoint); the service runs it every second.
+    /// Without it the log grows: the automatic checkpoint is off.
+    pub async fn checkpoint(&self) -> Result<(), StoreError> {
+        sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Closes every connection, waiting for those in use. The last one to
+    /// close checkpoints the log.
     pub async fn close(&self) {
         self.pool.close().await;
     }

@@ -37,6 +37,15 @@ impl Shutdown {
     }
 }
 
+/// Checkpoints the store's write-ahead log every second, off the commit path.
+pub(crate) async fn checkpoints(store: customs179_store::Store, mut shutdown: Shutdown) {
+    while !shutdown.sleep(Duration::from_secs(1)).await {
+        if let Err(e) = store.checkpoint().await {
+            tracing::warn!(error = %e, "checkpoint failed");
+        }
+    }
+}
+
 /// Exponential backoff as data: `first_ms × 2^(attempts − 1)`, capped at
 /// `cap_ms` (and never below `first_ms`).
 pub(crate) fn backoff(first_ms: i64, attempts: i64, cap_ms: i64) -> i64 {
