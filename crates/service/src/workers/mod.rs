@@ -37,6 +37,11 @@ impl Shutdown {
     }
 }
 
+/// Every log line about a request carries its sessionID and orderNo.
+pub(crate) fn request_span(claim: &customs179_store::Claim) -> tracing::Span {
+    tracing::info_span!("request", session_id = %claim.session_id, order_no = %claim.order_no)
+}
+
 /// Checkpoints the store's write-ahead log every second, off the commit path.
 pub(crate) async fn checkpoints(store: customs179_store::Store, mut shutdown: Shutdown) {
     while !shutdown.sleep(Duration::from_secs(1)).await {

@@ -11,6 +11,7 @@ use std::time::Duration;
 use customs179_store::{Claim, PutError, State};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use tokio::task::JoinSet;
+use tracing::Instrument as _;
 
 use super::{Shutdown, backoff};
 use crate::context::{ApiContext, now_ms};
@@ -44,7 +45,8 @@ pub(crate) async fn run(ctx: ApiContext, pull_url: String, client: reqwest::Clie
         let mut pulls = JoinSet::new();
         for claim in claims {
             let (ctx, client, url) = (ctx.clone(), client.clone(), pull_url.clone());
-            pulls.spawn(async move { pull_one(&ctx, &client, &url, &claim).await });
+            let span = super::request_span(&claim);
+            pulls.spawn(async move { pull_one(&ctx, &client, &url, &claim).await }.instrument(span));
         }
         pulls.join_all().await;
     }

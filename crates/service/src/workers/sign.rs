@@ -16,6 +16,7 @@ use customs179_core::PreSign;
 use customs179_eport::{FailureClass, SignerClient, SignerError};
 use customs179_store::{SigningJob, Stage, State, StoreError};
 use tokio::sync::mpsc;
+use tracing::Instrument as _;
 
 use super::{Shutdown, backoff};
 use crate::context::{ApiContext, now_ms};
@@ -37,7 +38,8 @@ pub(crate) async fn run(ctx: ApiContext, signer: Arc<SignerClient>, mut shutdown
         let ctx = ctx.clone();
         tokio::spawn(async move {
             while let Some((job, result)) = to_commit.recv().await {
-                if let Err(e) = commit(&ctx, &job, result).await {
+                let span = super::request_span(&job.claim);
+                if let Err(e) = commit(&ctx, &job, result).instrument(span).await {
                     tracing::error!(session_id = job.claim.session_id, error = %e, "signer: database error");
                 }
             }

@@ -13,6 +13,7 @@ use std::time::Duration;
 use customs179_core::AnswerClass;
 use customs179_store::{Delivery, Stage, State, StoreError, UploadJob};
 use tokio::task::JoinSet;
+use tracing::Instrument as _;
 
 use super::{Shutdown, backoff};
 use crate::context::{ApiContext, now_ms};
@@ -54,12 +55,16 @@ pub(crate) async fn run(ctx: ApiContext, client: CustomsClient, mut shutdown: Sh
         let mut uploads = JoinSet::new();
         for job in jobs {
             let (ctx, client) = (ctx.clone(), client.clone());
-            uploads.spawn(async move {
-                let answer = client.upload(&job.upload_body).await;
-                if let Err(e) = settle(&ctx, &job, answer).await {
-                    tracing::error!(session_id = job.claim.session_id, error = %e, "uploader: database error");
+            let span = super::request_span(&job.claim);
+            uploads.spawn(
+                async move {
+                    let answer = client.upload(&job.upload_body).await;
+                    if let Err(e) = settle(&ctx, &job, answer).await {
+                        tracing::error!(error = %e, "uploader: database error");
+                    }
                 }
-            });
+                .instrument(span),
+            );
         }
         uploads.join_all().await;
     }
