@@ -73,8 +73,9 @@ pub fn classify(http_status: u16, body: &str) -> AnswerClass {
     }
 }
 
-/// The start of an answer, for reasons kept and shown to operators.
-fn excerpt(body: &str) -> String {
+/// The start of an answer, for reasons kept and shown to operators, and for the simulators'
+/// messages, which quote answers the same way.
+pub fn excerpt(body: &str) -> String {
     const MAX: usize = 200;
     let trimmed = body.trim();
     if trimmed.is_empty() {

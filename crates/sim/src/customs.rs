@@ -36,6 +36,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
+use customs179_core::answer::excerpt;
 use customs179_core::{SignatureVerifier, UploadBody, form_field};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -43,10 +44,12 @@ use rand::rngs::StdRng;
 use rand::{RngExt as _, SeedableRng as _};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::{Notify, watch};
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinSet;
 use tower::ServiceExt as _;
+
+use crate::server::{self, Background, stopped};
 
 /// Customs' upload path, the same in production and in the joint-debugging environment.
 pub const UPLOAD_PATH: &str = "/ceb2grab/grab/realTimeDataUpload";
@@ -397,8 +400,7 @@ pub struct RunningCustomsSim {
     addr: SocketAddr,
     shared: Arc<Shared>,
     skipped: Vec<SkippedFile>,
-    stop: watch::Sender<bool>,
-    task: Option<JoinHandle<()>>,
+    background: Background,
 }
 
 impl RunningCustomsSim {
@@ -446,17 +448,8 @@ impl RunningCustomsSim {
 
     /// Stops accepting, ends every connection (a timeout fault in progress closes its
     /// connection at once) and waits for them.
-    pub async fn stop(mut self) {
-        let _ = self.stop.send(true);
-        if let Some(task) = self.task.take() {
-            let _ = task.await;
-        }
-    }
-}
-
-impl Drop for RunningCustomsSim {
-    fn drop(&mut self) {
-        let _ = self.stop.send(true);
+    pub async fn stop(self) {
+        self.background.stop().await;
     }
 }
 
@@ -488,11 +481,10 @@ pub async fn start(options: CustomsSimOptions) -> Result<RunningCustomsSim, Cust
         None => getrandom::u64().map_err(|e| CustomsSimError::Random(e.to_string()))?,
     };
 
-    let bind = |source| CustomsSimError::Bind { addr: listen, source };
-    let listener = TcpListener::bind(listen).await.map_err(bind)?;
-    let addr = listener.local_addr().map_err(bind)?;
+    let (listener, addr) =
+        server::bind(listen).await.map_err(|source| CustomsSimError::Bind { addr: listen, source })?;
 
-    let (stop, stop_rx) = watch::channel(false);
+    let (mut background, stop_rx) = Background::new();
     let shared = Arc::new(Shared {
         certs,
         ebp_codes: registered,
@@ -508,7 +500,9 @@ pub async fn start(options: CustomsSimOptions) -> Result<RunningCustomsSim, Cust
         stop: stop_rx.clone(),
     });
     let router = router(shared.clone());
-    let task = tokio::spawn(accept_loop(listener, router, stop_rx));
+    background.spawn(server::accept_loop(listener, stop_rx, move |stream, peer, stop| {
+        serve_connection(stream, peer, router.clone(), stop)
+    }));
 
     tracing::info!(
         url = %format!("http://{addr}{UPLOAD_PATH}"),
@@ -520,7 +514,7 @@ pub async fn start(options: CustomsSimOptions) -> Result<RunningCustomsSim, Cust
         ?faults,
         "customs simulator listening"
     );
-    Ok(RunningCustomsSim { addr, shared, skipped, stop, task: Some(task) })
+    Ok(RunningCustomsSim { addr, shared, skipped, background })
 }
 
 /// Serves until `until` completes, then stops cleanly.
@@ -528,41 +522,13 @@ pub async fn run_until(
     options: CustomsSimOptions,
     until: impl Future<Output = ()>,
 ) -> Result<(), CustomsSimError> {
-    let sim = start(options).await?;
-    until.await;
-    tracing::info!("stopping the customs simulator");
-    sim.stop().await;
-    Ok(())
+    server::run_until(start(options), until, "customs simulator", RunningCustomsSim::stop).await
 }
 
 /// Serves until Ctrl-C (or SIGTERM), on a runtime of its own: for synchronous callers such as
 /// the command line. Must not be called from inside an async runtime.
 pub fn run(options: CustomsSimOptions) -> Result<(), CustomsSimError> {
-    let runtime = tokio::runtime::Runtime::new().map_err(CustomsSimError::Runtime)?;
-    runtime.block_on(run_until(options, stop_signal()))
-}
-
-/// Ctrl-C anywhere; SIGTERM too where there are signals.
-async fn stop_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
+    server::block_on(run_until(options, server::stop_signal()), CustomsSimError::Runtime)
 }
 
 /// Registers every certificate of `dir` under its certNo. Anything else (private keys, bare
@@ -961,33 +927,6 @@ async fn post_faults(
     shared.update_faults(&update).map(Json).map_err(|e| (StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))
 }
 
-async fn stopped(stop: &mut watch::Receiver<bool>) {
-    // A dropped sender means the simulator is gone: stop as well.
-    let _ = stop.wait_for(|stop| *stop).await;
-}
-
-async fn accept_loop(listener: TcpListener, router: Router, mut stop: watch::Receiver<bool>) {
-    let mut connections = JoinSet::new();
-    loop {
-        tokio::select! {
-            _ = stopped(&mut stop) => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    connections.spawn(serve_connection(stream, peer, router.clone(), stop.clone()));
-                }
-                Err(e) => {
-                    // Typically out of file descriptors: wait rather than spin.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            },
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-        }
-    }
-    // Connections watch the same signal and end themselves.
-    while connections.join_next().await.is_some() {}
-}
-
 /// Serves one HTTP/1.1 connection (customs' endpoint is reached over HTTP/1.1), giving each
 /// request the means to close it unanswered.
 async fn serve_connection(
@@ -1298,19 +1237,6 @@ fn transport_reason(error: &reqwest::Error) -> String {
         source = cause.source();
     }
     reason
-}
-
-/// The start of an answer, for messages.
-fn excerpt(body: &str) -> String {
-    const MAX: usize = 200;
-    let trimmed = body.trim();
-    if trimmed.is_empty() {
-        return "(empty body)".to_owned();
-    }
-    match trimmed.char_indices().nth(MAX) {
-        Some((at, _)) => format!("{}…", &trimmed[..at]),
-        None => trimmed.to_owned(),
-    }
 }
 
 #[cfg(test)]

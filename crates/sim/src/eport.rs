@@ -28,13 +28,13 @@ use futures_util::{SinkExt as _, StreamExt as _};
 use serde::{Deserialize, Serialize};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-use tokio::task::{JoinHandle, JoinSet};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use x509_cert::der::DateTime;
 
 pub use crate::keys::Algo;
 use crate::keys::{CardKeys, KeyError};
+use crate::server::{self, Background, stopped};
 
 /// Wrong PINs in a row after which the card locks, as real cards do after "a few".
 pub const MAX_WRONG_PINS: u32 = 3;
@@ -201,8 +201,7 @@ pub struct RunningEportSim {
     ws_addr: SocketAddr,
     control_addr: Option<SocketAddr>,
     shared: Arc<Shared>,
-    stop: watch::Sender<bool>,
-    tasks: Vec<JoinHandle<()>>,
+    background: Background,
 }
 
 impl RunningEportSim {
@@ -241,17 +240,8 @@ impl RunningEportSim {
     }
 
     /// Stops accepting, closes every connection and the control endpoint, and waits for them.
-    pub async fn stop(mut self) {
-        let _ = self.stop.send(true);
-        for task in self.tasks.drain(..) {
-            let _ = task.await;
-        }
-    }
-}
-
-impl Drop for RunningEportSim {
-    fn drop(&mut self) {
-        let _ = self.stop.send(true);
+    pub async fn stop(self) {
+        self.background.stop().await;
     }
 }
 
@@ -266,20 +256,17 @@ pub async fn start(options: EportSimOptions) -> Result<RunningEportSim, SimError
     let verifier =
         SignatureVerifier::from_bytes(keys.cert_der()).map_err(|e| SimError::Certificate(e.to_string()))?;
 
-    let listener = TcpListener::bind(listen).await.map_err(|source| SimError::Bind {
+    let (listener, ws_addr) = server::bind(listen).await.map_err(|source| SimError::Bind {
         what: "WebSocket",
         addr: listen,
         source,
     })?;
-    let ws_addr =
-        listener.local_addr().map_err(|source| SimError::Bind { what: "WebSocket", addr: listen, source })?;
     let control_listener = match control {
-        Some(addr) => {
-            let bind = |source| SimError::Bind { what: "control endpoint", addr, source };
-            let listener = TcpListener::bind(addr).await.map_err(bind)?;
-            let local = listener.local_addr().map_err(bind)?;
-            Some((listener, local))
-        }
+        Some(addr) => Some(server::bind(addr).await.map_err(|source| SimError::Bind {
+            what: "control endpoint",
+            addr,
+            source,
+        })?),
         None => None,
     };
 
@@ -291,11 +278,14 @@ pub async fn start(options: EportSimOptions) -> Result<RunningEportSim, SimError
         card: tokio::sync::Mutex::new(CardState { wrong_tries: 0 }),
         counters: Counters::default(),
     });
-    let (stop, stop_rx) = watch::channel(false);
-    let mut tasks = vec![tokio::spawn(accept_loop(listener, shared.clone(), stop_rx.clone()))];
+    let (mut background, stop_rx) = Background::new();
+    let on_connection = shared.clone();
+    background.spawn(server::accept_loop(listener, stop_rx.clone(), move |stream, peer, stop| {
+        serve_connection(stream, peer, on_connection.clone(), stop)
+    }));
     let control_addr = control_listener.as_ref().map(|(_, addr)| *addr);
     if let Some((listener, _)) = control_listener {
-        tasks.push(tokio::spawn(serve_control(listener, shared.clone(), stop_rx)));
+        background.spawn(serve_control(listener, shared.clone(), stop_rx));
     }
 
     tracing::info!(
@@ -307,46 +297,18 @@ pub async fn start(options: EportSimOptions) -> Result<RunningEportSim, SimError
         ?faults,
         "EportClient simulator listening"
     );
-    Ok(RunningEportSim { ws_addr, control_addr, shared, stop, tasks })
+    Ok(RunningEportSim { ws_addr, control_addr, shared, background })
 }
 
 /// Serves until `until` completes, then stops cleanly.
 pub async fn run_until(options: EportSimOptions, until: impl Future<Output = ()>) -> Result<(), SimError> {
-    let sim = start(options).await?;
-    until.await;
-    tracing::info!("stopping the EportClient simulator");
-    sim.stop().await;
-    Ok(())
+    server::run_until(start(options), until, "EportClient simulator", RunningEportSim::stop).await
 }
 
 /// Serves until Ctrl-C (or SIGTERM), on a runtime of its own: for synchronous callers such as
 /// the command line. Must not be called from inside an async runtime.
 pub fn run(options: EportSimOptions) -> Result<(), SimError> {
-    let runtime = tokio::runtime::Runtime::new().map_err(SimError::Runtime)?;
-    runtime.block_on(run_until(options, stop_signal()))
-}
-
-/// Ctrl-C anywhere; SIGTERM too where there are signals.
-async fn stop_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
+    server::block_on(run_until(options, server::stop_signal()), SimError::Runtime)
 }
 
 struct Shared {
@@ -593,33 +555,6 @@ fn china_time(unix_seconds: i64) -> String {
         ),
         Err(_) => unix_seconds.to_string(),
     }
-}
-
-async fn stopped(stop: &mut watch::Receiver<bool>) {
-    // A dropped sender means the simulator is gone: stop as well.
-    let _ = stop.wait_for(|stop| *stop).await;
-}
-
-async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
-    let mut connections = JoinSet::new();
-    loop {
-        tokio::select! {
-            _ = stopped(&mut stop) => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    connections.spawn(serve_connection(stream, peer, shared.clone(), stop.clone()));
-                }
-                Err(e) => {
-                    // Typically out of file descriptors: wait rather than spin.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            },
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-        }
-    }
-    // Connections watch the same signal and close themselves.
-    while connections.join_next().await.is_some() {}
 }
 
 async fn serve_connection(

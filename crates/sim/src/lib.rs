@@ -11,3 +11,4 @@
 pub mod customs;
 pub mod eport;
 pub mod keys;
+mod server;
