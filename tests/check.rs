@@ -3,6 +3,10 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
+mod common;
+
+use common::{developer_overrides, stderr, stdout};
+
 const ADMIN_TOKEN: &str = "ADMINSECRET-0123456789";
 const PIN: &str = "PINSECRET-8888";
 const PAYMENTS_TOKEN: &str = "PAYSECRET-0123456789";
@@ -11,10 +15,8 @@ const PAYMENTS_TOKEN: &str = "PAYSECRET-0123456789";
 fn check(config: &Path, vars: &[(&str, &str)]) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_customs179"));
     command.args(["check", "--config"]).arg(config);
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("CUSTOMS179_") {
-            command.env_remove(name);
-        }
+    for name in developer_overrides() {
+        command.env_remove(name);
     }
     command.envs(vars.iter().copied()).output().unwrap()
 }
@@ -23,14 +25,6 @@ fn write(dir: &tempfile::TempDir, text: &str) -> std::path::PathBuf {
     let path = dir.path().join("customs179.toml");
     std::fs::write(&path, text).unwrap();
     path
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8(output.stdout.clone()).unwrap()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8(output.stderr.clone()).unwrap()
 }
 
 fn valid() -> String {

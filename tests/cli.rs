@@ -6,6 +6,10 @@ use std::process::{Command, Output, Stdio};
 
 use customs179_core::PreSign;
 
+mod common;
+
+use common::{stderr, stdout, url_encode};
+
 fn data(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
 }
@@ -33,14 +37,6 @@ fn run(args: &[&str], stdin: &str) -> Output {
         .unwrap();
     child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
     child.wait_with_output().unwrap()
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8(output.stdout.clone()).unwrap()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8(output.stderr.clone()).unwrap()
 }
 
 /// The payment record inside a vector's pre-sign string, as a presign input.
@@ -125,16 +121,6 @@ fn verify_accepts_vector_b_as_file_stdin_and_form() {
     let output = run(&["verify", "--cert", key.to_str().unwrap()], &format!("payExInfoStr={form}"));
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     assert_eq!(stdout(&output), "valid\n");
-}
-
-fn url_encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'*' => (b as char).to_string(),
-            b' ' => "+".to_owned(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 #[test]

@@ -1,22 +1,16 @@
 //! `customs179 doctor` against working and broken setups, all on loopback.
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Output;
 
 use customs179_sim::customs::{self as customs_sim, CustomsSimOptions};
 use customs179_sim::eport::{self as eport_sim, Algo, EportSimOptions};
 
+mod common;
+
+use common::{closed_port, loopback, output_text};
+
 const PIN: &str = "88888888";
-
-fn loopback() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 0))
-}
-
-/// A port nothing listens on (bound, read, released).
-fn closed_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 fn config(dir: &Path, intake_port: u16, signer: &str, upload_url: &str) -> std::path::PathBuf {
     let path = dir.join("customs179.toml");
@@ -47,6 +41,21 @@ fn config(dir: &Path, intake_port: u16, signer: &str, upload_url: &str) -> std::
     path
 }
 
+/// A card with an `algo` key, customs registering it and us, and a configuration naming both
+/// (with a free intake port): the setup in which doctor should find nothing wrong.
+async fn working_setup(
+    dir: &Path,
+    algo: Algo,
+) -> (eport_sim::RunningEportSim, customs_sim::RunningCustomsSim, std::path::PathBuf) {
+    let eport =
+        eport_sim::start(EportSimOptions::new(loopback(), algo, PIN, dir.join("card"))).await.unwrap();
+    let customs = customs_sim::start(CustomsSimOptions::new(loopback(), dir.join("card"), ["DOCTOR0001"]))
+        .await
+        .unwrap();
+    let config = config(dir, closed_port(), &eport.ws_url(), &customs.upload_url());
+    (eport, customs, config)
+}
+
 async fn doctor(config: &Path) -> Output {
     let config = config.to_owned();
     tokio::task::spawn_blocking(move || {
@@ -61,24 +70,13 @@ async fn doctor(config: &Path) -> Output {
     .unwrap()
 }
 
-fn text(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_working_setup_passes_every_check() {
     let dir = tempfile::tempdir().unwrap();
-    let eport = eport_sim::start(EportSimOptions::new(loopback(), Algo::Sm2, PIN, dir.path().join("card")))
-        .await
-        .unwrap();
-    let customs =
-        customs_sim::start(CustomsSimOptions::new(loopback(), dir.path().join("card"), ["DOCTOR0001"]))
-            .await
-            .unwrap();
-    let config = config(dir.path(), closed_port(), &eport.ws_url(), &customs.upload_url());
+    let (eport, _customs, config) = working_setup(dir.path(), Algo::Sm2).await;
 
     let output = doctor(&config).await;
-    let out = text(&output);
+    let out = output_text(&output);
     assert_eq!(output.status.code(), Some(0), "{out}");
     for line in [
         "[ok]   configuration",
@@ -108,7 +106,7 @@ async fn a_broken_setup_lists_each_failure_with_its_fix() {
     let config = config(dir.path(), intake_port, &signer, &customs);
 
     let output = doctor(&config).await;
-    let out = text(&output);
+    let out = output_text(&output);
     assert_eq!(output.status.code(), Some(1), "{out}");
     assert!(out.contains("[ok]   configuration") && out.contains("[ok]   database"), "{out}");
     assert!(out.contains("[FAIL] signer") && out.contains("fix: start EportClient"), "{out}");
@@ -120,20 +118,13 @@ async fn a_broken_setup_lists_each_failure_with_its_fix() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paused_signing_is_not_tried_and_a_bad_config_is_reported() {
     let dir = tempfile::tempdir().unwrap();
-    let eport = eport_sim::start(EportSimOptions::new(loopback(), Algo::Rsa, PIN, dir.path().join("card")))
-        .await
-        .unwrap();
-    let customs =
-        customs_sim::start(CustomsSimOptions::new(loopback(), dir.path().join("card"), ["DOCTOR0001"]))
-            .await
-            .unwrap();
-    let config = config(dir.path(), closed_port(), &eport.ws_url(), &customs.upload_url());
+    let (eport, _customs, config) = working_setup(dir.path(), Algo::Rsa).await;
     let store = customs179_store::Store::open(&dir.path().join("db.sqlite")).await.unwrap();
     store.pause(customs179_store::Stage::Signing, "the card refused: test", 1).await.unwrap();
     store.close().await;
 
     let output = doctor(&config).await;
-    let out = text(&output);
+    let out = output_text(&output);
     assert_eq!(output.status.code(), Some(1), "{out}");
     assert!(out.contains("[ok]   signer"), "{out}");
     assert!(
@@ -144,7 +135,7 @@ async fn paused_signing_is_not_tried_and_a_bad_config_is_reported() {
 
     std::fs::write(&config, "[intake]\nlisten = 5\n").unwrap();
     let output = doctor(&config).await;
-    let out = text(&output);
+    let out = output_text(&output);
     assert_eq!(output.status.code(), Some(1), "{out}");
     assert!(out.contains("[FAIL] configuration") && out.contains("customs179 check"), "{out}");
 }

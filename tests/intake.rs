@@ -6,25 +6,24 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use customs179_service::Service;
 use customs179_service::config::Config;
 use serde_json::Value;
 use sqlx::Connection;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
 use tempfile::TempDir;
+
+mod common;
+
+use common::{http_client, listed_requests, now_ms, open_db, stored_session_ids, url_encode};
 
 const ADMIN_TOKEN: &str = "intake-tests-admin-token-0123456789";
 const INTAKE_PATH: &str = "/platDataOpen";
 const JSON_UTF8: &str = "application/json;charset=utf-8";
 
 // ---------------------------------------------------------------------------
-// Helpers (kept in this file: integration test files share nothing).
-
-fn now_ms() -> i64 {
-    i64::try_from(SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis()).unwrap()
-}
+// Helpers.
 
 /// A service's configuration: both listeners on free loopback ports, the
 /// database at `db`, and extra lines for `[intake]` and `[customs]`.
@@ -83,8 +82,7 @@ async fn start(intake: &str, customs: &str) -> Running {
 }
 
 fn client() -> reqwest::Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(15)).build().unwrap()
+    http_client(Some(Duration::from_secs(15)))
 }
 
 /// An `openReq` as customs sends it, serviceTime as a number.
@@ -163,11 +161,6 @@ fn assert_refused(answer: &Answer, status: u16, message_contains: &str) {
     assert!(answer.json["serviceTime"].is_i64(), "{answer:?}");
 }
 
-/// A connection of the test's own to the service's database.
-async fn open_db(db: &Path) -> SqliteConnection {
-    SqliteConnection::connect_with(&SqliteConnectOptions::new().filename(db)).await.unwrap()
-}
-
 /// Every stored request: (session_id, order_no, received_at, deadline_at).
 async fn stored_requests(db: &Path) -> Vec<(String, String, i64, i64)> {
     let mut conn = open_db(db).await;
@@ -181,35 +174,11 @@ async fn stored_requests(db: &Path) -> Vec<(String, String, i64, i64)> {
     rows
 }
 
-async fn stored_session_ids(db: &Path) -> HashSet<String> {
-    stored_requests(db).await.into_iter().map(|row| row.0).collect()
-}
-
 async fn count_requests(db: &Path) -> i64 {
     let mut conn = open_db(db).await;
     let count = sqlx::query_scalar("SELECT COUNT(*) FROM requests").fetch_one(&mut conn).await.unwrap();
     conn.close().await.unwrap();
     count
-}
-
-/// Every request listed by the admin API, following `next` page by page.
-async fn listed_requests(client: &reqwest::Client, admin: &str) -> Vec<Value> {
-    let mut all = Vec::new();
-    let mut after: Option<String> = None;
-    loop {
-        let url = match &after {
-            None => format!("{admin}/api/requests?limit=500"),
-            Some(after) => format!("{admin}/api/requests?limit=500&after={}", urlencode(after)),
-        };
-        let response = client.get(url).bearer_auth(ADMIN_TOKEN).send().await.unwrap();
-        assert_eq!(response.status(), 200);
-        let page: Value = response.json().await.unwrap();
-        all.extend(page["requests"].as_array().unwrap().iter().cloned());
-        match page["next"].as_str() {
-            Some(next) => after = Some(next.to_owned()),
-            None => return all,
-        }
-    }
 }
 
 /// Waits until `condition` holds, failing after `timeout`.
@@ -235,7 +204,7 @@ async fn a_well_formed_request_is_answered_10000_and_stored_with_its_deadline() 
         .post(running.intake_url())
         .header("content-type", "application/x-www-form-urlencoded")
         .header("user-agent", "Apache-HttpClient/4.5.3 (Java/1.8.0_60)")
-        .body(format!("openReq={}", urlencode(value)))
+        .body(format!("openReq={}", url_encode(value)))
         .send()
         .await
         .unwrap();
@@ -264,17 +233,6 @@ async fn a_well_formed_request_is_answered_10000_and_stored_with_its_deadline() 
     running.service.shutdown().await;
 }
 
-/// Percent-encodes everything but unreserved characters, as a form encoder does.
-fn urlencode(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'*' => (b as char).to_string(),
-            b' ' => "+".to_owned(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 // ---------------------------------------------------------------------------
 // 2. Variants customs' clients send.
 
@@ -299,7 +257,7 @@ async fn service_time_as_a_string_declared_charsets_and_unknown_orders_are_accep
         &client,
         &url,
         "application/x-www-form-urlencoded; charset=ISO-8859-1",
-        format!("openReq={}", urlencode(value)).into_bytes(),
+        format!("openReq={}", url_encode(value)).into_bytes(),
     )
     .await;
     assert_accepted(&answer);
@@ -315,7 +273,7 @@ async fn service_time_as_a_string_declared_charsets_and_unknown_orders_are_accep
 
     // No charset and no Content-Type at all (customs' client may send neither).
     let value = open_req("S-no-content-type", "SO-3");
-    let response = client.post(&url).body(format!("openReq={}", urlencode(&value))).send().await.unwrap();
+    let response = client.post(&url).body(format!("openReq={}", url_encode(&value))).send().await.unwrap();
     assert_accepted(&read_answer(response).await);
 
     let rows = stored_requests(&running.db).await;
@@ -366,46 +324,47 @@ async fn malformed_requests_are_refused_with_a_message_and_not_stored() {
         ("openReq not JSON", b"openReq=orderNo%3DSO1".to_vec(), "not valid JSON"),
         (
             "openReq truncated JSON",
-            format!("openReq={}", urlencode(r#"{"orderNo":"SO1""#)).into_bytes(),
+            format!("openReq={}", url_encode(r#"{"orderNo":"SO1""#)).into_bytes(),
             "not valid JSON",
         ),
         (
             "missing sessionID",
-            format!("openReq={}", urlencode(r#"{"orderNo":"SO1","serviceTime":1533271903898}"#)).into_bytes(),
+            format!("openReq={}", url_encode(r#"{"orderNo":"SO1","serviceTime":1533271903898}"#))
+                .into_bytes(),
             "sessionID",
         ),
         (
             "missing orderNo",
-            format!("openReq={}", urlencode(r#"{"sessionID":"S1","serviceTime":1533271903898}"#))
+            format!("openReq={}", url_encode(r#"{"sessionID":"S1","serviceTime":1533271903898}"#))
                 .into_bytes(),
             "orderNo",
         ),
         (
             "missing serviceTime",
-            format!("openReq={}", urlencode(r#"{"sessionID":"S1","orderNo":"SO1"}"#)).into_bytes(),
+            format!("openReq={}", url_encode(r#"{"sessionID":"S1","orderNo":"SO1"}"#)).into_bytes(),
             "serviceTime",
         ),
         (
             "empty sessionID",
-            format!("openReq={}", urlencode(r#"{"sessionID":"","orderNo":"SO1","serviceTime":1}"#))
+            format!("openReq={}", url_encode(r#"{"sessionID":"","orderNo":"SO1","serviceTime":1}"#))
                 .into_bytes(),
             "sessionID is empty",
         ),
         (
             "empty orderNo",
-            format!("openReq={}", urlencode(r#"{"sessionID":"S1","orderNo":"","serviceTime":1}"#))
+            format!("openReq={}", url_encode(r#"{"sessionID":"S1","orderNo":"","serviceTime":1}"#))
                 .into_bytes(),
             "orderNo is empty",
         ),
         (
             "serviceTime not digits",
-            format!("openReq={}", urlencode(r#"{"sessionID":"S1","orderNo":"SO1","serviceTime":"x"}"#))
+            format!("openReq={}", url_encode(r#"{"sessionID":"S1","orderNo":"SO1","serviceTime":"x"}"#))
                 .into_bytes(),
             "serviceTime",
         ),
         (
             "JSON array",
-            format!("openReq={}", urlencode(r#"[{"sessionID":"S1","orderNo":"SO1","serviceTime":1}]"#))
+            format!("openReq={}", url_encode(r#"[{"sessionID":"S1","orderNo":"SO1","serviceTime":1}]"#))
                 .into_bytes(),
             "must be a JSON object",
         ),
@@ -448,7 +407,7 @@ async fn other_paths_are_404_and_other_methods_405() {
     let running = start("", "").await;
     let client = client();
     let base = format!("http://{}", running.service.intake_addr());
-    let form_body = format!("openReq={}", urlencode(&open_req("S-elsewhere", "SO1")));
+    let form_body = format!("openReq={}", url_encode(&open_req("S-elsewhere", "SO1")));
 
     for path in ["/", "/platDataOpen/", "/platdataopen", "/other", "/api/requests"] {
         let response = client
@@ -481,10 +440,10 @@ async fn a_body_over_max_body_bytes_is_413_and_one_at_the_limit_is_accepted() {
     let body_of = |session_id: &str, len: usize| {
         let prefix =
             format!(r#"{{"orderNo":"SO1","sessionID":"{session_id}","serviceTime":1533271903898,"pad":""#);
-        let bare = format!("openReq={}{}", urlencode(&prefix), urlencode(r#""}"#));
+        let bare = format!("openReq={}{}", url_encode(&prefix), url_encode(r#""}"#));
         assert!(bare.len() <= len);
         let value = format!(r#"{prefix}{}"}}"#, "x".repeat(len - bare.len()));
-        let body = format!("openReq={}", urlencode(&value));
+        let body = format!("openReq={}", url_encode(&value));
         assert_eq!(body.len(), len);
         body.into_bytes()
     };
@@ -541,7 +500,7 @@ async fn stored_requests_survive_a_restart_and_are_listed_by_the_admin_api() {
 
     let service = start_service(&db, "", "").await;
     let admin = format!("http://{}", service.admin_addr());
-    let listed = listed_requests(&client, &admin).await;
+    let listed = listed_requests(&client, &admin, ADMIN_TOKEN).await;
     let listed_ids: HashSet<String> =
         listed.iter().map(|r| r["session_id"].as_str().unwrap().to_owned()).collect();
     assert_eq!(listed_ids, expected);

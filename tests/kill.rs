@@ -7,12 +7,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use sqlx::Connection;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
 use tokio::task::JoinSet;
+
+mod common;
+
+use common::{closed_port, developer_overrides, http_client, listed_requests, now_ms, stored_session_ids};
 
 const ADMIN_TOKEN: &str = "kill-tests-admin-token-0123456789";
 /// Distinctive, so that finding it in a log cannot be a coincidence.
@@ -21,16 +23,7 @@ const INTAKE_PATH: &str = "/platDataOpen";
 const SENDERS: usize = 6;
 
 // ---------------------------------------------------------------------------
-// Helpers (kept in this file: integration test files share nothing).
-
-fn now_ms() -> i64 {
-    i64::try_from(SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis()).unwrap()
-}
-
-/// A loopback port nobody listens on right now.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+// Helpers.
 
 /// A `serve` process; killed when dropped, so a failing test leaves none behind.
 struct Serve {
@@ -51,7 +44,7 @@ impl Serve {
 
     /// Like [`Serve::start`], but returns as soon as both ports accept connections.
     async fn spawn(dir: &Path, db: &Path, name: &str) -> Serve {
-        let (intake_port, admin_port) = (free_port(), free_port());
+        let (intake_port, admin_port) = (closed_port(), closed_port());
         let config = dir.join(format!("{name}.toml"));
         std::fs::write(
             &config,
@@ -92,11 +85,8 @@ level = "info"
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(File::create(&stderr).unwrap());
-        // The developer's own overrides must not reach the service under test.
-        for (name, _) in std::env::vars_os() {
-            if name.to_string_lossy().starts_with("CUSTOMS179_") {
-                command.env_remove(name);
-            }
+        for name in developer_overrides() {
+            command.env_remove(name);
         }
         let mut serve = Serve { child: command.spawn().unwrap(), intake_port, admin_port, stderr };
         serve.wait_until_listening().await;
@@ -172,8 +162,7 @@ impl Drop for Serve {
 }
 
 fn client() -> reqwest::Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(15)).build().unwrap()
+    http_client(Some(Duration::from_secs(15)))
 }
 
 /// Sends customs calls with unique sessionIDs until one fails, returning the
@@ -250,33 +239,6 @@ async fn join_senders(mut senders: JoinSet<Vec<String>>) -> HashSet<String> {
     answered
 }
 
-/// Every sessionID in the database (opened read-write: a killed writer may
-/// have left a WAL to recover).
-async fn stored_session_ids(db: &Path) -> HashSet<String> {
-    let mut conn = SqliteConnection::connect_with(&SqliteConnectOptions::new().filename(db)).await.unwrap();
-    let ids: Vec<String> =
-        sqlx::query_scalar("SELECT session_id FROM requests").fetch_all(&mut conn).await.unwrap();
-    conn.close().await.unwrap();
-    ids.into_iter().collect()
-}
-
-/// Every request the admin API lists, page by page.
-async fn listed_requests(client: &reqwest::Client, admin: &str) -> Vec<Value> {
-    let mut all = Vec::new();
-    let mut url = format!("{admin}/api/requests?limit=500");
-    loop {
-        let response = client.get(&url).bearer_auth(ADMIN_TOKEN).send().await.unwrap();
-        assert_eq!(response.status(), 200);
-        let page: Value = response.json().await.unwrap();
-        all.extend(page["requests"].as_array().unwrap().iter().cloned());
-        match page["next"].as_str() {
-            // sessionIDs here are made of [A-Za-z0-9-]: no escaping needed.
-            Some(next) => url = format!("{admin}/api/requests?limit=500&after={next}"),
-            None => return all,
-        }
-    }
-}
-
 fn assert_all_stored(answered: &HashSet<String>, stored: &HashSet<String>) {
     let mut lost: Vec<&String> = answered.difference(stored).collect();
     lost.sort();
@@ -303,7 +265,7 @@ async fn sigkill_loses_no_answered_request() {
 
     // Restarted on the same database, the service lists them all.
     let mut serve = Serve::start(dir.path(), &db, "second").await;
-    let listed = listed_requests(&client, &serve.admin_url()).await;
+    let listed = listed_requests(&client, &serve.admin_url(), ADMIN_TOKEN).await;
     let listed_ids: HashSet<String> =
         listed.iter().map(|r| r["session_id"].as_str().unwrap().to_owned()).collect();
     assert_all_stored(&answered, &listed_ids);

@@ -8,46 +8,20 @@ use std::time::{Duration, Instant};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode as AxumStatus, Uri};
 use customs179_core::PreSign;
-use customs179_service::Service;
-use customs179_service::config::Config;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-const ADMIN_TOKEN: &str = "admin-token-0123456789";
+mod common;
+
+use common::{ADMIN_TOKEN, EBP_CODE, Harness, payment_record as record};
+
 const PAYMENTS_TOKEN: &str = "payments-token-0123456789";
 const PULL_TOKEN: &str = "pull-secret-token";
-const EBP_CODE: &str = "EBP4401960ABC";
 
-/// One running service, its database in a directory removed at the end.
-struct Harness {
-    service: Service,
-    client: reqwest::Client,
-    intake: String,
-    admin: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Harness {
-    /// Starts a service whose `[payments]` section holds `payments` (TOML lines).
-    async fn start(payments: &str) -> Harness {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("customs179.sqlite");
-        let toml = format!(
-            r#"
-[intake]
-listen = "127.0.0.1:0"
-
-[admin]
-listen = "127.0.0.1:0"
-token = "{ADMIN_TOKEN}"
-
-[store]
-path = {db:?}
-
-[enterprise]
-ebp_code = "{EBP_CODE}"
-
+/// Starts a service whose `[payments]` section holds `payments` (TOML lines).
+async fn start(payments: &str) -> Harness {
+    Harness::start(&format!(
+        r#"
 [signer]
 # Nothing listens there: requests stay "ready", never signed.
 url = "ws://127.0.0.1:1/"
@@ -58,140 +32,19 @@ environment = "test"
 
 [payments]
 {payments}
-"#,
-            db = db.to_str().unwrap(),
-        );
-        let config = Config::from_toml_str(&toml, std::iter::empty()).unwrap();
-        let service = Service::start(config).await.unwrap();
-        let client = reqwest::Client::builder().no_proxy().build().unwrap();
-        Harness {
-            intake: format!("http://{}", service.intake_addr()),
-            admin: format!("http://{}", service.admin_addr()),
-            service,
-            client,
-            _dir: dir,
-        }
-    }
+"#
+    ))
+    .await
+}
 
-    async fn stop(self) {
-        self.service.shutdown().await;
-    }
-
-    /// POSTs `body` to the payments API with `token` (none when `None`).
+impl Harness {
     async fn post_payments_as(&self, token: Option<&str>, body: impl Into<String>) -> (StatusCode, Value) {
-        let mut request = self
-            .client
-            .post(format!("{}/api/payments", self.admin))
-            .header("content-type", "application/json")
-            .body(body.into());
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        let response = request.send().await.unwrap();
-        let status = response.status();
-        let text = response.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        self.post_as(token, "/api/payments", body).await
     }
 
     async fn post_payments(&self, body: impl Into<String>) -> (StatusCode, Value) {
-        self.post_payments_as(Some(ADMIN_TOKEN), body).await
+        self.push_payments(body).await
     }
-
-    /// GETs an admin API path with `token`.
-    async fn get_as(&self, token: Option<&str>, path: &str) -> (StatusCode, Value) {
-        let mut request = self.client.get(format!("{}{path}", self.admin));
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        let response = request.send().await.unwrap();
-        let status = response.status();
-        let text = response.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
-    }
-
-    /// customs asks for `order_no`'s payment data; answered 10000 once stored.
-    async fn customs_asks(&self, order_no: &str, session_id: &str) {
-        let open_req =
-            json!({"orderNo": order_no, "sessionID": session_id, "serviceTime": 1_533_271_903_898_u64})
-                .to_string();
-        let response = self
-            .client
-            .post(format!("{}/platDataOpen", self.intake))
-            .form(&[("openReq", open_req)])
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), StatusCode::OK);
-        let answer: Value = response.json().await.unwrap();
-        assert_eq!(answer["code"], "10000", "{answer}");
-    }
-
-    /// `GET /api/requests/{sessionID}`.
-    async fn detail(&self, session_id: &str) -> Value {
-        let (status, detail) = self.get_as(Some(ADMIN_TOKEN), &format!("/api/requests/{session_id}")).await;
-        assert_eq!(status, StatusCode::OK, "{detail}");
-        detail
-    }
-
-    /// Polls a request until its state is `state`, failing after `within`.
-    async fn wait_for_state(&self, session_id: &str, state: &str, within: Duration) -> Value {
-        let deadline = Instant::now() + within;
-        loop {
-            let detail = self.detail(session_id).await;
-            if detail["state"] == state {
-                return detail;
-            }
-            assert!(Instant::now() < deadline, "{session_id} not {state} within {within:?}: {detail:#}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// Polls a request until `done` holds of its detail, failing after `within`.
-    async fn wait_until(&self, session_id: &str, within: Duration, done: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + within;
-        loop {
-            let detail = self.detail(session_id).await;
-            if done(&detail) {
-                return detail;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{session_id}: condition not met within {within:?}: {detail:#}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
-
-/// A valid platform record (no guid, no ebpCode) for payment `transaction` of `orders`.
-fn record(transaction: &str, orders: &[&str]) -> Value {
-    let lists: Vec<Value> = orders
-        .iter()
-        .map(|order_no| {
-            json!({
-                "orderNo": order_no,
-                "goodsInfo": [{"gname": "保温杯 500ml", "itemLink": "https://shop.example/item/1"}],
-                "recpAccount": "6222000011112222",
-                "recpCode": "",
-                "recpName": "Example Shop Ltd",
-            })
-        })
-        .collect();
-    json!({
-        "payExchangeInfoHead": {
-            "initalRequest": format!("https://pay.example/gateway?out_trade_no={transaction}&total=88.50"),
-            "initalResponse": "ok",
-            "payCode": "312226T001",
-            "payTransactionId": transaction,
-            "totalAmount": 88.5,
-            "currency": "142",
-            "verDept": "3",
-            "payType": "1",
-            "tradingTime": "20240315103000",
-            "note": "",
-        },
-        "payExchangeInfoLists": lists,
-    })
 }
 
 /// The problems of a 422 answer as (pointer, message) pairs.
@@ -258,7 +111,7 @@ const AT_ONCE_MS: i64 = 600;
 
 #[tokio::test]
 async fn tokens_are_required_and_the_payments_token_only_pushes() {
-    let h = Harness::start(&format!("token = \"{PAYMENTS_TOKEN}\"")).await;
+    let h = start(&format!("token = \"{PAYMENTS_TOKEN}\"")).await;
     let body = record("T-AUTH-1", &["SO-AUTH-1"]).to_string();
 
     for token in [None, Some("wrong-token-0123456789"), Some("")] {
@@ -298,7 +151,7 @@ async fn tokens_are_required_and_the_payments_token_only_pushes() {
 
 #[tokio::test]
 async fn invalid_bodies_are_refused_with_every_problem_and_store_nothing() {
-    let h = Harness::start("max_body_bytes = 4096").await;
+    let h = start("max_body_bytes = 4096").await;
     let good = record("T-VAL-1", &["SO-VAL-1"]);
 
     // Several problems in one record, each with its pointer.
@@ -373,7 +226,7 @@ async fn invalid_bodies_are_refused_with_every_problem_and_store_nothing() {
 
 #[tokio::test]
 async fn storing_a_record_again_changes_nothing() {
-    let h = Harness::start("").await;
+    let h = start("").await;
     let first = record("T-IDEM-1", &["SO-IDEM-1"]);
     let second = record("T-IDEM-2", &["SO-IDEM-2"]);
 
@@ -397,7 +250,7 @@ async fn storing_a_record_again_changes_nothing() {
 
 #[tokio::test]
 async fn conflicting_records_are_refused_all_or_nothing() {
-    let h = Harness::start("").await;
+    let h = start("").await;
     let paid = record("T-CONF-1", &["SO-CONF-1"]);
     let (status, answer) = h.post_payments(paid.to_string()).await;
     assert_eq!((status, answer), (StatusCode::CREATED, stored(1, 0)));
@@ -438,10 +291,10 @@ async fn conflicting_records_are_refused_all_or_nothing() {
 
 #[tokio::test]
 async fn requests_are_prepared_the_moment_their_record_is_there() {
-    let h = Harness::start("").await;
+    let h = start("").await;
 
     // The request first: it waits, then is prepared when the record comes.
-    h.customs_asks("SO-MATCH-1", "S-MATCH-1").await;
+    h.customs_call("SO-MATCH-1", "S-MATCH-1").await;
     let detail = h.detail("S-MATCH-1").await;
     assert_eq!(detail["state"], "waiting", "{detail:#}");
     assert!(detail["payment"].is_null(), "{detail:#}");
@@ -458,7 +311,7 @@ async fn requests_are_prepared_the_moment_their_record_is_there() {
     let (status, _) = h.post_payments(record("T-MATCH-2", &["SO-MATCH-2"]).to_string()).await;
     assert_eq!(status, StatusCode::CREATED);
     let asked_at = customs179_service::now_ms();
-    h.customs_asks("SO-MATCH-2", "S-MATCH-2").await;
+    h.customs_call("SO-MATCH-2", "S-MATCH-2").await;
     let detail = h.wait_for_state("S-MATCH-2", "ready", Duration::from_secs(2)).await;
     assert!(prepared_at(&detail) - asked_at < AT_ONCE_MS, "not prepared at once: {detail:#}");
     let second = check_upload(&detail, "S-MATCH-2", &["SO-MATCH-2"]);
@@ -467,8 +320,8 @@ async fn requests_are_prepared_the_moment_their_record_is_there() {
     // each upload listing both orders.
     let (status, _) = h.post_payments(record("T-MATCH-3", &["SO-MATCH-3A", "SO-MATCH-3B"]).to_string()).await;
     assert_eq!(status, StatusCode::CREATED);
-    h.customs_asks("SO-MATCH-3A", "S-MATCH-3A").await;
-    h.customs_asks("SO-MATCH-3B", "S-MATCH-3B").await;
+    h.customs_call("SO-MATCH-3A", "S-MATCH-3A").await;
+    h.customs_call("SO-MATCH-3B", "S-MATCH-3B").await;
     let both = ["SO-MATCH-3A", "SO-MATCH-3B"];
     let detail = h.wait_for_state("S-MATCH-3A", "ready", Duration::from_secs(2)).await;
     let third_a = check_upload(&detail, "S-MATCH-3A", &both);
@@ -490,8 +343,8 @@ async fn requests_are_prepared_the_moment_their_record_is_there() {
 
 #[tokio::test]
 async fn a_request_whose_data_never_comes_is_given_up() {
-    let h = Harness::start("give_up_after_secs = 1").await;
-    h.customs_asks("SO-NEVER-1", "S-NEVER-1").await;
+    let h = start("give_up_after_secs = 1").await;
+    h.customs_call("SO-NEVER-1", "S-NEVER-1").await;
     assert_eq!(h.detail("S-NEVER-1").await["state"], "waiting");
     let detail = h.wait_for_state("S-NEVER-1", "failed", Duration::from_secs(3)).await;
     let error = detail["last_error"].as_str().unwrap_or_else(|| panic!("{detail:#}"));
@@ -557,9 +410,9 @@ fn pull_config(pull_url: &str) -> String {
 #[tokio::test]
 async fn pulled_records_are_fetched_until_the_platform_has_them() {
     let (platform, pull_url) = Platform::start(404, "").await;
-    let h = Harness::start(&pull_config(&pull_url)).await;
+    let h = start(&pull_config(&pull_url)).await;
     let order_no = "SO 7/2024";
-    h.customs_asks(order_no, "S-PULL-1").await;
+    h.customs_call(order_no, "S-PULL-1").await;
 
     let detail = h
         .wait_until("S-PULL-1", Duration::from_secs(3), |d| {
@@ -591,8 +444,8 @@ async fn an_invalid_pulled_record_fails_the_request() {
     invalid["payExchangeInfoHead"]["currency"] = json!("CNY");
     invalid["payExchangeInfoLists"][0]["goodsInfo"][0]["gname"] = json!("");
     let (platform, pull_url) = Platform::start(200, &invalid.to_string()).await;
-    let h = Harness::start(&pull_config(&pull_url)).await;
-    h.customs_asks("SO-PULL-2", "S-PULL-2").await;
+    let h = start(&pull_config(&pull_url)).await;
+    h.customs_call("SO-PULL-2", "S-PULL-2").await;
 
     let detail = h.wait_for_state("S-PULL-2", "failed", Duration::from_secs(3)).await;
     let error = detail["last_error"].as_str().unwrap();
@@ -609,8 +462,8 @@ async fn an_invalid_pulled_record_fails_the_request() {
 #[tokio::test]
 async fn a_failing_platform_is_asked_again() {
     let (platform, pull_url) = Platform::start(500, "internal error").await;
-    let h = Harness::start(&pull_config(&pull_url)).await;
-    h.customs_asks("SO-PULL-3", "S-PULL-3").await;
+    let h = start(&pull_config(&pull_url)).await;
+    h.customs_call("SO-PULL-3", "S-PULL-3").await;
 
     let detail = h
         .wait_until("S-PULL-3", Duration::from_secs(3), |d| {

@@ -10,6 +10,10 @@ use customs179_sim::eport::{self, Algo, EportSimOptions, RunningEportSim, TAG_WR
 use customs179_store::{Stage, Store};
 use tokio::io::AsyncWriteExt as _;
 
+mod common;
+
+use common::{developer_overrides, stderr, stdout};
+
 const PIN: &str = "88888888";
 const WRONG_PIN: &str = "24681357";
 /// Non-ASCII and no trailing newline: the card signs exactly these UTF-8 bytes.
@@ -84,24 +88,14 @@ environment = "test"
 async fn run(args: &[&str], stdin: &str) -> Output {
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_customs179"));
     command.args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("CUSTOMS179_") {
-            command.env_remove(name);
-        }
+    for name in developer_overrides() {
+        command.env_remove(name);
     }
     let mut child = command.spawn().unwrap();
     let mut input = child.stdin.take().unwrap();
     input.write_all(stdin.as_bytes()).await.unwrap();
     drop(input);
     child.wait_with_output().await.unwrap()
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8(output.stdout.clone()).unwrap()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8(output.stderr.clone()).unwrap()
 }
 
 /// The two lines of a successful `sign`: certNo, then signValue, which must verify.

@@ -8,14 +8,14 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use customs179_core::{SignatureVerifier, UploadBody};
-use customs179_service::Service;
-use customs179_service::config::Config;
 use customs179_sim::eport::{self, Algo, EportSimOptions, Faults, RunningEportSim, TAG_WRONG_PIN};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-const ADMIN_TOKEN: &str = "admin-token-0123456789";
-const EBP_CODE: &str = "EBP4401960ABC";
+mod common;
+
+use common::Harness;
+
 const PIN: &str = "88888888";
 const WRONG_PIN: &str = "13572468";
 /// Nothing listens on the discard port: uploads fail and are retried.
@@ -32,35 +32,10 @@ async fn start_sim(dir: &Path, faults: Faults) -> RunningEportSim {
     start_sim_at(SocketAddr::from(([127, 0, 0, 1], 0)), dir, faults).await
 }
 
-/// One running service, its database in a directory removed at the end.
-struct Harness {
-    service: Service,
-    client: reqwest::Client,
-    intake: String,
-    admin: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Harness {
-    /// Starts a service that signs through `signer_url` with `pin`.
-    async fn start(signer_url: &str, pin: &str) -> Harness {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("customs179.sqlite");
-        let toml = format!(
-            r#"
-[intake]
-listen = "127.0.0.1:0"
-
-[admin]
-listen = "127.0.0.1:0"
-token = "{ADMIN_TOKEN}"
-
-[store]
-path = {db:?}
-
-[enterprise]
-ebp_code = "{EBP_CODE}"
-
+/// Starts a service that signs through `signer_url` with `pin`.
+async fn start(signer_url: &str, pin: &str) -> Harness {
+    Harness::start(&format!(
+        r#"
 [signer]
 url = "{signer_url}"
 pin = "{pin}"
@@ -69,99 +44,18 @@ timeout_ms = 1000
 [customs]
 environment = "test"
 upload_url = "{UPLOAD_URL}"
-"#,
-            db = db.to_str().unwrap(),
-        );
-        let config = Config::from_toml_str(&toml, std::iter::empty()).unwrap();
-        let service = Service::start(config).await.unwrap();
-        let client = reqwest::Client::builder().no_proxy().build().unwrap();
-        Harness {
-            intake: format!("http://{}", service.intake_addr()),
-            admin: format!("http://{}", service.admin_addr()),
-            service,
-            client,
-            _dir: dir,
-        }
-    }
+"#
+    ))
+    .await
+}
 
-    async fn stop(self) {
-        self.service.shutdown().await;
-    }
-
-    async fn get(&self, path: &str) -> Value {
-        let response =
-            self.client.get(format!("{}{path}", self.admin)).bearer_auth(ADMIN_TOKEN).send().await.unwrap();
-        let status = response.status();
-        let body: Value = response.json().await.unwrap();
-        assert_eq!(status, StatusCode::OK, "GET {path}: {body}");
-        body
-    }
-
-    async fn post(&self, path: &str, body: String) -> (StatusCode, Value) {
-        let response = self
-            .client
-            .post(format!("{}{path}", self.admin))
-            .bearer_auth(ADMIN_TOKEN)
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        let status = response.status();
-        let text = response.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
-    }
-
-    /// customs asks for `order_no`'s payment data; answered 10000 once stored.
-    async fn customs_asks(&self, order_no: &str, session_id: &str) {
-        let open_req =
-            json!({"orderNo": order_no, "sessionID": session_id, "serviceTime": 1_533_271_903_898_u64})
-                .to_string();
-        let response = self
-            .client
-            .post(format!("{}/platDataOpen", self.intake))
-            .form(&[("openReq", open_req)])
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), StatusCode::OK);
-        let answer: Value = response.json().await.unwrap();
-        assert_eq!(answer["code"], "10000", "{answer}");
-    }
-
-    /// The platform pushes the record of payment `transaction` for `order_no`.
-    async fn platform_pays(&self, transaction: &str, order_no: &str) {
-        let (status, answer) = self.post("/api/payments", record(transaction, &[order_no]).to_string()).await;
-        assert_eq!(status, StatusCode::CREATED, "{answer}");
-    }
-
+impl Harness {
     /// customs asks and the platform pays: the request becomes ready to sign.
     async fn request(&self, n: &str) -> String {
         let session_id = format!("S-{n}");
-        self.customs_asks(&format!("SO-{n}"), &session_id).await;
-        self.platform_pays(&format!("T-{n}"), &format!("SO-{n}")).await;
+        self.customs_call(&format!("SO-{n}"), &session_id).await;
+        self.platform_pays(&format!("T-{n}"), &[&format!("SO-{n}")]).await;
         session_id
-    }
-
-    async fn detail(&self, session_id: &str) -> Value {
-        self.get(&format!("/api/requests/{session_id}")).await
-    }
-
-    async fn controls(&self) -> Value {
-        self.get("/api/control").await
-    }
-
-    /// Polls a request until `done` holds of its detail, failing after `within`.
-    async fn wait_until(&self, session_id: &str, within: Duration, done: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + within;
-        loop {
-            let detail = self.detail(session_id).await;
-            if done(&detail) {
-                return detail;
-            }
-            assert!(Instant::now() < deadline, "{session_id}: not done within {within:?}: {detail:#}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
     }
 
     async fn wait_signed(&self, session_id: &str, within: Duration) -> Value {
@@ -177,37 +71,6 @@ upload_url = "{UPLOAD_URL}"
 /// Signed, or further along (uploads cannot succeed here, but the state would be past signed).
 fn is_signed(detail: &Value) -> bool {
     detail["state"] == "signed" || detail["state"] == "delivered"
-}
-
-/// A valid platform record (no guid, no ebpCode) for payment `transaction` of `orders`.
-fn record(transaction: &str, orders: &[&str]) -> Value {
-    let lists: Vec<Value> = orders
-        .iter()
-        .map(|order_no| {
-            json!({
-                "orderNo": order_no,
-                "goodsInfo": [{"gname": "保温杯 500ml", "itemLink": "https://shop.example/item/1"}],
-                "recpAccount": "6222000011112222",
-                "recpCode": "",
-                "recpName": "Example Shop Ltd",
-            })
-        })
-        .collect();
-    json!({
-        "payExchangeInfoHead": {
-            "initalRequest": format!("https://pay.example/gateway?out_trade_no={transaction}&total=88.50"),
-            "initalResponse": "ok\n\"quoted\" || not a separator",
-            "payCode": "312226T001",
-            "payTransactionId": transaction,
-            "totalAmount": 88.5,
-            "currency": "142",
-            "verDept": "3",
-            "payType": "1",
-            "tradingTime": "20240315103000",
-            "note": "",
-        },
-        "payExchangeInfoLists": lists,
-    })
 }
 
 /// The current upload's body carries a signature by the simulator's card over exactly the
@@ -249,7 +112,7 @@ async fn wait_for_sim(sim: &RunningEportSim, within: Duration, check: impl Fn(&e
 async fn a_request_is_signed_and_its_upload_body_verifies() {
     let dir = tempfile::tempdir().unwrap();
     let sim = start_sim(dir.path(), Faults::default()).await;
-    let h = Harness::start(&sim.ws_url(), PIN).await;
+    let h = start(&sim.ws_url(), PIN).await;
     let session_id = h.request("1").await;
     let detail = h.wait_signed(&session_id, WAIT).await;
     assert_upload_verifies(&detail, &sim);
@@ -266,7 +129,7 @@ async fn a_request_is_signed_and_its_upload_body_verifies() {
 async fn a_reader_error_delays_an_item_which_is_signed_on_retry() {
     let dir = tempfile::tempdir().unwrap();
     let sim = start_sim(dir.path(), Faults { reader_error_50070: 1, ..Faults::default() }).await;
-    let h = Harness::start(&sim.ws_url(), PIN).await;
+    let h = start(&sim.ws_url(), PIN).await;
     let session_id = h.request("50070").await;
     let detail = h.wait_signed(&session_id, WAIT).await;
     assert_upload_verifies(&detail, &sim);
@@ -293,7 +156,7 @@ async fn a_reader_error_delays_an_item_which_is_signed_on_retry() {
 async fn a_wrong_pin_pauses_signing_until_resumed_and_each_resume_costs_one_try() {
     let dir = tempfile::tempdir().unwrap();
     let sim = start_sim(dir.path(), Faults::default()).await;
-    let h = Harness::start(&sim.ws_url(), WRONG_PIN).await;
+    let h = start(&sim.ws_url(), WRONG_PIN).await;
     let first = h.request("PIN-1").await;
     wait_for_sim(&sim, WAIT, |s| s.wrong_pins == 1).await;
 
@@ -347,7 +210,7 @@ async fn a_wrong_pin_pauses_signing_until_resumed_and_each_resume_costs_one_try(
 async fn after_a_refusal_and_a_resume_the_item_is_signed() {
     let dir = tempfile::tempdir().unwrap();
     let sim = start_sim(dir.path(), Faults { wrong_pin: 1, ..Faults::default() }).await;
-    let h = Harness::start(&sim.ws_url(), PIN).await;
+    let h = start(&sim.ws_url(), PIN).await;
     let session_id = h.request("RESUME").await;
     wait_for_sim(&sim, WAIT, |s| s.wrong_pins == 1).await;
     h.wait_until(&session_id, WAIT, |d| d["last_error"].is_string()).await;
@@ -379,7 +242,7 @@ async fn a_thirty_second_signer_outage_delays_items_but_loses_none() {
     let sim = start_sim(dir.path(), Faults::default()).await;
     let addr = sim.ws_addr();
     let cert_no = sim.cert_no().clone();
-    let h = Harness::start(&sim.ws_url(), PIN).await;
+    let h = start(&sim.ws_url(), PIN).await;
     // Connected and signing before the outage.
     let before = h.request("OUT-0").await;
     h.wait_signed(&before, WAIT).await;

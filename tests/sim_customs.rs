@@ -2,11 +2,11 @@
 //! stops cleanly on a signal; `call` plays customs' first call against a small platform
 //! endpoint and sets its exit code from the answers.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::http::HeaderMap;
@@ -15,31 +15,18 @@ use customs179_core::{PaymentRecord, PreSign, RecordRules, form_field};
 use customs179_sim::keys::{Algo, CardKeys};
 use serde_json::{Value, json};
 
-const EBP_CODE: &str = "4404840022";
+mod common;
 
-/// A port that was free a moment ago.
-fn free_addr() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap()
-}
+use common::{Sim, free_addr, http_client};
+
+const EBP_CODE: &str = "4404840022";
 
 fn now_ms() -> u64 {
     u64::try_from(SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis()).unwrap()
 }
 
 fn client() -> reqwest::Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(15)).build().unwrap()
-}
-
-/// Kills the simulator if the test fails half-way.
-struct Sim(Child);
-
-impl Drop for Sim {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+    http_client(Some(Duration::from_secs(15)))
 }
 
 fn spawn_serve(addr: SocketAddr, certs: &Path) -> Sim {
@@ -61,20 +48,6 @@ fn spawn_serve(addr: SocketAddr, certs: &Path) -> Sim {
         .spawn()
         .unwrap();
     Sim(child)
-}
-
-async fn wait_until_listening(sim: &mut Sim, addr: SocketAddr) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if tokio::net::TcpStream::connect(addr).await.is_ok() {
-            return;
-        }
-        if let Some(status) = sim.0.try_wait().unwrap() {
-            panic!("the simulator exited early with {status}");
-        }
-        assert!(Instant::now() < deadline, "the simulator did not listen on {addr}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// A valid upload body for `session_id`, signed by `keys`.
@@ -116,7 +89,7 @@ async fn sim_customs_serve_stores_an_upload_and_reports_it() {
     std::fs::write(certs.path().join("README.txt"), "the registered card").unwrap();
     let addr = free_addr();
     let mut sim = spawn_serve(addr, certs.path());
-    wait_until_listening(&mut sim, addr).await;
+    sim.wait_until_listening(addr).await;
 
     let http = client();
     let body = upload_body(&keys, "S-CLI-1");
@@ -145,19 +118,8 @@ async fn sim_customs_serve_stores_an_upload_and_reports_it() {
 
     #[cfg(unix)]
     {
-        let pid = sim.0.id().to_string();
-        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let status = loop {
-            if let Some(status) = sim.0.try_wait().unwrap() {
-                break status;
-            }
-            assert!(Instant::now() < deadline, "the simulator did not stop on SIGTERM");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
+        let (status, stderr) = sim.stop_with("TERM").await;
         assert!(status.success(), "{status}");
-        let mut stderr = String::new();
-        std::io::Read::read_to_string(sim.0.stderr.as_mut().unwrap(), &mut stderr).unwrap();
         assert!(stderr.contains(&format!("http://{addr}/ceb2grab/grab/realTimeDataUpload")), "{stderr}");
         assert!(stderr.contains("README.txt"), "the skipped file is named: {stderr}");
     }

@@ -1,34 +1,22 @@
 //! `customs179 sim eport` as a real process: it listens, signs over WebSocket with a card kept
 //! in its state directory, and stops cleanly on a signal.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use customs179_core::SignatureVerifier;
 use futures_util::{SinkExt as _, StreamExt as _};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
+mod common;
+
+use common::{Sim, free_addr};
+
 const PIN: &str = "11223344";
 const IN_DATA: &str = r#""sessionID":"S-cli"||"payExchangeInfoHead":{"note":"命令行"}||"serviceTime":"1""#;
-
-/// A port that was free a moment ago.
-fn free_addr() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap()
-}
-
-/// Kills the simulator if the test fails half-way.
-struct Sim(Child);
-
-impl Drop for Sim {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn spawn(addr: SocketAddr, state_dir: &Path) -> Sim {
     let child = Command::new(env!("CARGO_BIN_EXE_customs179"))
@@ -40,20 +28,6 @@ fn spawn(addr: SocketAddr, state_dir: &Path) -> Sim {
         .spawn()
         .unwrap();
     Sim(child)
-}
-
-async fn wait_until_listening(sim: &mut Sim, addr: SocketAddr) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if tokio::net::TcpStream::connect(addr).await.is_ok() {
-            return;
-        }
-        if let Some(status) = sim.0.try_wait().unwrap() {
-            panic!("the simulator exited early with {status}");
-        }
-        assert!(Instant::now() < deadline, "the simulator did not listen on {addr}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 async fn next_text<S>(ws: &mut S) -> Value
@@ -74,7 +48,7 @@ async fn sim_eport_signs_over_websocket_and_stops_on_a_signal() {
     let dir = tempfile::tempdir().unwrap();
     let addr = free_addr();
     let mut sim = spawn(addr, dir.path());
-    wait_until_listening(&mut sim, addr).await;
+    sim.wait_until_listening(addr).await;
 
     let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/")).await.unwrap();
     let greeting = next_text(&mut ws).await;
@@ -97,19 +71,8 @@ async fn sim_eport_signs_over_websocket_and_stops_on_a_signal() {
 
     #[cfg(unix)]
     {
-        let pid = sim.0.id().to_string();
-        assert!(Command::new("kill").args(["-INT", &pid]).status().unwrap().success());
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let status = loop {
-            if let Some(status) = sim.0.try_wait().unwrap() {
-                break status;
-            }
-            assert!(Instant::now() < deadline, "the simulator did not stop on SIGINT");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
+        let (status, stderr) = sim.stop_with("INT").await;
         assert!(status.success(), "{status}");
-        let mut stderr = String::new();
-        std::io::Read::read_to_string(sim.0.stderr.as_mut().unwrap(), &mut stderr).unwrap();
         assert!(stderr.contains(&format!("ws://{addr}/")), "{stderr}");
         assert!(stderr.contains(&cert_no), "the certNo is logged: {stderr}");
     }

@@ -10,27 +10,23 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use customs179_core::UploadBody;
-use customs179_service::Service;
-use customs179_service::config::Config;
 use customs179_sim::customs::{
     self, CallOptions, CustomsFaults, CustomsFaultsUpdate, CustomsSimOptions, FaultKind, Report,
     RunningCustomsSim,
 };
 use customs179_sim::eport::{self, Algo, EportSimOptions, RunningEportSim};
 use reqwest::StatusCode;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tempfile::TempDir;
 
-const ADMIN_TOKEN: &str = "admin-token-0123456789";
-const EBP_CODE: &str = "EBP4401960ABC";
+mod common;
+
+use common::{ADMIN_TOKEN, EBP_CODE, Harness, loopback};
+
 const PIN: &str = "88888888";
 /// The service's own limit on one upload; the simulator's timeouts are longer.
 const CUSTOMS_TIMEOUT_MS: u64 = 1_000;
 const WAIT: Duration = Duration::from_secs(20);
-
-fn loopback() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 0))
-}
 
 /// The card: an EportClient simulator with an SM2 key kept in `dir`.
 async fn start_eport(dir: &Path) -> RunningEportSim {
@@ -54,37 +50,11 @@ async fn start_customs(addr: SocketAddr, certs: &Path, faults: CustomsFaults) ->
     customs::start(options).await.expect("the customs simulator starts")
 }
 
-/// One running service, its database in a directory removed at the end.
-struct Harness {
-    service: Service,
-    client: reqwest::Client,
-    intake: String,
-    admin: String,
-    _dir: TempDir,
-}
-
-impl Harness {
-    /// A service signing with the card at `signer_url` and uploading to `upload_url`;
-    /// `customs` holds more `[customs]` lines.
-    async fn start(signer_url: &str, upload_url: &str, customs: &str) -> Harness {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("customs179.sqlite");
-        let toml = format!(
-            r#"
-[intake]
-listen = "127.0.0.1:0"
-
-[admin]
-listen = "127.0.0.1:0"
-token = "{ADMIN_TOKEN}"
-
-[store]
-path = {db:?}
-
-[enterprise]
-ebp_code = "{EBP_CODE}"
-
+/// A service signing with the card at `signer_url` and uploading to `upload_url`;
+/// `customs` holds more `[customs]` lines.
+async fn start(signer_url: &str, upload_url: &str, customs: &str) -> Harness {
+    Harness::start(&format!(
+        r#"
 [signer]
 url = "{signer_url}"
 pin = "{PIN}"
@@ -96,61 +66,19 @@ upload_url = "{upload_url}"
 timeout_ms = {CUSTOMS_TIMEOUT_MS}
 retry_max_secs = 2
 {customs}
-"#,
-            db = db.to_str().unwrap(),
-        );
-        let config = Config::from_toml_str(&toml, std::iter::empty()).unwrap();
-        let service = Service::start(config).await.unwrap();
-        let client = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(10)).build().unwrap();
-        Harness {
-            intake: format!("http://{}", service.intake_addr()),
-            admin: format!("http://{}", service.admin_addr()),
-            service,
-            client,
-            _dir: dir,
-        }
-    }
+"#
+    ))
+    .await
+    .with_client_timeout(Duration::from_secs(10))
+}
 
-    async fn stop(self) {
-        self.service.shutdown().await;
-    }
-
-    async fn get(&self, path: &str) -> Value {
-        let response =
-            self.client.get(format!("{}{path}", self.admin)).bearer_auth(ADMIN_TOKEN).send().await.unwrap();
-        let status = response.status();
-        let body: Value = response.json().await.unwrap();
-        assert_eq!(status, StatusCode::OK, "GET {path}: {body}");
-        body
-    }
-
-    async fn post(&self, path: &str, body: String) -> (StatusCode, Value) {
-        let response = self
-            .client
-            .post(format!("{}{path}", self.admin))
-            .bearer_auth(ADMIN_TOKEN)
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        let status = response.status();
-        let text = response.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
-    }
-
+impl Harness {
     /// Customs asks for `order_no`'s payment data, as customs does; returns its sessionID.
     async fn customs_asks(&self, order_no: &str) -> String {
         let options = CallOptions::new(format!("{}/platDataOpen", self.intake), order_no);
         let summary = customs::call(options).await.expect("customs reaches the intake");
         assert!(summary.all_ok(), "customs' call must be answered 10000: {summary:?}");
         summary.results[0].session_id.clone()
-    }
-
-    /// The platform pushes the record of payment `transaction` for `orders`.
-    async fn platform_pays(&self, transaction: &str, orders: &[&str]) {
-        let (status, answer) = self.post("/api/payments", record(transaction, orders).to_string()).await;
-        assert_eq!(status, StatusCode::CREATED, "{answer}");
     }
 
     /// Customs asks for order `SO-{n}` and the platform pays it; returns the sessionID.
@@ -161,38 +89,13 @@ retry_max_secs = 2
         session_id
     }
 
-    async fn detail(&self, session_id: &str) -> Value {
-        self.get(&format!("/api/requests/{session_id}")).await
-    }
-
-    async fn controls(&self) -> Value {
-        self.get("/api/control").await
-    }
-
-    /// Polls a request until `done` holds of its detail, failing after `within`.
-    async fn wait_until(&self, session_id: &str, within: Duration, done: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + within;
-        loop {
-            let detail = self.detail(session_id).await;
-            if done(&detail) {
-                return detail;
-            }
-            assert!(Instant::now() < deadline, "{session_id}: not done within {within:?}: {detail:#}");
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-    }
-
-    async fn wait_state(&self, session_id: &str, state: &str, within: Duration) -> Value {
-        self.wait_until(session_id, within, |d| d["state"] == state).await
-    }
-
     /// Waits until every request is in `state`; returns their details in the same order.
     async fn wait_all(&self, session_ids: &[String], state: &str, within: Duration) -> Vec<Value> {
         let deadline = Instant::now() + within;
         let mut details = Vec::new();
         for session_id in session_ids {
             let left = deadline.saturating_duration_since(Instant::now());
-            details.push(self.wait_state(session_id, state, left).await);
+            details.push(self.wait_for_state(session_id, state, left).await);
         }
         details
     }
@@ -224,7 +127,7 @@ impl Rig {
         let certs = registered_certs(&eport);
         let customs = start_customs(loopback(), certs.path(), faults).await;
         assert_eq!(customs.cert_nos(), [eport.cert_no().as_str()], "customs registers the card");
-        let h = Harness::start(&eport.ws_url(), &customs.upload_url(), customs_toml).await;
+        let h = start(&eport.ws_url(), &customs.upload_url(), customs_toml).await;
         Rig { h, customs, eport, _certs: certs, _card: card }
     }
 
@@ -233,37 +136,6 @@ impl Rig {
         self.customs.stop().await;
         self.eport.stop().await;
     }
-}
-
-/// A valid platform record (no guid, no ebpCode) for payment `transaction` of `orders`.
-fn record(transaction: &str, orders: &[&str]) -> Value {
-    let lists: Vec<Value> = orders
-        .iter()
-        .map(|order_no| {
-            json!({
-                "orderNo": order_no,
-                "goodsInfo": [{"gname": "保温杯 500ml", "itemLink": "https://shop.example/item/1"}],
-                "recpAccount": "6222000011112222",
-                "recpCode": "",
-                "recpName": "Example Shop Ltd",
-            })
-        })
-        .collect();
-    json!({
-        "payExchangeInfoHead": {
-            "initalRequest": format!("https://pay.example/gateway?out_trade_no={transaction}&total=88.50"),
-            "initalResponse": "ok\n\"quoted\" || not a separator",
-            "payCode": "312226T001",
-            "payTransactionId": transaction,
-            "totalAmount": 88.5,
-            "currency": "142",
-            "verDept": "3",
-            "payType": "1",
-            "tradingTime": "20240315103000",
-            "note": "",
-        },
-        "payExchangeInfoLists": lists,
-    })
 }
 
 /// The uploads customs received for `session_id`, in the order it handled them.
@@ -436,7 +308,7 @@ async fn an_answer_lost_after_storing_ends_delivered_through_20006() {
     let rig = Rig::start(CustomsFaults { next_lost: 1, ..CustomsFaults::default() }, "").await;
     let h = &rig.h;
     let session_id = h.request("LOST").await;
-    let detail = h.wait_state(&session_id, "delivered", WAIT).await;
+    let detail = h.wait_for_state(&session_id, "delivered", WAIT).await;
     let steps = upload_steps(&detail);
     assert_eq!(steps.len(), 2, "{steps:?}");
     assert_eq!(steps[0].0, "retry");
@@ -467,7 +339,7 @@ async fn a_20004_stops_uploads_until_resumed() {
     let no_certs = tempfile::tempdir().unwrap();
     let wrong = start_customs(loopback(), no_certs.path(), CustomsFaults::default()).await;
     let addr = wrong.addr();
-    let h = Harness::start(&eport.ws_url(), &wrong.upload_url(), "").await;
+    let h = start(&eport.ws_url(), &wrong.upload_url(), "").await;
 
     let first = h.request("R1").await;
     let deadline = Instant::now() + WAIT;
@@ -538,7 +410,7 @@ async fn a_failed_request_is_delivered_by_a_replay() {
     let rig = Rig::start(faults, "give_up_after_secs = 1").await;
     let h = &rig.h;
     let session_id = h.request("REPLAY").await;
-    let failed = h.wait_state(&session_id, "failed", WAIT).await;
+    let failed = h.wait_for_state(&session_id, "failed", WAIT).await;
     let reason = failed["last_error"].as_str().unwrap_or_else(|| panic!("{failed:#}"));
     assert!(reason.contains("gave up after 1 s"), "{reason}");
     assert!(reason.contains("HTTP 503"), "the reason holds the last answer: {reason}");
@@ -554,7 +426,7 @@ async fn a_failed_request_is_delivered_by_a_replay() {
     let (status, replayed) = h.post(&format!("/api/requests/{session_id}/replay"), String::new()).await;
     assert_eq!(status, StatusCode::OK, "{replayed}");
     assert_eq!(replayed["was"], "failed", "{replayed}");
-    let delivered = h.wait_state(&session_id, "delivered", WAIT).await;
+    let delivered = h.wait_for_state(&session_id, "delivered", WAIT).await;
 
     let uploads = delivered["uploads"].as_array().unwrap();
     assert_eq!(uploads.len(), 2, "a replay adds an upload and keeps the old one: {delivered:#}");
@@ -589,7 +461,7 @@ async fn a_replayed_request_survives_a_transient_failure() {
     let rig = Rig::start(faults, "give_up_after_secs = 3").await;
     let h = &rig.h;
     let session_id = h.request("REPLAY-BLIP").await;
-    h.wait_state(&session_id, "failed", WAIT).await;
+    h.wait_for_state(&session_id, "failed", WAIT).await;
     // One more 503 after the replay, well within a fresh give-up period.
     rig.customs.update_faults(&CustomsFaultsUpdate { next_http_5xx: Some(1), ..Default::default() }).unwrap();
     let (status, replayed) = h.post(&format!("/api/requests/{session_id}/replay"), String::new()).await;

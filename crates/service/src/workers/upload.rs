@@ -105,8 +105,10 @@ async fn settle(ctx: &ApiContext, job: &UploadJob, answer: crate::customs::Answe
                 "UPLOADS STOPPED: fix the registration, then resume uploading \
                  (customs179 resume uploading, or POST /api/control/uploading/resume)"
             );
-            ctx.store.pause(Stage::Uploading, &reason, now).await?;
+            // The attempt is on record before the pause shows; no new upload is
+            // claimed before this settles (the claim loop waits for its batch).
             ctx.store.retry_later(&job.claim, "upload", now, &answer.record, now).await?;
+            ctx.store.pause(Stage::Uploading, &reason, now).await?;
         }
         AnswerClass::Retryable { .. } | AnswerClass::Unknown { .. } => {
             let give_up_ms =

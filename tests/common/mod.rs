@@ -1,0 +1,372 @@
+//! Helpers shared by the integration tests: an in-process service on loopback ports with its
+//! database in a temporary directory, and the calls customs and the platform make to it.
+
+// Each test binary compiles this module and uses a different subset of it.
+#![allow(dead_code)]
+
+use std::collections::HashSet;
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ExitStatus, Output};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use customs179_service::Service;
+use customs179_service::config::Config;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use sqlx::Connection;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
+
+pub const ADMIN_TOKEN: &str = "admin-token-0123456789";
+pub const EBP_CODE: &str = "EBP4401960ABC";
+
+/// Port 0 on loopback: the OS picks a free port, so tests can run side by side.
+pub fn loopback() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+/// A port nothing listens on (bound, read, released).
+pub fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A client that ignores proxy settings of the machine running the tests; rustls needs a
+/// process-wide crypto provider before the first client is built.
+pub fn http_client(timeout: Option<Duration>) -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut builder = reqwest::Client::builder().no_proxy();
+    if let Some(timeout) = timeout {
+        builder = builder.timeout(timeout);
+    }
+    builder.build().unwrap()
+}
+
+/// A loopback address that was free a moment ago, for a child process that must be told
+/// its port up front.
+pub fn free_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], closed_port()))
+}
+
+/// A simulator run as a child process; killed if the test fails half-way.
+pub struct Sim(pub Child);
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Sim {
+    /// Waits until `addr` accepts connections; a slow start is tolerated, an early exit is not.
+    pub async fn wait_until_listening(&mut self, addr: SocketAddr) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if tokio::net::TcpStream::connect(addr).await.is_ok() {
+                return;
+            }
+            if let Some(status) = self.0.try_wait().unwrap() {
+                panic!("the simulator exited early with {status}");
+            }
+            assert!(Instant::now() < deadline, "the simulator did not listen on {addr}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Sends `signal` (`INT`, `TERM`) and waits for the exit; returns the status and what
+    /// the simulator logged, so the test can check it stopped cleanly.
+    #[cfg(unix)]
+    pub async fn stop_with(&mut self, signal: &str) -> (ExitStatus, String) {
+        let pid = self.0.id().to_string();
+        let signalled = std::process::Command::new("kill").args([&format!("-{signal}"), &pid]).status();
+        assert!(signalled.unwrap().success());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let status = loop {
+            if let Some(status) = self.0.try_wait().unwrap() {
+                break status;
+            }
+            assert!(Instant::now() < deadline, "the simulator did not stop on SIG{signal}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(self.0.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+        (status, stderr)
+    }
+}
+
+/// Milliseconds since the epoch, the unit of serviceTime and of the stored times.
+pub fn now_ms() -> i64 {
+    i64::try_from(SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis()).unwrap()
+}
+
+/// Percent-encodes everything but unreserved characters, as a form encoder does.
+pub fn url_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'*' => (b as char).to_string(),
+            b' ' => "+".to_owned(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// The `CUSTOMS179_*` variables set where the tests run: the developer's own overrides must
+/// not reach the binary under test.
+pub fn developer_overrides() -> Vec<OsString> {
+    std::env::vars_os()
+        .map(|(name, _)| name)
+        .filter(|name| name.to_string_lossy().starts_with("CUSTOMS179_"))
+        .collect()
+}
+
+/// Stdout, which must be UTF-8.
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8(output.stdout.clone()).unwrap()
+}
+
+/// Stderr, which must be UTF-8.
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8(output.stderr.clone()).unwrap()
+}
+
+/// Stdout then stderr, so an assertion can look for a line wherever the binary wrote it.
+pub fn output_text(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr)
+}
+
+/// One running service, its database in a directory removed at the end.
+pub struct Harness {
+    pub service: Service,
+    pub client: reqwest::Client,
+    pub intake: String,
+    pub admin: String,
+    pub db: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Harness {
+    /// Starts a service on free loopback ports with our admin token and ebpCode; `extra_toml`
+    /// holds the sections each test cares about (`[signer]`, `[customs]`, ...).
+    pub async fn start(extra_toml: &str) -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("customs179.sqlite");
+        let toml = format!(
+            r#"
+[intake]
+listen = "127.0.0.1:0"
+
+[admin]
+listen = "127.0.0.1:0"
+token = "{ADMIN_TOKEN}"
+
+[store]
+path = {db:?}
+
+[enterprise]
+ebp_code = "{EBP_CODE}"
+{extra_toml}
+"#,
+            db = db.to_str().unwrap(),
+        );
+        let config = Config::from_toml_str(&toml, std::iter::empty()).unwrap();
+        let service = Service::start(config).await.unwrap();
+        Harness {
+            client: http_client(None),
+            intake: format!("http://{}", service.intake_addr()),
+            admin: format!("http://{}", service.admin_addr()),
+            service,
+            db,
+            _dir: dir,
+        }
+    }
+
+    /// Bounds every call, for tests whose service may hang on a fault it is meant to survive.
+    pub fn with_client_timeout(mut self, timeout: Duration) -> Harness {
+        self.client = http_client(Some(timeout));
+        self
+    }
+
+    pub async fn stop(self) {
+        self.service.shutdown().await;
+    }
+
+    /// GETs an admin path as `token` (none when `None`); the body as JSON, or as a string
+    /// when it is not JSON, so refusals can be checked too.
+    pub async fn get_as(&self, token: Option<&str>, path: &str) -> (StatusCode, Value) {
+        let mut request = self.client.get(format!("{}{path}", self.admin));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        read(request.send().await.unwrap()).await
+    }
+
+    /// GETs an admin path as the admin, which must answer 200 with JSON.
+    pub async fn get(&self, path: &str) -> Value {
+        let response =
+            self.client.get(format!("{}{path}", self.admin)).bearer_auth(ADMIN_TOKEN).send().await.unwrap();
+        let status = response.status();
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(status, StatusCode::OK, "GET {path}: {body}");
+        body
+    }
+
+    /// POSTs JSON to an admin path as `token` (none when `None`).
+    pub async fn post_as(
+        &self,
+        token: Option<&str>,
+        path: &str,
+        body: impl Into<String>,
+    ) -> (StatusCode, Value) {
+        let mut request = self
+            .client
+            .post(format!("{}{path}", self.admin))
+            .header("content-type", "application/json")
+            .body(body.into());
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        read(request.send().await.unwrap()).await
+    }
+
+    /// POSTs JSON to an admin path as the admin.
+    pub async fn post(&self, path: &str, body: impl Into<String>) -> (StatusCode, Value) {
+        self.post_as(Some(ADMIN_TOKEN), path, body).await
+    }
+
+    /// The platform's push, as the admin; the answer is left to the caller to judge.
+    pub async fn push_payments(&self, body: impl Into<String>) -> (StatusCode, Value) {
+        self.post("/api/payments", body).await
+    }
+
+    /// The platform pushes a valid record of payment `transaction` for `orders`; it must be stored.
+    pub async fn platform_pays(&self, transaction: &str, orders: &[&str]) {
+        let (status, answer) = self.push_payments(payment_record(transaction, orders).to_string()).await;
+        assert_eq!(status, StatusCode::CREATED, "{answer}");
+    }
+
+    /// Customs asks for `order_no`'s payment data with a plain `openReq` form post; the intake
+    /// must take it (10000) whether or not the payment is known yet.
+    pub async fn customs_call(&self, order_no: &str, session_id: &str) {
+        let open_req =
+            json!({"orderNo": order_no, "sessionID": session_id, "serviceTime": 1_533_271_903_898_u64})
+                .to_string();
+        let response = self
+            .client
+            .post(format!("{}/platDataOpen", self.intake))
+            .form(&[("openReq", open_req)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let answer: Value = response.json().await.unwrap();
+        assert_eq!(answer["code"], "10000", "{answer}");
+    }
+
+    /// `GET /api/requests/{sessionID}`, which must exist.
+    pub async fn detail(&self, session_id: &str) -> Value {
+        self.get(&format!("/api/requests/{session_id}")).await
+    }
+
+    pub async fn controls(&self) -> Value {
+        self.get("/api/control").await
+    }
+
+    /// Polls a request until `done` holds of its detail, failing after `within`: the workers
+    /// run on their own, so tests can only watch for the outcome.
+    pub async fn wait_until(
+        &self,
+        session_id: &str,
+        within: Duration,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let detail = self.detail(session_id).await;
+            if done(&detail) {
+                return detail;
+            }
+            assert!(Instant::now() < deadline, "{session_id}: not done within {within:?}: {detail:#}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn wait_for_state(&self, session_id: &str, state: &str, within: Duration) -> Value {
+        self.wait_until(session_id, within, |d| d["state"] == state).await
+    }
+}
+
+/// The status and body of an answer; a body that is not JSON comes back as a string so the
+/// assertion message shows it.
+async fn read(response: reqwest::Response) -> (StatusCode, Value) {
+    let status = response.status();
+    let text = response.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+}
+
+/// A connection of the test's own to the service's database, opened read-write: a killed
+/// writer may have left a WAL to recover.
+pub async fn open_db(db: &Path) -> SqliteConnection {
+    SqliteConnection::connect_with(&SqliteConnectOptions::new().filename(db)).await.unwrap()
+}
+
+/// Every sessionID in the database, read behind the service's back.
+pub async fn stored_session_ids(db: &Path) -> HashSet<String> {
+    let mut conn = open_db(db).await;
+    let ids: Vec<String> =
+        sqlx::query_scalar("SELECT session_id FROM requests").fetch_all(&mut conn).await.unwrap();
+    conn.close().await.unwrap();
+    ids.into_iter().collect()
+}
+
+/// Every request the admin API at `admin` lists to `token`, following `next` page by page.
+pub async fn listed_requests(client: &reqwest::Client, admin: &str, token: &str) -> Vec<Value> {
+    let mut all = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let url = match &after {
+            None => format!("{admin}/api/requests?limit=500"),
+            Some(after) => format!("{admin}/api/requests?limit=500&after={}", url_encode(after)),
+        };
+        let response = client.get(url).bearer_auth(token).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        let page: Value = response.json().await.unwrap();
+        all.extend(page["requests"].as_array().unwrap().iter().cloned());
+        match page["next"].as_str() {
+            Some(next) => after = Some(next.to_owned()),
+            None => return all,
+        }
+    }
+}
+
+/// A valid platform record (no guid, no ebpCode) for payment `transaction` of `orders`. Its
+/// initalResponse holds a newline, quotes and `||` to keep the pre-sign string honest.
+pub fn payment_record(transaction: &str, orders: &[&str]) -> Value {
+    let lists: Vec<Value> = orders
+        .iter()
+        .map(|order_no| {
+            json!({
+                "orderNo": order_no,
+                "goodsInfo": [{"gname": "保温杯 500ml", "itemLink": "https://shop.example/item/1"}],
+                "recpAccount": "6222000011112222",
+                "recpCode": "",
+                "recpName": "Example Shop Ltd",
+            })
+        })
+        .collect();
+    json!({
+        "payExchangeInfoHead": {
+            "initalRequest": format!("https://pay.example/gateway?out_trade_no={transaction}&total=88.50"),
+            "initalResponse": "ok\n\"quoted\" || not a separator",
+            "payCode": "312226T001",
+            "payTransactionId": transaction,
+            "totalAmount": 88.5,
+            "currency": "142",
+            "verDept": "3",
+            "payType": "1",
+            "tradingTime": "20240315103000",
+            "note": "",
+        },
+        "payExchangeInfoLists": lists,
+    })
+}
