@@ -220,8 +220,9 @@ enum CustomsCommand {
 #[derive(clap::Args)]
 #[command(verbatim_doc_comment)]
 struct CustomsServeArgs {
-    /// The address of the upload endpoint and the control routes.
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8179")]
+    /// The address of the upload endpoint and the control routes (not 8179: that is the
+    /// service's admin listener by default).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8090")]
     listen: SocketAddr,
     /// Directory of the registered signing certificates (PEM or DER).
     #[arg(long, value_name = "DIR")]
