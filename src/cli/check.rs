@@ -2,8 +2,6 @@
 
 use std::path::PathBuf;
 
-use customs179_service::config::Config;
-
 use super::Failure;
 
 /// Checks the configuration of `customs179 serve`, with its CUSTOMS179_* environment overrides.
@@ -19,9 +17,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<(), Failure> {
-    let config = Config::load(&args.config).map_err(|errors| {
-        Failure::BadInput(format!("invalid configuration {}:\n{errors}", args.config.display()))
-    })?;
+    let config = super::load_config(&args.config)?;
     println!("config OK: {}", args.config.display());
     print!("{}", config.summary());
     Ok(())

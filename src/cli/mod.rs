@@ -110,13 +110,17 @@ fn block_on<T>(work: impl std::future::Future<Output = Result<T, Failure>>) -> R
         .block_on(work)
 }
 
+/// Loads a configuration with its environment overrides; every problem is bad input.
+fn load_config(path: &Path) -> Result<customs179_service::config::Config, Failure> {
+    customs179_service::config::Config::load(path)
+        .map_err(|errors| Failure::BadInput(format!("invalid configuration {}:\n{errors}", path.display())))
+}
+
 /// Loads a configuration (exit 2 when it is bad) and opens its database.
 async fn open_store(
     path: &Path,
 ) -> Result<(customs179_service::config::Config, customs179_store::Store), Failure> {
-    let config = customs179_service::config::Config::load(path).map_err(|errors| {
-        Failure::BadInput(format!("invalid configuration {}:\n{errors}", path.display()))
-    })?;
+    let config = load_config(path)?;
     let store = customs179_store::Store::open(&config.store.path).await.map_err(|e| {
         Failure::Check(format!("cannot open the database {}: {e}", config.store.path.display()))
     })?;

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use customs179_service::Service;
-use customs179_service::config::{Config, LogFormat};
+use customs179_service::config::LogFormat;
 use tracing_subscriber::EnvFilter;
 
 use super::Failure;
@@ -22,13 +22,9 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<(), Failure> {
-    let config = Config::load(&args.config).map_err(|errors| {
-        Failure::BadInput(format!("invalid configuration {}:\n{errors}", args.config.display()))
-    })?;
+    let config = super::load_config(&args.config)?;
     init_logging(config.log.format, &config.log.level)?;
-    let runtime = tokio::runtime::Runtime::new()
-        .map_err(|e| Failure::BadInput(format!("cannot start the async runtime: {e}")))?;
-    runtime.block_on(async {
+    super::block_on(async {
         // Listen for signals before any port is bound, so that a stop right
         // after the start is graceful too.
         let stop = stop_signal()?;
