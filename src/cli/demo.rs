@@ -239,7 +239,7 @@ fn sample_record(order_no: &str, n: u64) -> Value {
     })
 }
 
-/// Shows the live summary until Ctrl-C, or until every request ended.
+/// Shows the live summary until Ctrl-C or SIGTERM, or until every request ended.
 async fn watch(
     admin: &Admin,
     caller: tokio::task::JoinHandle<u64>,
@@ -249,10 +249,10 @@ async fn watch(
     let started = Instant::now();
     let mut shown_lines = 0;
     let mut last_plain = Instant::now() - Duration::from_secs(60);
-    let mut ctrl_c = std::pin::pin!(tokio::signal::ctrl_c());
+    let mut stop = std::pin::pin!(super::serve::stop_signal()?);
     loop {
         tokio::select! {
-            _ = &mut ctrl_c => {
+            () = &mut stop => {
                 println!("\nstopping");
                 return Ok(());
             }

@@ -53,7 +53,7 @@ pub(crate) fn init_logging(format: LogFormat, level: &str) -> Result<(), Failure
 /// SIGTERM and SIGINT (Ctrl-C) where there are signals, Ctrl-C elsewhere. On
 /// Unix the handlers are installed when this is called; the future resolves
 /// on the first signal.
-fn stop_signal() -> Result<impl std::future::Future<Output = ()>, Failure> {
+pub(crate) fn stop_signal() -> Result<impl std::future::Future<Output = ()>, Failure> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
