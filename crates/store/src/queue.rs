@@ -216,7 +216,7 @@ impl Store {
         .bind(now)
         .fetch_one(&mut *tx)
         .await?;
-        let moved = sqlx::query(
+        let change = sqlx::query(
             "UPDATE requests
              SET state = 'ready', upload_id = ?, generation = generation + 1, lease_until = NULL,
                  attempts = 0, next_attempt_at = ?, last_error = NULL, updated_at = ?
@@ -226,17 +226,9 @@ impl Store {
         .bind(now)
         .bind(now)
         .bind(&pending.session_id)
-        .bind(pending.generation)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            == 1;
-        if moved {
-            record_attempt(&mut tx, &pending.session_id, Some(upload_id), "prepare", now, "prepared", None)
-                .await?;
-            tx.commit().await?;
-        }
-        Ok(moved)
+        .bind(pending.generation);
+        let entry = Entry::new(&pending.session_id, "prepare", "prepared", now).upload(upload_id);
+        guarded(tx, change, Some(entry)).await
     }
 
     /// Claims up to `limit` waiting requests whose next pull is due, earliest
@@ -282,7 +274,15 @@ impl Store {
         now: Millis,
     ) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let moved = sqlx::query(
+        // Kept only if the guarded change below applies.
+        sqlx::query("UPDATE uploads SET cert_no = ?, sign_value = ?, upload_body = ? WHERE id = ?")
+            .bind(cert_no)
+            .bind(sign_value)
+            .bind(upload_body)
+            .bind(job.upload_id)
+            .execute(&mut *tx)
+            .await?;
+        let change = sqlx::query(
             "UPDATE requests
              SET state = 'signed', generation = generation + 1, lease_until = NULL, attempts = 0,
                  next_attempt_at = ?, last_error = NULL, updated_at = ?
@@ -292,24 +292,9 @@ impl Store {
         .bind(now)
         .bind(&job.claim.session_id)
         .bind(job.claim.generation)
-        .bind(job.upload_id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            == 1;
-        if moved {
-            sqlx::query("UPDATE uploads SET cert_no = ?, sign_value = ?, upload_body = ? WHERE id = ?")
-                .bind(cert_no)
-                .bind(sign_value)
-                .bind(upload_body)
-                .bind(job.upload_id)
-                .execute(&mut *tx)
-                .await?;
-            record_attempt(&mut tx, &job.claim.session_id, Some(job.upload_id), "sign", now, "signed", None)
-                .await?;
-            tx.commit().await?;
-        }
-        Ok(moved)
+        .bind(job.upload_id);
+        let entry = Entry::new(&job.claim.session_id, "sign", "signed", now).upload(job.upload_id);
+        guarded(tx, change, Some(entry)).await
     }
 
     /// Claims up to `limit` signed requests for upload, earliest deadline first.
@@ -345,8 +330,8 @@ impl Store {
         answer: &str,
         now: Millis,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let moved = sqlx::query(
+        let tx = self.pool.begin().await?;
+        let change = sqlx::query(
             "UPDATE requests
              SET state = 'delivered', generation = generation + 1, lease_until = NULL, delivered_at = ?,
                  last_error = NULL, updated_at = ?
@@ -355,32 +340,17 @@ impl Store {
         .bind(now)
         .bind(now)
         .bind(&job.claim.session_id)
-        .bind(job.claim.generation)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            == 1;
-        if moved {
-            let outcome = match delivery {
-                Delivery::Stored => "delivered",
-                Delivery::AlreadyStored if job.claim.attempts <= 1 => {
-                    "already stored on a first attempt (anomaly)"
-                }
-                Delivery::AlreadyStored => "already stored by an earlier attempt",
-            };
-            record_attempt(
-                &mut tx,
-                &job.claim.session_id,
-                Some(job.upload_id),
-                "upload",
-                now,
-                outcome,
-                Some(answer),
-            )
-            .await?;
-            tx.commit().await?;
-        }
-        Ok(moved)
+        .bind(job.claim.generation);
+        let outcome = match delivery {
+            Delivery::Stored => "delivered",
+            Delivery::AlreadyStored if job.claim.attempts <= 1 => {
+                "already stored on a first attempt (anomaly)"
+            }
+            Delivery::AlreadyStored => "already stored by an earlier attempt",
+        };
+        let entry =
+            Entry::new(&job.claim.session_id, "upload", outcome, now).upload(job.upload_id).detail(answer);
+        guarded(tx, change, Some(entry)).await
     }
 
     /// failed or delivered → waiting: the request is prepared again from its
@@ -418,16 +388,8 @@ impl Store {
         .bind(session_id)
         .execute(&mut *tx)
         .await?;
-        record_attempt(
-            &mut tx,
-            session_id,
-            None,
-            "replay",
-            now,
-            "replayed",
-            Some(&format!("was {}", current.as_str())),
-        )
-        .await?;
+        let was = format!("was {}", current.as_str());
+        record_attempt(&mut tx, &Entry::new(session_id, "replay", "replayed", now).detail(&was)).await?;
         tx.commit().await?;
         Ok(Some(Ok(current)))
     }
@@ -509,8 +471,8 @@ impl Store {
         history_step: Option<&str>,
         now: Millis,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let released = sqlx::query(
+        let tx = self.pool.begin().await?;
+        let change = sqlx::query(
             "UPDATE requests SET lease_until = NULL, next_attempt_at = ?, last_error = ?, updated_at = ?,
                                  attempts = CASE WHEN ? THEN attempts ELSE 0 END
              WHERE session_id = ? AND generation = ?",
@@ -520,18 +482,9 @@ impl Store {
         .bind(now)
         .bind(history_step.is_some())
         .bind(&claim.session_id)
-        .bind(claim.generation)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            == 1;
-        if released {
-            if let Some(step) = history_step {
-                record_attempt(&mut tx, &claim.session_id, None, step, now, "retry", Some(error)).await?;
-            }
-            tx.commit().await?;
-        }
-        Ok(released)
+        .bind(claim.generation);
+        let entry = history_step.map(|step| Entry::new(&claim.session_id, step, "retry", now).detail(error));
+        guarded(tx, change, entry).await
     }
 
     /// Any state but delivered → failed, with the reason. False when the
@@ -543,8 +496,8 @@ impl Store {
         reason: &str,
         now: Millis,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let failed = sqlx::query(
+        let tx = self.pool.begin().await?;
+        let change = sqlx::query(
             "UPDATE requests SET state = 'failed', lease_until = NULL, last_error = ?, updated_at = ?,
                                  generation = generation + 1
              WHERE session_id = ? AND generation = ? AND state <> 'delivered'",
@@ -552,16 +505,8 @@ impl Store {
         .bind(reason)
         .bind(now)
         .bind(&claim.session_id)
-        .bind(claim.generation)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            == 1;
-        if failed {
-            record_attempt(&mut tx, &claim.session_id, None, step, now, "failed", Some(reason)).await?;
-            tx.commit().await?;
-        }
-        Ok(failed)
+        .bind(claim.generation);
+        guarded(tx, change, Some(Entry::new(&claim.session_id, step, "failed", now).detail(reason))).await
     }
 
     /// waiting → failed for requests waiting since `waiting_since` or
@@ -585,7 +530,8 @@ impl Store {
         .fetch_all(&mut *tx)
         .await?;
         for session_id in &gave_up {
-            record_attempt(&mut tx, session_id, None, "payment data", now, "failed", Some(reason)).await?;
+            record_attempt(&mut tx, &Entry::new(session_id, "payment data", "failed", now).detail(reason))
+                .await?;
         }
         tx.commit().await?;
         Ok(gave_up)
@@ -604,27 +550,66 @@ impl Store {
     }
 }
 
+/// One line of a request's history.
+pub(crate) struct Entry<'a> {
+    session_id: &'a str,
+    /// The upload it concerns; the request's current one when None.
+    upload_id: Option<i64>,
+    step: &'a str,
+    outcome: &'a str,
+    detail: Option<&'a str>,
+    at: Millis,
+}
+
+impl<'a> Entry<'a> {
+    pub fn new(session_id: &'a str, step: &'a str, outcome: &'a str, at: Millis) -> Entry<'a> {
+        Entry { session_id, upload_id: None, step, outcome, detail: None, at }
+    }
+
+    pub fn upload(self, upload_id: i64) -> Entry<'a> {
+        Entry { upload_id: Some(upload_id), ..self }
+    }
+
+    pub fn detail(self, detail: &'a str) -> Entry<'a> {
+        Entry { detail: Some(detail), ..self }
+    }
+}
+
+/// Applies one change guarded by a claim's generation or a request's
+/// state. When it matched, its history entry is added and everything done
+/// in `tx` is committed; when it did not (the claim was lost, the request
+/// moved on), nothing of `tx` is kept.
+async fn guarded(
+    mut tx: sqlx::Transaction<'_, sqlx::Sqlite>,
+    change: sqlx::query::Query<'_, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
+    entry: Option<Entry<'_>>,
+) -> Result<bool, StoreError> {
+    let applied = change.execute(&mut *tx).await?.rows_affected() == 1;
+    if applied {
+        if let Some(entry) = entry {
+            record_attempt(&mut tx, &entry).await?;
+        }
+        tx.commit().await?;
+    }
+    Ok(applied)
+}
+
 /// Appends to a request's history.
 pub(crate) async fn record_attempt(
     tx: &mut sqlx::SqliteConnection,
-    session_id: &str,
-    upload_id: Option<i64>,
-    step: &str,
-    at: Millis,
-    outcome: &str,
-    detail: Option<&str>,
+    entry: &Entry<'_>,
 ) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO attempts (session_id, upload_id, step, at, outcome, detail)
          VALUES (?, COALESCE(?, (SELECT upload_id FROM requests WHERE session_id = ?)), ?, ?, ?, ?)",
     )
-    .bind(session_id)
-    .bind(upload_id)
-    .bind(session_id)
-    .bind(step)
-    .bind(at)
-    .bind(outcome)
-    .bind(detail)
+    .bind(entry.session_id)
+    .bind(entry.upload_id)
+    .bind(entry.session_id)
+    .bind(entry.step)
+    .bind(entry.at)
+    .bind(entry.outcome)
+    .bind(entry.detail)
     .execute(tx)
     .await?;
     Ok(())
