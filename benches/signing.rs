@@ -22,14 +22,14 @@ use std::time::{Duration, Instant};
 
 use customs179_core::SignatureVerifier;
 use customs179_eport::SignerClient;
-use customs179_service::Service;
-use customs179_service::config::Config;
 use customs179_sim::eport::{self, Algo, EportSimOptions, Faults, RunningEportSim};
 use customs179_store::{Stage, Store};
-use serde_json::{Value, json};
+use serde_json::Value;
+
+#[path = "../tests/common/mod.rs"]
+mod common;
 
 const PIN: &str = "88888888";
-const ADMIN_TOKEN: &str = "bench-admin-token-0123456789";
 const MIN_BUSY_SHARE: f64 = 0.95;
 
 fn env_or(name: &str, default: u64) -> u64 {
@@ -99,42 +99,9 @@ fn busy_share(latency_ms: u64, busy_micros: u64, elapsed: Duration) -> Option<f6
     (latency_ms > 0).then(|| busy_micros as f64 / 1e6 / elapsed.as_secs_f64())
 }
 
-/// A platform record (no guid, no ebpCode) paying order `SO-{i}`.
-fn record(i: u64) -> Value {
-    json!({
-        "payExchangeInfoHead": {
-            "initalRequest": format!("https://pay.example/gateway?out_trade_no=T-{i}&total=88.50"),
-            "initalResponse": "ok",
-            "payCode": "312226T001",
-            "payTransactionId": format!("T-{i}"),
-            "totalAmount": 88.5,
-            "currency": "142",
-            "verDept": "3",
-            "payType": "1",
-            "tradingTime": "20240315103000",
-            "note": "",
-        },
-        "payExchangeInfoLists": [{
-            "orderNo": format!("SO-{i}"),
-            "goodsInfo": [{"gname": "保温杯 500ml", "itemLink": "https://shop.example/item/1"}],
-            "recpAccount": "6222000011112222",
-            "recpCode": "",
-            "recpName": "Example Shop Ltd",
-        }],
-    })
-}
-
 /// How many requests are in `state`.
-async fn count(client: &reqwest::Client, admin: &str, state: &str) -> usize {
-    let page: Value = client
-        .get(format!("{admin}/api/requests?state={state}&limit=500"))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .expect("request list")
-        .json()
-        .await
-        .expect("a JSON list");
+async fn count(h: &common::Harness, state: &str) -> usize {
+    let page = h.get(&format!("/api/requests?state={state}&limit=500")).await;
     page["requests"].as_array().map_or(0, Vec::len)
 }
 
@@ -206,23 +173,10 @@ fn sample_sign_requests(sim: Arc<RunningEportSim>, stop: Arc<AtomicBool>) -> Vec
 /// N requests prepared while signing is paused, then resumed: the time until all are signed.
 async fn whole_service(requests: u64, latency_ms: u64) -> (Row, Timeline) {
     assert!(requests <= 500, "counted with one list call of at most 500");
-    let dir = tempfile::tempdir().expect("temp dir");
-    let sim = Arc::new(start_sim(&dir.path().join("card"), Algo::Sm2, latency_ms).await);
-    let db = dir.path().join("bench.sqlite");
-    let store = Store::open(&db).await.expect("store");
-    store.pause(Stage::Signing, "bench: preparing requests", 0).await.expect("pause");
-    store.close().await;
-    let config = format!(
+    let card = tempfile::tempdir().expect("temp dir");
+    let sim = Arc::new(start_sim(card.path(), Algo::Sm2, latency_ms).await);
+    let h = common::Harness::start(&format!(
         r#"
-        [intake]
-        listen = "127.0.0.1:0"
-        [admin]
-        listen = "127.0.0.1:0"
-        token = "{ADMIN_TOKEN}"
-        [store]
-        path = {db:?}
-        [enterprise]
-        ebp_code = "BENCH"
         [signer]
         url = "{url}"
         pin = "{PIN}"
@@ -232,46 +186,22 @@ async fn whole_service(requests: u64, latency_ms: u64) -> (Row, Timeline) {
         # Nothing listens there: uploads just retry.
         upload_url = "http://127.0.0.1:9/ceb2grab/grab/realTimeDataUpload"
         "#,
-        db = db.to_str().expect("UTF-8 path"),
         url = sim.ws_url(),
-    );
-    let config = Config::from_toml_str(&config, std::iter::empty()).expect("bench config");
-    let service = Service::start(config).await.expect("service starts");
-    let intake = format!("http://{}/platDataOpen", service.intake_addr());
-    let admin = format!("http://{}", service.admin_addr());
-    let client = reqwest::Client::builder().no_proxy().build().expect("client");
-
-    let mut asks = tokio::task::JoinSet::new();
+    ))
+    .await;
+    // Paused while the requests are prepared, so that signing starts with all of them waiting.
+    let store = Store::open(&h.db).await.expect("store");
+    store.pause(Stage::Signing, "bench: preparing requests", 0).await.expect("pause");
+    store.close().await;
     for i in 0..requests {
-        let (client, intake) = (client.clone(), intake.clone());
-        asks.spawn(async move {
-            let open_req = json!({"orderNo": format!("SO-{i}"), "sessionID": format!("S-{i}"),
-                                  "serviceTime": 1_533_271_903_898_u64})
-            .to_string();
-            let answer: Value = client
-                .post(&intake)
-                .form(&[("openReq", open_req)])
-                .send()
-                .await
-                .expect("intake answers")
-                .json()
-                .await
-                .expect("a JSON answer");
-            assert_eq!(answer["code"], "10000", "{answer}");
-        });
+        h.customs_call(&format!("SO-{i}"), &format!("S-{i}")).await;
     }
-    asks.join_all().await;
-    let records: Vec<Value> = (0..requests).map(record).collect();
-    let response = client
-        .post(format!("{admin}/api/payments"))
-        .bearer_auth(ADMIN_TOKEN)
-        .json(&records)
-        .send()
-        .await
-        .expect("payments API answers");
-    assert_eq!(response.status().as_u16(), 201, "{}", response.text().await.unwrap_or_default());
+    let records: Vec<Value> =
+        (0..requests).map(|i| common::payment_record(&format!("T-{i}"), &[&format!("SO-{i}")])).collect();
+    let (status, answer) = h.push_payments(Value::Array(records).to_string()).await;
+    assert_eq!(status.as_u16(), 201, "{answer}");
     let deadline = Instant::now() + Duration::from_secs(60);
-    while count(&client, &admin, "ready").await < requests as usize {
+    while count(&h, "ready").await < requests as usize {
         assert!(Instant::now() < deadline, "requests not prepared within 60 s");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -283,16 +213,11 @@ async fn whole_service(requests: u64, latency_ms: u64) -> (Row, Timeline) {
     };
     let busy_before = sim.stats().busy_micros;
     let start = Instant::now();
-    let resumed = client
-        .post(format!("{admin}/api/control/signing/resume"))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .expect("resume answers");
-    assert!(resumed.status().is_success(), "resume: {}", resumed.status());
+    let (status, answer) = h.post("/api/control/signing/resume", "").await;
+    assert!(status.is_success(), "resume: {status} {answer}");
     let expected = Duration::from_millis(latency_ms * requests);
     let deadline = start + expected * 4 + Duration::from_secs(30);
-    while count(&client, &admin, "signed").await < requests as usize {
+    while count(&h, "signed").await < requests as usize {
         assert!(Instant::now() < deadline, "not all signed: {:?}", sim.stats());
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -302,7 +227,7 @@ async fn whole_service(requests: u64, latency_ms: u64) -> (Row, Timeline) {
     let stats = sim.stats();
     assert_eq!((stats.signatures, stats.sign_requests), (requests, requests), "{stats:?}");
     assert_eq!(seen.len() as u64, requests);
-    service.shutdown().await;
+    h.stop().await;
     let timeline = Timeline {
         first: seen[0] - start,
         intervals: seen.windows(2).map(|w| w[1] - w[0]).collect(),
