@@ -52,30 +52,9 @@ fn spawn_serve(addr: SocketAddr, certs: &Path) -> Sim {
 
 /// A valid upload body for `session_id`, signed by `keys`.
 fn upload_body(keys: &CardKeys, session_id: &str) -> String {
-    let doc = json!({
-        "payExchangeInfoHead": {
-            "guid": "9D55BA71-22DE-41F4-8B50-C36C83B3B530",
-            "initalRequest": "原始请求",
-            "initalResponse": "ok",
-            "ebpCode": EBP_CODE,
-            "payCode": "312226T001",
-            "payTransactionId": "2018121222001354081010726129",
-            "totalAmount": 100,
-            "currency": "142",
-            "verDept": "3",
-            "payType": "1",
-            "tradingTime": "20181212041803",
-            "note": ""
-        },
-        "payExchangeInfoLists": [{
-            "orderNo": "SO1710301150602574003",
-            "goodsInfo": [{"gname": "lhy-gnsku3", "itemLink": "http://m.example.com/detail?itemId=1"}],
-            "recpAccount": "OSA571908863132601",
-            "recpCode": "",
-            "recpName": "YUNJIHONGKONGLIMITED"
-        }]
-    });
-    let record = PaymentRecord::parse(&doc.to_string(), RecordRules::COMPLETE).unwrap();
+    let mut record =
+        PaymentRecord::parse(include_str!("data/complete-record.json"), RecordRules::COMPLETE).unwrap();
+    record.head.ebp_code = Some(EBP_CODE.to_owned());
     let presign = PreSign::build(&record, session_id, now_ms()).unwrap();
     let sign_value = keys.sign(presign.as_bytes()).unwrap();
     presign.upload_body(keys.cert_no().as_str(), &sign_value).into_string()

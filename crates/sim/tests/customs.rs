@@ -30,32 +30,12 @@ mod customs {
         SocketAddr::from(([127, 0, 0, 1], 0))
     }
 
-    /// A valid complete record (as in core's record tests), with non-ASCII text.
+    /// The valid complete record of the tests' data (non-ASCII text included), for our ebpCode.
     fn record() -> PaymentRecord {
-        let doc = json!({
-            "payExchangeInfoHead": {
-                "guid": "9D55BA71-22DE-41F4-8B50-C36C83B3B530",
-                "initalRequest": "原始请求 a=1&b=2",
-                "initalResponse": "ok",
-                "ebpCode": EBP_CODE,
-                "payCode": "312226T001",
-                "payTransactionId": "2018121222001354081010726129",
-                "totalAmount": 100.5,
-                "currency": "142",
-                "verDept": "3",
-                "payType": "1",
-                "tradingTime": "20181212041803",
-                "note": "批量订单"
-            },
-            "payExchangeInfoLists": [{
-                "orderNo": "SO1710301150602574003",
-                "goodsInfo": [{"gname": "lhy-gnsku3", "itemLink": "http://m.example.com/detail?itemId=1"}],
-                "recpAccount": "OSA571908863132601",
-                "recpCode": "",
-                "recpName": "YUNJIHONGKONGLIMITED"
-            }]
-        });
-        PaymentRecord::parse(&doc.to_string(), RecordRules::COMPLETE).expect("a valid record")
+        let text = include_str!("../../../tests/data/complete-record.json");
+        let mut record = PaymentRecord::parse(text, RecordRules::COMPLETE).expect("a valid record");
+        record.head.ebp_code = Some(EBP_CODE.to_owned());
+        record
     }
 
     fn now_ms() -> u64 {

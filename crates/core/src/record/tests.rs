@@ -4,29 +4,7 @@ use super::*;
 
 /// A valid complete record; each test breaks one thing of it.
 fn valid() -> Value {
-    json!({
-        "payExchangeInfoHead": {
-            "guid": "9D55BA71-22DE-41F4-8B50-C36C83B3B530",
-            "initalRequest": "原始请求",
-            "initalResponse": "ok",
-            "ebpCode": "4404840022",
-            "payCode": "312226T001",
-            "payTransactionId": "2018121222001354081010726129",
-            "totalAmount": 100,
-            "currency": "142",
-            "verDept": "3",
-            "payType": "1",
-            "tradingTime": "20181212041803",
-            "note": "批量订单"
-        },
-        "payExchangeInfoLists": [{
-            "orderNo": "SO1710301150602574003",
-            "goodsInfo": [{"gname": "lhy-gnsku3", "itemLink": "http://m.example.com/detail?itemId=1"}],
-            "recpAccount": "OSA571908863132601",
-            "recpCode": "",
-            "recpName": "YUNJIHONGKONGLIMITED"
-        }]
-    })
+    serde_json::from_str(include_str!("../../../../tests/data/complete-record.json")).unwrap()
 }
 
 fn problems_of(doc: &Value, rules: RecordRules) -> Vec<(String, String)> {
