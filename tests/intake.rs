@@ -230,7 +230,7 @@ async fn a_well_formed_request_is_answered_10000_and_stored_with_its_deadline() 
     assert_eq!(*deadline_at, received_at + 77 * 1000);
     assert_eq!(state, "waiting");
 
-    running.service.shutdown().await;
+    running.service.shutdown().await.unwrap();
 }
 
 // ---------------------------------------------------------------------------
@@ -303,7 +303,7 @@ async fn service_time_as_a_string_declared_charsets_and_unknown_orders_are_accep
     assert_eq!(states, ["waiting"]);
     conn.close().await.unwrap();
 
-    running.service.shutdown().await;
+    running.service.shutdown().await.unwrap();
 }
 
 // ---------------------------------------------------------------------------
@@ -377,7 +377,7 @@ async fn malformed_requests_are_refused_with_a_message_and_not_stored() {
     }
     assert_eq!(count_requests(&running.db).await, 0, "nothing malformed is stored");
 
-    running.service.shutdown().await;
+    running.service.shutdown().await.unwrap();
 }
 
 // ---------------------------------------------------------------------------
@@ -396,7 +396,7 @@ async fn a_repeated_session_id_is_answered_10000_and_stored_once() {
     assert_eq!(rows.len(), 1, "{rows:?}");
     assert_eq!((rows[0].0.as_str(), rows[0].1.as_str()), ("S-dup", "SO-first"), "the first one is kept");
 
-    running.service.shutdown().await;
+    running.service.shutdown().await.unwrap();
 }
 
 // ---------------------------------------------------------------------------
@@ -425,7 +425,7 @@ async fn other_paths_are_404_and_other_methods_405() {
     assert_refused(&read_answer(response).await, 405, "POST");
 
     assert_eq!(count_requests(&running.db).await, 0);
-    running.service.shutdown().await;
+    running.service.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -456,7 +456,7 @@ async fn a_body_over_max_body_bytes_is_413_and_one_at_the_limit_is_accepted() {
     assert_refused(&answer, 413, "");
 
     assert_eq!(stored_session_ids(&running.db).await, HashSet::from(["S-at-limit".to_owned()]));
-    running.service.shutdown().await;
+    running.service.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -471,13 +471,13 @@ async fn callers_outside_allow_from_are_403_and_inside_are_served() {
         client.get(format!("http://{}/other", refusing.service.intake_addr())).send().await.unwrap();
     assert_eq!(response.status(), 403);
     assert_eq!(count_requests(&refusing.db).await, 0);
-    refusing.service.shutdown().await;
+    refusing.service.shutdown().await.unwrap();
 
     let allowing = start(r#"allow_from = ["10.0.0.0/8", "127.0.0.0/8"]"#, "").await;
     let answer = post_open_req(&client, &allowing.intake_url(), &open_req("S-allowed", "SO1")).await;
     assert_accepted(&answer);
     assert_eq!(stored_session_ids(&allowing.db).await, HashSet::from(["S-allowed".to_owned()]));
-    allowing.service.shutdown().await;
+    allowing.service.shutdown().await.unwrap();
 }
 
 // ---------------------------------------------------------------------------
@@ -496,7 +496,7 @@ async fn stored_requests_survive_a_restart_and_are_listed_by_the_admin_api() {
     for session_id in &expected {
         assert_accepted(&post_open_req(&client, &url, &open_req(session_id, "SO-restart")).await);
     }
-    service.shutdown().await;
+    service.shutdown().await.unwrap();
 
     let service = start_service(&db, "", "").await;
     let admin = format!("http://{}", service.admin_addr());
@@ -516,7 +516,7 @@ async fn stored_requests_survive_a_restart_and_are_listed_by_the_admin_api() {
     // And the restarted service takes new calls.
     let url = format!("http://{}{INTAKE_PATH}", service.intake_addr());
     assert_accepted(&post_open_req(&client, &url, &open_req("S-after-restart", "SO1")).await);
-    service.shutdown().await;
+    service.shutdown().await.unwrap();
     assert_eq!(stored_session_ids(&db).await.len(), N + 1);
 }
 
@@ -551,7 +551,7 @@ async fn a_database_that_cannot_be_written_is_503_never_10000() {
         HashSet::from(["S-before-lock".to_owned(), "S-after-lock".to_owned()]),
         "the refused request must not be stored"
     );
-    running.service.shutdown().await;
+    running.service.shutdown().await.unwrap();
 }
 
 // ---------------------------------------------------------------------------
@@ -582,7 +582,7 @@ async fn two_hundred_concurrent_requests_are_all_answered_and_stored() {
     assert_eq!(answered.len(), N);
     assert_eq!(stored_session_ids(&running.db).await, answered);
 
-    running.service.shutdown().await;
+    running.service.shutdown().await.unwrap();
 }
 
 // ---------------------------------------------------------------------------
@@ -629,7 +629,8 @@ async fn shutdown_keeps_every_request_answered_10000() {
     .await;
     tokio::time::timeout(Duration::from_secs(10), running.service.shutdown())
         .await
-        .expect("shutdown finishes while calls are in flight");
+        .expect("shutdown finishes while calls are in flight")
+        .unwrap();
 
     let mut answered = HashSet::new();
     while let Some(result) = senders.join_next().await {

@@ -143,10 +143,10 @@ async fn demo(args: Args) -> Result<(), Failure> {
     let admin = Admin { client: client.clone(), url: admin_url, token };
     let caller = tokio::spawn(call_customs(intake_url, admin.clone(), args.rate, args.requests));
     let outcome = watch(&admin, caller, args.exit_when_done).await;
-    service.shutdown().await;
+    let stopped = service.shutdown().await.map_err(|e| Failure::Check(e.to_string()));
     customs.stop().await;
     eport.stop().await;
-    outcome
+    outcome.and(stopped)
 }
 
 #[derive(Clone)]

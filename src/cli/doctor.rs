@@ -153,7 +153,9 @@ async fn signer_checks(config: &Config, store: &Store) -> Vec<Check> {
         ),
         Ok(None) => {
             let text = format!("customs179 doctor {}", now_ms());
-            match super::sign::sign_or_pause(&signer, store, &text, config.signer.pin.expose()).await {
+            let holder = format!("the doctor command (pid {})", std::process::id());
+            let pin = config.signer.pin.expose();
+            match super::sign::sign_or_pause(&signer, store, &config.store.path, &holder, &text, pin).await {
                 Ok(signature) => Check::pass(
                     "test signature",
                     format!("signed and verified with certNo {}", signature.cert_no),

@@ -31,8 +31,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
         let service = Service::start(config).await.map_err(|e| Failure::BadInput(e.to_string()))?;
         stop.await;
         tracing::info!("stopping: finishing what is being committed");
-        service.shutdown().await;
-        Ok(())
+        service.shutdown().await.map_err(|e| Failure::Check(e.to_string()))
     })
 }
 

@@ -188,7 +188,7 @@ ebp_code = "{EBP_CODE}"
     }
 
     pub async fn stop(self) {
-        self.service.shutdown().await;
+        self.service.shutdown().await.unwrap();
     }
 
     /// GETs an admin path as `token` (none when `None`); the body as JSON, or as a string

@@ -9,7 +9,7 @@ use customs179_core::{CertNo, SignatureVerifier};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Map, Value};
 use tokio::net::TcpStream;
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, MutexGuard};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
@@ -24,9 +24,15 @@ const MAX_RETRY: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum SignerError {
-    /// The control cannot be reached or did not answer: try again later.
+    /// The control cannot be reached, or failed before anything carrying the
+    /// PIN was sent: try again later.
     #[error("the signer is unavailable: {0}")]
     Unavailable(String),
+    /// A Sign was sent (or may have been) and no readable answer came: a
+    /// timeout, a closed connection, an unreadable reply. The card may have
+    /// checked the PIN.
+    #[error("the Sign got no answer (the card may have checked the PIN): {0}")]
+    NoAnswer(String),
     /// The control answered with a failure; `class` says what to do.
     #[error("the control answered a failure: {message}")]
     Failed { class: FailureClass, message: String },
@@ -34,9 +40,10 @@ pub enum SignerError {
     /// signing with it would be worthless.
     #[error("the card's certificate is unusable: {0}")]
     Certificate(String),
-    /// A signature came back that does not verify against the card's
-    /// certificate: the item must not be uploaded.
-    #[error("the card's signature does not verify: {0}")]
+    /// The card answered `Result: true` with something unusable: no
+    /// signature, another certNo, or a signature that does not verify
+    /// against the card's certificate. The item must not be uploaded.
+    #[error("the card's signature is unusable: {0}")]
     BadSignature(String),
 }
 
@@ -59,13 +66,27 @@ pub struct CardSignature {
 struct Connection {
     socket: Socket,
     identity: CardIdentity,
+    /// `_id`s count up per connection and are never reused on it, so a late
+    /// answer can never be taken for another request's.
+    next_id: u64,
+}
+
+impl Connection {
+    fn next_id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
 }
 
 struct State {
     connection: Option<Connection>,
-    next_id: u64,
     failures: u32,
     retry_at: Option<Instant>,
+    /// The card (certNo) on which the PIN is proven: a signature made with
+    /// it verified. Memory only, for the life of this client: no PIN or hash
+    /// of it is kept anywhere.
+    proven_on: Option<CertNo>,
 }
 
 /// A client of the EportClient WebSocket. Cheap to share behind an `Arc`;
@@ -76,35 +97,61 @@ pub struct SignerClient {
     state: Mutex<State>,
 }
 
-impl SignerClient {
-    pub fn new(url: impl Into<String>, timeout: Duration) -> SignerClient {
-        SignerClient {
-            url: url.into(),
-            timeout,
-            state: Mutex::new(State { connection: None, next_id: 1, failures: 0, retry_at: None }),
-        }
+/// The card, connected and held for one Sign: nothing else reaches it
+/// until the session ends. Lets the caller see, before anything carrying
+/// the PIN is sent, whether the PIN is proven on this card (and so commit
+/// a "PIN in flight" mark first when it is not).
+pub struct CardSession<'a> {
+    client: &'a SignerClient,
+    state: MutexGuard<'a, State>,
+}
+
+impl CardSession<'_> {
+    /// The connected card.
+    pub fn identity(&self) -> Option<&CardIdentity> {
+        self.state.connection.as_ref().map(|c| &c.identity)
+    }
+
+    /// Whether a signature made with the PIN has verified on this very card.
+    pub fn pin_proven(&self) -> bool {
+        let cert_no = self.identity().map(|identity| &identity.cert_no);
+        cert_no.is_some() && self.state.proven_on.as_ref() == cert_no
     }
 
     /// Signs exactly `text` with the card and verifies the signature against
-    /// the card's certificate before returning it.
-    pub async fn sign(&self, text: &str, pin: &str) -> Result<CardSignature, SignerError> {
+    /// the card's certificate before returning it. A verified signature
+    /// proves the PIN on this card; a refusal ends the proof.
+    pub async fn sign(mut self, text: &str, pin: &str) -> Result<CardSignature, SignerError> {
         let mut args = Map::new();
         args.insert("inData".into(), Value::String(text.to_owned()));
         args.insert("passwd".into(), Value::String(pin.to_owned()));
-        let mut state = self.state.lock().await;
-        let outcome = self.call_locked(&mut state, Method::Sign, args).await?;
-        let identity = state.connection.as_ref().map(|c| c.identity.clone());
-        drop(state);
-        let Some(identity) = identity else {
-            return Err(SignerError::Unavailable("the connection closed while signing".into()));
+        let state = &mut *self.state;
+        let Some(connection) = state.connection.as_mut() else {
+            return Err(SignerError::Unavailable("not connected".into()));
         };
+        let identity = connection.identity.clone();
+        let request = RequestFrame::new(Method::Sign, connection.next_id(), args);
+        let outcome = match exchange(&mut connection.socket, &request, self.client.timeout).await {
+            Ok(outcome) => outcome,
+            Err(reason) => {
+                self.client.lost(state, &reason);
+                return Err(SignerError::NoAnswer(reason));
+            }
+        };
+        if !outcome.result {
+            let class = outcome.failure_class();
+            if class == FailureClass::Refused {
+                state.proven_on = None;
+            }
+            return Err(SignerError::Failed { class, message: outcome.error_text() });
+        }
         let sign_value = outcome
             .data_str(0)
             .ok_or_else(|| SignerError::BadSignature("the answer holds no signature".into()))?
             .to_owned();
         let cert_no = outcome.data_str(1).unwrap_or(identity.cert_no.as_str()).to_owned();
         if cert_no != identity.cert_no.as_str() {
-            return Err(SignerError::Certificate(format!(
+            return Err(SignerError::BadSignature(format!(
                 "the signature names certNo {cert_no}, the card's certificate is {}",
                 identity.cert_no
             )));
@@ -112,8 +159,33 @@ impl SignerClient {
         identity
             .verifier
             .verify(text.as_bytes(), &sign_value)
-            .map_err(|e| SignerError::BadSignature(e.to_string()))?;
+            .map_err(|e| SignerError::BadSignature(format!("it does not verify: {e}")))?;
+        state.proven_on = Some(identity.cert_no);
         Ok(CardSignature { sign_value, cert_no })
+    }
+}
+
+impl SignerClient {
+    pub fn new(url: impl Into<String>, timeout: Duration) -> SignerClient {
+        SignerClient {
+            url: url.into(),
+            timeout,
+            state: Mutex::new(State { connection: None, failures: 0, retry_at: None, proven_on: None }),
+        }
+    }
+
+    /// Connects (with backoff after failures) and holds the card for one
+    /// Sign. Nothing carrying the PIN has been sent when this fails.
+    pub async fn session(&self) -> Result<CardSession<'_>, SignerError> {
+        let mut state = self.state.lock().await;
+        self.connected(&mut state).await?;
+        Ok(CardSession { client: self, state })
+    }
+
+    /// One Sign in its own session, for callers that keep no "PIN in
+    /// flight" mark (tests, benchmarks).
+    pub async fn sign(&self, text: &str, pin: &str) -> Result<CardSignature, SignerError> {
+        self.session().await?.sign(text, pin).await
     }
 
     /// The card's identity, connecting first if needed.
@@ -122,39 +194,27 @@ impl SignerClient {
         self.connected(&mut state).await.map(|c| c.identity.clone())
     }
 
-    /// One call of any method, for tools (the doctor, the validity check).
+    /// One call of a method that carries no PIN, for tools (the doctor, the
+    /// validity check).
     pub async fn call(&self, method: Method, args: Map<String, Value>) -> Result<Outcome, SignerError> {
         let mut state = self.state.lock().await;
-        self.call_locked(&mut state, method, args).await
-    }
-
-    async fn call_locked(
-        &self,
-        state: &mut State,
-        method: Method,
-        args: Map<String, Value>,
-    ) -> Result<Outcome, SignerError> {
-        self.connected(state).await?;
-        let id = state.next_id;
-        state.next_id += 1;
-        let Some(connection) = state.connection.as_mut() else {
-            return Err(SignerError::Unavailable("not connected".into()));
-        };
-        match exchange(&mut connection.socket, &RequestFrame::new(method, id, args), self.timeout).await {
+        let connection = self.connected(&mut state).await?;
+        let request = RequestFrame::new(method, connection.next_id(), args);
+        match exchange(&mut connection.socket, &request, self.timeout).await {
             Ok(outcome) if outcome.result => Ok(outcome),
             Ok(outcome) => {
                 Err(SignerError::Failed { class: outcome.failure_class(), message: outcome.error_text() })
             }
-            Err(e) => {
-                // After a timeout, a close or garbage the connection's state is
-                // unknown (a late answer could match a later request): start over.
-                self.lost(state, &e);
-                Err(e)
+            Err(reason) => {
+                self.lost(&mut state, &reason);
+                Err(SignerError::Unavailable(reason))
             }
         }
     }
 
     /// The live connection, made (with backoff after failures) if needed.
+    /// A card with another certNo than the one the PIN was proven on makes
+    /// the PIN unproven again.
     async fn connected<'s>(&self, state: &'s mut State) -> Result<&'s mut Connection, SignerError> {
         if state.connection.is_none() {
             if let Some(at) = state.retry_at {
@@ -163,12 +223,19 @@ impl SignerClient {
             match self.connect().await {
                 Ok(connection) => {
                     tracing::info!(url = self.url, cert_no = %connection.identity.cert_no, "signer: connected");
+                    if state.proven_on.as_ref().is_some_and(|proven| *proven != connection.identity.cert_no) {
+                        tracing::warn!(
+                            cert_no = %connection.identity.cert_no,
+                            "signer: another card answers; its PIN is unproven"
+                        );
+                        state.proven_on = None;
+                    }
                     state.connection = Some(connection);
                     state.failures = 0;
                     state.retry_at = None;
                 }
                 Err(e) => {
-                    self.lost(state, &e);
+                    self.lost(state, &e.to_string());
                     return Err(e);
                 }
             }
@@ -176,36 +243,43 @@ impl SignerClient {
         state.connection.as_mut().ok_or_else(|| SignerError::Unavailable("not connected".into()))
     }
 
-    fn lost(&self, state: &mut State, error: &SignerError) {
+    /// After a timeout, a close or garbage the connection's state is unknown
+    /// (a late answer could match a later request): start over.
+    fn lost(&self, state: &mut State, reason: &str) {
         state.connection = None;
         state.failures = state.failures.saturating_add(1);
         let delay = FIRST_RETRY.saturating_mul(1 << state.failures.min(10).saturating_sub(1)).min(MAX_RETRY);
         state.retry_at = Some(Instant::now() + delay);
-        tracing::warn!(url = self.url, error = %error, retry_in_ms = delay.as_millis(), "signer: connection lost");
+        tracing::warn!(
+            url = self.url,
+            error = reason,
+            retry_in_ms = delay.as_millis(),
+            "signer: connection lost"
+        );
     }
 
     /// Connects and reads the card's certificate and certNo.
     async fn connect(&self) -> Result<Connection, SignerError> {
-        let (mut socket, _) = tokio::time::timeout(self.timeout, connect_async(self.url.as_str()))
+        let (socket, _) = tokio::time::timeout(self.timeout, connect_async(self.url.as_str()))
             .await
             .map_err(|_| {
                 SignerError::Unavailable(format!("no connection within {} ms", self.timeout.as_millis()))
             })?
             .map_err(|e| SignerError::Unavailable(format!("cannot connect: {e}")))?;
-        let mut ask = async |id: u64, method: Method| match exchange(
-            &mut socket,
-            &RequestFrame::new(method, id, Map::new()),
-            self.timeout,
-        )
-        .await?
-        {
-            outcome if outcome.result => Ok(outcome),
-            outcome => {
-                Err(SignerError::Failed { class: outcome.failure_class(), message: outcome.error_text() })
+        let (mut socket, mut next_id) = (socket, 1);
+        let timeout = self.timeout;
+        let mut ask = async |method: Method| {
+            let request = RequestFrame::new(method, next_id, Map::new());
+            next_id += 1;
+            match exchange(&mut socket, &request, timeout).await.map_err(SignerError::Unavailable)? {
+                outcome if outcome.result => Ok(outcome),
+                outcome => {
+                    Err(SignerError::Failed { class: outcome.failure_class(), message: outcome.error_text() })
+                }
             }
         };
-        let certificate = ask(1, Method::GetSignCert).await?;
-        let card_cert_no = ask(2, Method::GetCertNo).await?;
+        let certificate = ask(Method::GetSignCert).await?;
+        let card_cert_no = ask(Method::GetCertNo).await?;
         let certificate = certificate
             .data_str(0)
             .ok_or_else(|| SignerError::Certificate("the card gave no certificate".into()))?
@@ -226,50 +300,40 @@ impl SignerClient {
                 )));
             }
         }
-        Ok(Connection { socket, identity: CardIdentity { cert_no: serial, certificate, verifier } })
+        Ok(Connection { socket, identity: CardIdentity { cert_no: serial, certificate, verifier }, next_id })
     }
 }
 
 /// Sends one request and reads frames until its answer: the greeting and
-/// answers to other ids are skipped; a bare answer (no `_id`) is taken as
-/// the answer to the one request in flight.
-async fn exchange(
-    socket: &mut Socket,
-    request: &RequestFrame,
-    timeout: Duration,
-) -> Result<Outcome, SignerError> {
-    let text = serde_json::to_string(request).map_err(|e| SignerError::Unavailable(e.to_string()))?;
+/// answers to other requests (another `_id` or `_method`) are skipped; a bare
+/// answer (no `_id`) is taken as the answer to the one request in flight.
+/// Any failure (a send that failed, a close, an unreadable frame, no answer
+/// in time) is returned as its reason: what became of the request is unknown.
+async fn exchange(socket: &mut Socket, request: &RequestFrame, timeout: Duration) -> Result<Outcome, String> {
+    let text = serde_json::to_string(request).map_err(|e| e.to_string())?;
     let work = async {
-        socket
-            .send(Message::text(text))
-            .await
-            .map_err(|e| SignerError::Unavailable(format!("cannot send: {e}")))?;
+        socket.send(Message::text(text)).await.map_err(|e| format!("cannot send: {e}"))?;
         loop {
             let frame = match socket.next().await {
                 Some(Ok(frame)) => frame,
-                Some(Err(e)) => return Err(SignerError::Unavailable(format!("connection failed: {e}"))),
-                None => return Err(SignerError::Unavailable("the connection was closed".into())),
+                Some(Err(e)) => return Err(format!("connection failed: {e}")),
+                None => return Err("the connection was closed".to_owned()),
             };
             let text = match frame {
                 Message::Text(text) => text,
-                Message::Close(_) => {
-                    return Err(SignerError::Unavailable("the control closed the connection".into()));
-                }
+                Message::Close(_) => return Err("the control closed the connection".to_owned()),
                 // Pings are answered by tungstenite itself.
                 _ => continue,
             };
-            let reply = Reply::parse(text.as_str()).ok_or_else(|| {
-                SignerError::Unavailable("the control sent a frame that is not a reply".into())
-            })?;
-            if reply.is_greeting() || reply.id.is_some_and(|id| id != request.id) {
+            let reply = Reply::parse(text.as_str())
+                .ok_or_else(|| "the control sent a frame that is not a reply".to_owned())?;
+            if !reply.answers(request) {
                 continue;
             }
-            return reply
-                .args
-                .ok_or_else(|| SignerError::Unavailable("the control's reply holds no result".into()));
+            return reply.args.ok_or_else(|| "the control's reply holds no result".to_owned());
         }
     };
     tokio::time::timeout(timeout, work)
         .await
-        .map_err(|_| SignerError::Unavailable(format!("no answer within {} ms", timeout.as_millis())))?
+        .map_err(|_| format!("no answer within {} ms", timeout.as_millis()))?
 }

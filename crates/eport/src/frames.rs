@@ -100,7 +100,9 @@ impl Outcome {
     /// What a failed outcome means, by the allow-list of the spec.
     pub fn failure_class(&self) -> FailureClass {
         match self.error_tag() {
-            Some("Err:Custom50070" | "Err:Custom50200") => FailureClass::ReaderUnwell,
+            // The single-window pages treat 50200 and 51590 alike: "insert the key bound
+            // to this user".
+            Some("Err:Custom50070" | "Err:Custom50200" | "Err:Custom51590") => FailureClass::ReaderUnwell,
             Some("Err:Base50000") => FailureClass::BadArguments,
             _ => FailureClass::Refused,
         }
@@ -112,13 +114,16 @@ impl Outcome {
 /// texts could burn the card's last PIN tries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailureClass {
-    /// 50070 / 50200: the reader or the control is unwell; retry later.
+    /// 50070 / 50200 / 51590: the reader, the key or the control is unwell; retry later.
     ReaderUnwell,
     /// Base50000: the request lacked an argument; the item fails.
     BadArguments,
     /// Anything else: pause all signing until an operator resumes.
     Refused,
 }
+
+/// The `_method` of the greeting the server pushes on connect.
+const GREETING: &str = "open";
 
 /// A frame from the server: a reply to a request, or the greeting.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -143,21 +148,44 @@ impl Reply {
         }
     }
 
-    /// The greeting the server pushes on connect.
+    /// The greeting the server pushes on connect. It carries `_args` like
+    /// every reply: the official client.js reads `_args` of every frame.
     pub fn greeting() -> Reply {
-        Reply { id: Some(0), method: Some("open".to_owned()), status: Some("00".to_owned()), args: None }
+        Reply {
+            id: Some(0),
+            method: Some(GREETING.to_owned()),
+            status: Some("00".to_owned()),
+            args: Some(Outcome::ok(Vec::new())),
+        }
     }
 
     pub fn is_greeting(&self) -> bool {
-        self.method.as_deref() == Some("open")
+        self.method.as_deref() == Some(GREETING)
     }
 
-    /// Reads a server frame. Some clients accept a bare
-    /// `{"Result":…,"Data":…,"Error":…}` without the `_args` wrapper; it
-    /// carries no `_id` and answers the one request in flight.
+    /// Whether this reply answers `request`: its `_id` and, when given, its
+    /// `_method` match. A bare reply (no `_id`) answers the one request in flight.
+    pub fn answers(&self, request: &RequestFrame) -> bool {
+        !self.is_greeting()
+            && self.id.is_none_or(|id| id == request.id)
+            && self.method.as_deref().is_none_or(|method| method == request.method)
+    }
+
+    /// Reads a server frame. The greeting is recognised by its `_method`
+    /// alone: what a real control puts in it is unpublished. Some clients
+    /// accept a bare `{"Result":…,"Data":…,"Error":…}` without the `_args`
+    /// wrapper; it carries no `_id` and answers the one request in flight.
     pub fn parse(text: &str) -> Option<Reply> {
         let value: Value = serde_json::from_str(text).ok()?;
         let object = value.as_object()?;
+        if object.get("_method").and_then(Value::as_str) == Some(GREETING) {
+            return Some(Reply {
+                id: object.get("_id").and_then(Value::as_u64),
+                method: Some(GREETING.to_owned()),
+                status: object.get("_status").and_then(Value::as_str).map(str::to_owned),
+                args: object.get("_args").and_then(|args| serde_json::from_value(args.clone()).ok()),
+            });
+        }
         if object.contains_key("Result") && !object.contains_key("_args") {
             let outcome: Outcome = serde_json::from_value(value).ok()?;
             return Some(Reply { id: None, method: None, status: None, args: Some(outcome) });
@@ -169,6 +197,23 @@ impl Reply {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn replies_answer_their_request_by_id_and_method() {
+        let sign = RequestFrame::new(Method::Sign, 5, Map::new());
+        let reply = |id: Option<u64>, method: Option<&str>| Reply {
+            id,
+            method: method.map(str::to_owned),
+            status: Some("00".into()),
+            args: Some(Outcome::ok(Vec::new())),
+        };
+        assert!(reply(Some(5), Some(Method::Sign.name())).answers(&sign));
+        assert!(reply(None, None).answers(&sign), "a bare reply answers the one in flight");
+        assert!(reply(Some(5), None).answers(&sign));
+        assert!(!reply(Some(4), Some(Method::Sign.name())).answers(&sign), "another id");
+        assert!(!reply(Some(5), Some(Method::GetCertNo.name())).answers(&sign), "another method");
+        assert!(!Reply::greeting().answers(&RequestFrame::new(Method::Sign, 0, Map::new())));
+    }
 
     #[test]
     fn requests_are_written_as_the_js_client_writes_them() {
@@ -202,6 +247,13 @@ mod tests {
 
         let greeting = Reply::parse(r#"{"_id":0,"_method":"open","_status":"00","extra":{"v":1}}"#).unwrap();
         assert!(greeting.is_greeting());
+        // Whatever a real control's greeting holds, it is the greeting.
+        for args in [r#""hello""#, r#"{"ver":"1.5.12"}"#, "null", "[1,2]", r#"{"Result":"yes"}"#] {
+            let text = format!(r#"{{"_id":0,"_method":"open","_status":"00","_args":{args}}}"#);
+            assert!(Reply::parse(&text).is_some_and(|r| r.is_greeting()), "{text}");
+        }
+        let text = serde_json::to_string(&Reply::greeting()).unwrap();
+        assert!(text.contains(r#""_args":{"Result":true"#), "{text}");
         assert!(Reply::parse("not json").is_none());
         assert!(Reply::parse("[1]").is_none());
         assert_eq!(
@@ -225,6 +277,7 @@ mod tests {
             class(r#"["…打开读卡器失败：错误码=50200","Err:Custom50200"]"#),
             FailureClass::ReaderUnwell
         );
+        assert_eq!(class(r#"["请插入当前用户绑定的Key","Err:Custom51590"]"#), FailureClass::ReaderUnwell);
         assert_eq!(class(r#"["参数检查失败","Err:Base50000"]"#), FailureClass::BadArguments);
         // Unknown texts, unknown tags and no tag at all may be a wrong PIN.
         assert_eq!(class(r#"["口令错误","Err:Custom50111"]"#), FailureClass::Refused);

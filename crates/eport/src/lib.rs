@@ -8,5 +8,5 @@
 pub mod client;
 pub mod frames;
 
-pub use client::{CardIdentity, CardSignature, SignerClient, SignerError};
+pub use client::{CardIdentity, CardSession, CardSignature, SignerClient, SignerError};
 pub use frames::{FailureClass, Method, Outcome, Reply, RequestFrame};

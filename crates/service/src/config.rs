@@ -70,6 +70,9 @@ pub struct SignerConfig {
     pub url: String,
     pub pin: Secret,
     pub timeout_ms: u64,
+    /// Items in a row whose signature is unusable (does not verify, no data, another
+    /// certNo) after which signing pauses.
+    pub breaker_after: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -356,6 +359,7 @@ const ENTERPRISE_EBP_CODE: Key = Key::new("enterprise.ebp_code", Kind::Text);
 const SIGNER_URL: Key = Key::new("signer.url", Kind::Text);
 const SIGNER_PIN: Key = Key::new("signer.pin", Kind::Secret);
 const SIGNER_TIMEOUT_MS: Key = Key::new("signer.timeout_ms", Kind::Integer);
+const SIGNER_BREAKER_AFTER: Key = Key::new("signer.breaker_after", Kind::Integer);
 const CUSTOMS_ENVIRONMENT: Key = Key::new("customs.environment", Kind::Text);
 const CUSTOMS_UPLOAD_URL: Key = Key::new("customs.upload_url", Kind::Text);
 const CUSTOMS_DEADLINE_SECS: Key = Key::new("customs.deadline_secs", Kind::Integer);
@@ -385,6 +389,7 @@ const KEYS: &[&Key] = &[
     &SIGNER_URL,
     &SIGNER_PIN,
     &SIGNER_TIMEOUT_MS,
+    &SIGNER_BREAKER_AFTER,
     &CUSTOMS_ENVIRONMENT,
     &CUSTOMS_UPLOAD_URL,
     &CUSTOMS_DEADLINE_SECS,
@@ -705,6 +710,7 @@ impl Settings {
             if s.is_empty() { Err("must not be empty".to_owned()) } else { Ok(Secret::new(s)) }
         });
         let signer_timeout_ms = self.integer(&SIGNER_TIMEOUT_MS, 10_000);
+        let breaker_after = self.integer(&SIGNER_BREAKER_AFTER, 3);
         let environment = self.required(&CUSTOMS_ENVIRONMENT, "\"test\" or \"production\"", |s| match s {
             "test" => Ok(Environment::Test),
             "production" => Ok(Environment::Production),
@@ -760,7 +766,7 @@ impl Settings {
             admin: AdminConfig { listen: admin_listen, token: admin_token },
             store,
             enterprise: EnterpriseConfig { ebp_code },
-            signer: SignerConfig { url: signer_url, pin, timeout_ms: signer_timeout_ms },
+            signer: SignerConfig { url: signer_url, pin, timeout_ms: signer_timeout_ms, breaker_after },
             customs: CustomsConfig {
                 environment,
                 upload_url,

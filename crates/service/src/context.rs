@@ -23,6 +23,9 @@ pub(crate) struct ApiContext {
     /// Wakes the uploader when requests were signed or uploading was resumed.
     pub upload: Arc<Notify>,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Set when a signing pause could not be stored before the stop: the
+    /// process must then exit non-zero.
+    pub pause_lost: Arc<AtomicBool>,
 }
 
 /// What the preparer should look at next. Only the orders that changed are

@@ -3,6 +3,7 @@
 //! [`Service::start`] binds both listeners and starts every task; `main`
 //! (the `serve` command) and the tests drive the very same code.
 
+pub mod card;
 pub mod config;
 mod context;
 mod customs;
@@ -12,4 +13,4 @@ mod service;
 mod workers;
 
 pub use context::now_ms;
-pub use service::{Service, StartError};
+pub use service::{Service, StartError, StopError};

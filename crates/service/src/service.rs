@@ -11,7 +11,7 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
-use crate::context::ApiContext;
+use crate::context::{ApiContext, now_ms};
 use crate::customs::CustomsClient;
 use crate::http::{admin, intake};
 use crate::workers::{self, Shutdown};
@@ -20,6 +20,8 @@ use crate::workers::{self, Shutdown};
 pub enum StartError {
     #[error("cannot open the database {path}: {source}")]
     Store { path: String, source: StoreError },
+    #[error("{0}")]
+    InUse(StoreError),
     #[error("cannot listen on {addr} ({what}): {source}")]
     Bind { what: &'static str, addr: SocketAddr, source: std::io::Error },
     #[error("cannot set up the HTTP client: {0}")]
@@ -37,6 +39,17 @@ pub struct Service {
     intake_writer: JoinHandle<()>,
     workers: Vec<JoinHandle<()>>,
     store: Store,
+    pause_lost: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// What a stop could not finish.
+#[derive(Debug, thiserror::Error)]
+pub enum StopError {
+    #[error(
+        "a signing pause could not be stored in the database before the stop; it is kept in a file beside \
+         the database and applied at the next start"
+    )]
+    PauseNotStored,
 }
 
 impl Service {
@@ -45,9 +58,27 @@ impl Service {
         // reqwest is built without a default crypto provider; ring is ours.
         // Installing twice (tests start several services) is harmless.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let store = Store::open(&config.store.path)
+        let path = config.store.path.display().to_string();
+        // Holding the database's lock, this process knows every lease and
+        // every "PIN in flight" mark in it was left by a process that is gone.
+        let (store, released) =
+            Store::open_exclusive(&config.store.path, now_ms()).await.map_err(|source| match source {
+                StoreError::InUse(_) => StartError::InUse(source),
+                source => StartError::Store { path: path.clone(), source },
+            })?;
+        if released > 0 {
+            tracing::warn!(released, "requests claimed by a process that stopped were released");
+        }
+        let marks = store
+            .pause_for_pins_in_flight(now_ms())
             .await
-            .map_err(|source| StartError::Store { path: config.store.path.display().to_string(), source })?;
+            .map_err(|source| StartError::Store { path: path.clone(), source })?;
+        if let Some(mark) = marks.first() {
+            tracing::error!(
+                reason = mark.pause_reason(),
+                "SIGNING PAUSED at start: a process stopped while the card may have been checking an unproven PIN"
+            );
+        }
         let ctx = ApiContext {
             config: Arc::new(config),
             store: store.clone(),
@@ -55,6 +86,7 @@ impl Service {
             sign: Arc::new(Notify::new()),
             upload: Arc::new(Notify::new()),
             metrics: Arc::default(),
+            pause_lost: Arc::default(),
         };
         // Everything that can fail is done before a port is bound: a start
         // that fails must not have answered anyone.
@@ -88,6 +120,7 @@ impl Service {
         let mut workers = vec![
             tokio::spawn(workers::prepare::run(ctx.clone(), shutdown.clone())),
             tokio::spawn(workers::checkpoints(store.clone(), shutdown.clone())),
+            tokio::spawn(workers::watch_changes(ctx.clone(), shutdown.clone())),
             tokio::spawn(workers::sign::run(ctx.clone(), signer, shutdown.clone())),
             tokio::spawn(workers::upload::run(ctx.clone(), customs, shutdown.clone())),
         ];
@@ -104,7 +137,16 @@ impl Service {
             pull = ctx.config.payments.pull_url.is_some(),
             "customs179 started"
         );
-        Ok(Service { intake_addr, admin_addr, stop, servers, intake_writer, workers, store })
+        Ok(Service {
+            intake_addr,
+            admin_addr,
+            stop,
+            servers,
+            intake_writer,
+            workers,
+            store,
+            pause_lost: ctx.pause_lost,
+        })
     }
 
     /// Where customs' calls are taken (the bound port when configured as 0).
@@ -118,7 +160,7 @@ impl Service {
 
     /// Stops accepting, lets requests in flight finish and their commits
     /// land, stops the workers and closes the database.
-    pub async fn shutdown(self) {
+    pub async fn shutdown(self) -> Result<(), StopError> {
         let _ = self.stop.send(true);
         for server in self.servers {
             let _ = server.await;
@@ -131,6 +173,10 @@ impl Service {
         }
         self.store.close().await;
         tracing::info!("customs179 stopped");
+        if self.pause_lost.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(StopError::PauseNotStored);
+        }
+        Ok(())
     }
 }
 

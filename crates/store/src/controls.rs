@@ -1,6 +1,11 @@
 //! Global stops that outlive restarts: signing paused after the card refused
 //! (it may be a wrong PIN: retrying could lock the card), uploads stopped
-//! after customs said the configuration is wrong.
+//! after customs said the configuration is wrong; the "PIN in flight" marks
+//! that turn a crash during an unproven Sign into such a stop; and the
+//! change counter by which a running service notices what the CLI did.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
@@ -36,27 +41,64 @@ pub struct Pause {
     pub since: Millis,
 }
 
+/// A Sign carrying a PIN not yet proven on the card, sent and not answered
+/// (or whose answer was not yet noted).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PinInFlight {
+    /// Who sent it: the service, or a command.
+    pub holder: String,
+    pub cert_no: String,
+    pub since: Millis,
+}
+
+impl PinInFlight {
+    /// The reason of the pause that a mark left by a dead process becomes.
+    pub fn pause_reason(&self) -> String {
+        format!(
+            "a Sign carrying an unproven PIN (card certNo {}, sent by {}) got no answer before the \
+             process stopped: the card may have counted a wrong PIN. Check [signer] pin, then resume signing",
+            self.cert_no, self.holder
+        )
+    }
+}
+
 impl Store {
     /// Pauses a stage. The first reason is kept: it is the one that matters.
+    /// When the database cannot take it, the pause is written to a file
+    /// beside the database instead (and the error returned): whatever opens
+    /// the store next applies it, so a pause is never dropped.
     pub async fn pause(&self, stage: Stage, reason: &str, now: Millis) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO controls (name, paused_at, reason) VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING",
-        )
-        .bind(stage.as_str())
-        .bind(now)
-        .bind(reason)
-        .execute(&self.pool)
-        .await?;
+        let stored = async {
+            let mut tx = self.pool.begin().await?;
+            sqlx::query(
+                "INSERT INTO controls (name, paused_at, reason) VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING",
+            )
+            .bind(stage.as_str())
+            .bind(now)
+            .bind(reason)
+            .execute(&mut *tx)
+            .await?;
+            bump_changes(&mut tx).await?;
+            Ok::<_, StoreError>(tx.commit().await?)
+        }
+        .await;
+        if let Err(e) = stored {
+            write_pending_pause(&self.path, stage, reason, now);
+            return Err(e);
+        }
         Ok(())
     }
 
     /// Clears a pause; returns the one cleared, if any.
     pub async fn resume(&self, stage: Stage) -> Result<Option<Pause>, StoreError> {
+        let mut tx = self.pool.begin().await?;
         let cleared: Option<(String, Millis)> =
             sqlx::query_as("DELETE FROM controls WHERE name = ? RETURNING reason, paused_at")
                 .bind(stage.as_str())
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut *tx)
                 .await?;
+        bump_changes(&mut tx).await?;
+        tx.commit().await?;
         Ok(cleared.map(|(reason, since)| Pause { reason, since }))
     }
 
@@ -67,5 +109,118 @@ impl Store {
                 .fetch_optional(&self.pool)
                 .await?;
         Ok(pause.map(|(reason, since)| Pause { reason, since }))
+    }
+
+    /// Commits the "PIN in flight" mark of `holder`, before its Sign is sent.
+    pub async fn mark_pin_in_flight(
+        &self,
+        holder: &str,
+        cert_no: &str,
+        now: Millis,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO pin_in_flight (holder, cert_no, since) VALUES (?, ?, ?)
+             ON CONFLICT (holder) DO UPDATE SET cert_no = excluded.cert_no, since = excluded.since",
+        )
+        .bind(holder)
+        .bind(cert_no)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Clears `holder`'s mark once the card has answered.
+    pub async fn clear_pin_in_flight(&self, holder: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM pin_in_flight WHERE holder = ?").bind(holder).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn pins_in_flight(&self) -> Result<Vec<PinInFlight>, StoreError> {
+        let marks: Vec<(String, String, Millis)> =
+            sqlx::query_as("SELECT holder, cert_no, since FROM pin_in_flight ORDER BY since")
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(marks.into_iter().map(|(holder, cert_no, since)| PinInFlight { holder, cert_no, since }).collect())
+    }
+
+    /// Turns the marks left by dead processes into a signing pause, in one
+    /// transaction; returns them. Only a process that knows no other one
+    /// can be signing (the service, holding the database's lock) may call it.
+    pub async fn pause_for_pins_in_flight(&self, now: Millis) -> Result<Vec<PinInFlight>, StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let marks: Vec<(String, String, Millis)> =
+            sqlx::query_as("DELETE FROM pin_in_flight RETURNING holder, cert_no, since")
+                .fetch_all(&mut *tx)
+                .await?;
+        let marks: Vec<PinInFlight> = marks
+            .into_iter()
+            .map(|(holder, cert_no, since)| PinInFlight { holder, cert_no, since })
+            .collect();
+        if let Some(first) = marks.first() {
+            sqlx::query(
+                "INSERT INTO controls (name, paused_at, reason) VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING",
+            )
+            .bind(Stage::Signing.as_str())
+            .bind(now)
+            .bind(first.pause_reason())
+            .execute(&mut *tx)
+            .await?;
+            bump_changes(&mut tx).await?;
+        }
+        tx.commit().await?;
+        Ok(marks)
+    }
+
+    /// A number that changes whenever an operator replays, pauses or resumes
+    /// (through the API or the CLI): a running service polls it to notice
+    /// what was done behind its back.
+    pub async fn changes(&self) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar("SELECT version FROM changes WHERE id = 1").fetch_one(&self.pool).await?)
+    }
+
+    /// Applies the pauses that could not be stored earlier (see
+    /// [`Store::pause`]) and removes their files.
+    pub(crate) async fn apply_pending_pauses(&self, db: &Path) -> Result<(), StoreError> {
+        for stage in Stage::ALL {
+            let file = pending_pause_file(db, stage);
+            let Ok(text) = std::fs::read_to_string(&file) else { continue };
+            let (since, reason) = text.split_once('\n').unwrap_or(("0", text.as_str()));
+            let since = since.trim().parse().unwrap_or(0);
+            // Stored before the file goes: a crash in between applies it twice, harmlessly.
+            self.pause(stage, reason, since).await?;
+            std::fs::remove_file(&file).map_err(|e| StoreError::Database(sqlx::Error::Io(e)))?;
+        }
+        Ok(())
+    }
+}
+
+/// Bumps the change counter inside a transaction that changes a control or a request.
+pub(crate) async fn bump_changes(tx: &mut sqlx::SqliteConnection) -> Result<(), StoreError> {
+    sqlx::query("UPDATE changes SET version = version + 1 WHERE id = 1").execute(tx).await?;
+    Ok(())
+}
+
+/// `customs179.sqlite` → `customs179.sqlite.signing-paused`.
+fn pending_pause_file(db: &Path, stage: Stage) -> PathBuf {
+    let mut name = db.as_os_str().to_owned();
+    name.push(format!(".{}-paused", stage.as_str()));
+    PathBuf::from(name)
+}
+
+/// Writes and syncs the file that stands in for a pause the database refused.
+fn write_pending_pause(db: &Path, stage: Stage, reason: &str, now: Millis) {
+    let file = pending_pause_file(db, stage);
+    let written = std::fs::File::create(&file).and_then(|mut f| {
+        write!(f, "{now}\n{reason}")?;
+        f.sync_all()
+    });
+    match written {
+        Ok(()) => {
+            tracing::error!(file = %file.display(), "the pause is kept in a file until the database takes it")
+        }
+        Err(e) => {
+            tracing::error!(file = %file.display(), error = %e, "cannot keep the pause in a file either")
+        }
     }
 }

@@ -6,8 +6,10 @@
 //! argument, so that tests need no sleeps and a PostgreSQL store can later
 //! offer the same methods with its own SQL.
 
-use std::path::Path;
+use std::fs::{File, TryLockError};
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::sqlite::{
@@ -19,7 +21,7 @@ mod payments;
 mod queue;
 mod reads;
 
-pub use controls::{Pause, Stage};
+pub use controls::{Pause, PinInFlight, Stage};
 pub use payments::{PutError, PutOutcome};
 pub use queue::{Claim, Delivery, NewRequest, Pending, PreparedUpload, SigningJob, State, UploadJob};
 pub use reads::{AttemptView, ListFilter, RequestDetail, RequestPage, RequestSummary, UploadView};
@@ -39,19 +41,62 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("the database holds data this version cannot read: {0}")]
     Corrupt(String),
+    #[error(
+        "another customs179 serve is using the database {0} (it holds {0}.lock); stop it first, or give this \
+         one its own [store] path"
+    )]
+    InUse(String),
 }
 
 /// The queue and everything kept for audit.
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: SqlitePool,
+    /// The database file, beside which pauses the database refused are kept.
+    path: Arc<PathBuf>,
+    /// Held by the service for its whole life; released by the OS when the
+    /// process dies, however it dies.
+    _lock: Option<Arc<File>>,
 }
 
 impl Store {
     /// Opens (creating if needed) the database at `path` and applies the
-    /// migrations. Commits are fully synced (WAL, `synchronous=FULL`): an
-    /// answered customs request must survive a power cut.
+    /// migrations, and any pause that could only be kept in a file. Commits
+    /// are fully synced (WAL, `synchronous=FULL`): an answered customs
+    /// request must survive a power cut.
     pub async fn open(path: &Path) -> Result<Store, StoreError> {
+        Store::open_with(path, None).await
+    }
+
+    /// Opens the database for the one process that works its queue: takes
+    /// the exclusive lock beside it (refusing with [`StoreError::InUse`] when
+    /// another process holds it) and, since every lease in the database now
+    /// belongs to a process that is gone, releases them all, so that the
+    /// work a crashed process had claimed resumes at once. Returns how many
+    /// leases were released.
+    pub async fn open_exclusive(path: &Path, now: Millis) -> Result<(Store, u64), StoreError> {
+        let lock = lock_file(path)?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => return Err(StoreError::InUse(path.display().to_string())),
+            Err(TryLockError::Error(e)) => return Err(StoreError::Database(sqlx::Error::Io(e))),
+        }
+        let store = Store::open_with(path, Some(lock)).await?;
+        let released = store.release_all_leases(now).await?;
+        Ok((store, released))
+    }
+
+    /// Whether a process holds the database's exclusive lock (a running service).
+    pub fn in_use(path: &Path) -> Result<bool, StoreError> {
+        let lock = lock_file(path)?;
+        match lock.try_lock() {
+            Ok(()) => Ok(false),
+            Err(TryLockError::WouldBlock) => Ok(true),
+            Err(TryLockError::Error(e)) => Err(StoreError::Database(sqlx::Error::Io(e))),
+        }
+    }
+
+    async fn open_with(path: &Path, lock: Option<File>) -> Result<Store, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| StoreError::Database(sqlx::Error::Io(e)))?;
         }
@@ -68,7 +113,9 @@ impl Store {
             .pragma("wal_autocheckpoint", "0");
         let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
         sqlx::migrate!("../../migrations").run(&pool).await?;
-        Ok(Store { pool })
+        let store = Store { pool, path: Arc::new(path.to_owned()), _lock: lock.map(Arc::new) };
+        store.apply_pending_pauses(path).await?;
+        Ok(store)
     }
 
     /// Copies the write-ahead log into the database without blocking
@@ -84,6 +131,21 @@ impl Store {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// `customs179.sqlite` → `customs179.sqlite.lock`, created if needed.
+fn lock_file(db: &Path) -> Result<File, StoreError> {
+    if let Some(dir) = db.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::Database(sqlx::Error::Io(e)))?;
+    }
+    let mut name = db.as_os_str().to_owned();
+    name.push(".lock");
+    std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(PathBuf::from(name))
+        .map_err(|e| StoreError::Database(sqlx::Error::Io(e)))
 }
 
 #[cfg(test)]

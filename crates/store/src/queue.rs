@@ -390,8 +390,23 @@ impl Store {
         .await?;
         let was = format!("was {}", current.as_str());
         record_attempt(&mut tx, &Entry::new(session_id, "replay", "replayed", now).detail(&was)).await?;
+        crate::controls::bump_changes(&mut tx).await?;
         tx.commit().await?;
         Ok(Some(Ok(current)))
+    }
+
+    /// Releases every lease, for a process that knows their holders are all
+    /// gone (see [`Store::open_exclusive`]). The generation moves on too, so
+    /// that nothing a holder might still write could apply.
+    pub(crate) async fn release_all_leases(&self, now: Millis) -> Result<u64, StoreError> {
+        let released = sqlx::query(
+            "UPDATE requests SET lease_until = NULL, generation = generation + 1, updated_at = ?
+             WHERE lease_until IS NOT NULL",
+        )
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(released.rows_affected())
     }
 
     /// The one claim statement: due work in `state`, not leased by a live

@@ -81,6 +81,7 @@ mod tests {
             sign: Arc::default(),
             upload: Arc::default(),
             metrics: Arc::default(),
+            pause_lost: Arc::default(),
         }
     }
 

@@ -51,6 +51,25 @@ pub(crate) async fn checkpoints(store: customs179_store::Store, mut shutdown: Sh
     }
 }
 
+/// Notices within a second what an operator changed behind the service's
+/// back (a replay, pause or resume from the CLI, which works on the database
+/// directly), and wakes the workers it concerns.
+pub(crate) async fn watch_changes(ctx: crate::context::ApiContext, mut shutdown: Shutdown) {
+    let mut seen = ctx.store.changes().await.ok();
+    while !shutdown.sleep(Duration::from_secs(1)).await {
+        match ctx.store.changes().await {
+            Ok(version) if Some(version) != seen => {
+                seen = Some(version);
+                ctx.prepare.sweep();
+                ctx.sign.notify_one();
+                ctx.upload.notify_one();
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot read the change counter"),
+        }
+    }
+}
+
 /// Exponential backoff as data: `first_ms × 2^(attempts − 1)`, capped at
 /// `cap_ms` (and never below `first_ms`).
 pub(crate) fn backoff(first_ms: i64, attempts: i64, cap_ms: i64) -> i64 {

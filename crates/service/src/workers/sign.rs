@@ -4,12 +4,16 @@
 //! very bytes that were signed.
 //!
 //! Failures follow the spec's allow-list: reader errors and lost connections
-//! are retried later; a request the control calls malformed (Base50000) or a
-//! signature that does not verify fails the item; anything else may be a
-//! wrong PIN or a locked card, so all signing pauses at once, persistently,
-//! until an operator resumes. A PIN failure is never retried on its own.
+//! are retried later; a request the control calls malformed (Base50000)
+//! fails the item; anything else may be a wrong PIN or a locked card, so all
+//! signing pauses at once, persistently, until an operator resumes. A Sign
+//! without an answer is retried only once the PIN is proven on the card (see
+//! [`crate::card`]); before that it pauses too. Unusable signatures (not
+//! verifying, missing, another certNo) send their items back to be signed
+//! again, and `[signer] breaker_after` of them in a row pause signing.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use customs179_core::PreSign;
@@ -19,6 +23,7 @@ use tokio::sync::mpsc;
 use tracing::Instrument as _;
 
 use super::{Shutdown, backoff};
+use crate::card::{self, SERVICE_HOLDER};
 use crate::context::{ApiContext, now_ms};
 
 /// Requests claimed ahead of the card: while it signs one, the next few are
@@ -29,6 +34,10 @@ const PREFETCH: usize = 4;
 const MAX_BACKOFF_MS: i64 = 30_000;
 /// The most [`SignerClient`] waits between reconnection attempts.
 const CLIENT_MAX_BACKOFF_MS: i64 = 10_000;
+/// How long a pause the database refuses is retried once the service is
+/// stopping; after that it stays in the file the store keeps for it, and the
+/// process exits non-zero.
+const PAUSE_RETRY_AT_STOP: Duration = Duration::from_secs(5);
 
 type Signed = Result<customs179_eport::CardSignature, SignerError>;
 
@@ -47,6 +56,8 @@ pub(crate) async fn run(ctx: ApiContext, signer: Arc<SignerClient>, mut shutdown
     };
     let (claimed, mut jobs) = mpsc::channel::<SigningJob>(PREFETCH);
     let claimer = tokio::spawn(claim_ahead(ctx.clone(), claimed, shutdown.clone()));
+    let breaker_after = ctx.config.signer.breaker_after;
+    let mut unusable_in_a_row = 0u64;
     loop {
         let job = tokio::select! {
             job = jobs.recv() => job,
@@ -59,31 +70,50 @@ pub(crate) async fn run(ctx: ApiContext, signer: Arc<SignerClient>, mut shutdown
             continue;
         }
         let started = std::time::Instant::now();
-        let result = tokio::select! {
-            result = signer.sign(&job.presign, ctx.config.signer.pin.expose()) => result,
+        let session = tokio::select! {
+            session = signer.session() => session,
             () = shutdown.requested() => {
                 give_back(&ctx, &job, 0, "the service stopped").await;
                 break;
             }
         };
-        if result.is_ok() {
+        // Once sent, a Sign is waited for (its timeout bounds it) even when
+        // the service is stopping: an abandoned Sign is an unknown outcome.
+        let attempt = match session {
+            Ok(session) => {
+                card::sign(session, &ctx.store, SERVICE_HOLDER, &job.presign, ctx.config.signer.pin.expose())
+                    .await
+            }
+            Err(e) => card::Attempt { result: Err(e), pin_proven: false, pause: None },
+        };
+        if attempt.result.is_ok() {
             ctx.metrics.signed(started.elapsed());
         }
+        unusable_in_a_row = match &attempt.result {
+            Err(SignerError::BadSignature(_)) => unusable_in_a_row + 1,
+            Ok(_) => 0,
+            Err(_) => unusable_in_a_row,
+        };
+        let pause_reason = attempt.pause.clone().or_else(|| match &attempt.result {
+            Err(SignerError::BadSignature(reason)) if unusable_in_a_row >= breaker_after => {
+                unusable_in_a_row = 0;
+                Some(format!(
+                    "{breaker_after} requests in a row got an unusable signature from the card (last: {reason}); \
+                     they wait to be signed again. Check the card and EportClient, then resume signing"
+                ))
+            }
+            _ => None,
+        });
         // Paused before anything else reaches the card.
-        match &result {
-            Err(SignerError::Failed { class: FailureClass::Refused, message }) => {
-                pause(&ctx, &format!("the card refused: {message}"), &mut shutdown).await;
-            }
-            Err(SignerError::Certificate(message)) => {
-                pause(&ctx, &format!("the card's certificate is unusable: {message}"), &mut shutdown).await;
-            }
-            _ => {}
+        if let Some(reason) = pause_reason {
+            pause(&ctx, &reason, &mut shutdown).await;
         }
         let unwell = matches!(
-            &result,
+            &attempt.result,
             Err(SignerError::Unavailable(_) | SignerError::Failed { class: FailureClass::ReaderUnwell, .. })
-        );
-        if results.send((job, result)).await.is_err() {
+        ) || (attempt.pause.is_none()
+            && matches!(&attempt.result, Err(SignerError::NoAnswer(_))));
+        if results.send((job, attempt.result)).await.is_err() {
             break;
         }
         if unwell {
@@ -153,18 +183,35 @@ async fn give_back(ctx: &ApiContext, job: &SigningJob, delay_ms: i64, why: &str)
     }
 }
 
-/// Persists the pause; until that succeeds nothing else is signed.
+/// Persists the pause, then clears the "PIN in flight" mark it supersedes.
+/// Until the pause is stored nothing else is signed; once the service is
+/// stopping it is retried for [`PAUSE_RETRY_AT_STOP`] only, and if it is
+/// still not stored the process exits non-zero (the store keeps the pause
+/// in a file beside the database, which the next start applies).
 async fn pause(ctx: &ApiContext, reason: &str, shutdown: &mut Shutdown) {
     tracing::error!(
         reason,
-        "SIGNING PAUSED: the card refused (a wrong PIN or a locked card?). Fix it, then resume signing \
+        "SIGNING PAUSED. Fix the cause, then resume signing \
          (customs179 resume signing, or POST /api/control/signing/resume)"
     );
+    let mut give_up_at = None;
     while let Err(e) = ctx.store.pause(Stage::Signing, reason, now_ms()).await {
         tracing::error!(error = %e, "signer: cannot persist the pause; retrying");
-        if shutdown.sleep(Duration::from_secs(1)).await {
-            return;
+        if shutdown.is_requested() {
+            let give_up_at =
+                *give_up_at.get_or_insert_with(|| std::time::Instant::now() + PAUSE_RETRY_AT_STOP);
+            if std::time::Instant::now() >= give_up_at {
+                ctx.pause_lost.store(true, Ordering::SeqCst);
+                tracing::error!(
+                    "signer: the pause could not be stored before the stop; it is kept in a file"
+                );
+                return;
+            }
         }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    if let Err(e) = ctx.store.clear_pin_in_flight(SERVICE_HOLDER).await {
+        tracing::error!(error = %e, "signer: cannot clear the PIN-in-flight mark (the pause is stored)");
     }
 }
 
@@ -208,12 +255,15 @@ async fn commit(
     };
     let reason = error.to_string();
     match error {
-        SignerError::Unavailable(_) | SignerError::Failed { class: FailureClass::ReaderUnwell, .. } => {
+        SignerError::Unavailable(_)
+        | SignerError::NoAnswer(_)
+        | SignerError::Failed { class: FailureClass::ReaderUnwell, .. }
+        | SignerError::BadSignature(_) => {
             tracing::warn!(session_id, reason, "signer: will retry");
             let next = now + backoff(1_000, job.claim.attempts, MAX_BACKOFF_MS);
             ctx.store.retry_later(&job.claim, "sign", next, &reason, now).await?;
         }
-        SignerError::Failed { class: FailureClass::BadArguments, .. } | SignerError::BadSignature(_) => {
+        SignerError::Failed { class: FailureClass::BadArguments, .. } => {
             tracing::error!(session_id, reason, "signer: the item failed");
             ctx.store.fail(&job.claim, "sign", &reason, now).await?;
         }
