@@ -71,6 +71,14 @@ fn assert_unavailable(result: Result<customs179_eport::CardSignature, SignerErro
     }
 }
 
+/// A Sign that was sent and got no answer: the card may have checked the PIN.
+fn assert_no_answer(result: Result<customs179_eport::CardSignature, SignerError>) -> String {
+    match result {
+        Err(SignerError::NoAnswer(message)) => message,
+        other => panic!("expected NoAnswer, got {other:?}"),
+    }
+}
+
 fn set(sim: &RunningEportSim, update: FaultsUpdate) {
     sim.update_faults(&update);
 }
@@ -212,14 +220,14 @@ async fn a_blank_text_is_bad_arguments() {
 }
 
 #[tokio::test]
-async fn a_dropped_connection_is_unavailable_and_the_next_call_reconnects() {
+async fn a_dropped_connection_is_no_answer_and_the_next_call_reconnects() {
     let dir = tempfile::tempdir().unwrap();
     let sim = start_sim(dir.path(), Faults::default()).await;
     let client = SignerClient::new(sim.ws_url(), TIMEOUT);
     client.identity().await.unwrap();
     set(&sim, FaultsUpdate { drop: Some(1), ..FaultsUpdate::default() });
     let started = Instant::now();
-    assert_unavailable(client.sign(TEXT, PIN).await);
+    assert_no_answer(client.sign(TEXT, PIN).await);
     assert!(started.elapsed() < TIMEOUT / 2, "a close is noticed at once: {:?}", started.elapsed());
     assert_eq!(sim.stats().connections, 1);
 
@@ -232,7 +240,7 @@ async fn a_dropped_connection_is_unavailable_and_the_next_call_reconnects() {
 }
 
 #[tokio::test]
-async fn an_unanswered_request_is_unavailable_after_the_timeout_and_the_next_call_reconnects() {
+async fn an_unanswered_sign_is_no_answer_after_the_timeout_and_the_next_call_reconnects() {
     let dir = tempfile::tempdir().unwrap();
     let sim = start_sim(dir.path(), Faults::default()).await;
     let timeout = Duration::from_millis(300);
@@ -240,7 +248,7 @@ async fn an_unanswered_request_is_unavailable_after_the_timeout_and_the_next_cal
     client.identity().await.unwrap();
     set(&sim, FaultsUpdate { hang: Some(1), ..FaultsUpdate::default() });
     let started = Instant::now();
-    let message = assert_unavailable(client.sign(TEXT, PIN).await);
+    let message = assert_no_answer(client.sign(TEXT, PIN).await);
     let elapsed = started.elapsed();
     assert!(elapsed >= timeout, "{elapsed:?}");
     assert!(elapsed < timeout * 3, "{elapsed:?}");
@@ -305,8 +313,122 @@ async fn backoff_grows_while_the_control_stays_away_and_resets_after_a_connect()
     assert_signed(&sim, TEXT, client.sign(TEXT, PIN).await);
     // After a good connect a single loss waits only the first delay again.
     set(&sim, FaultsUpdate { drop: Some(1), ..FaultsUpdate::default() });
-    assert_unavailable(client.sign(TEXT, PIN).await);
+    assert_no_answer(client.sign(TEXT, PIN).await);
     let started = Instant::now();
     assert_signed(&sim, TEXT, client.sign(TEXT, PIN).await);
     assert!(started.elapsed() < Duration::from_millis(700), "{:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn the_pin_is_proven_by_a_verified_signature_on_this_card_and_ends_with_a_refusal() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = start_sim(dir.path(), Faults::default()).await;
+    let client = SignerClient::new(sim.ws_url(), TIMEOUT);
+    assert!(!client.session().await.unwrap().pin_proven(), "a new client has proven nothing");
+    assert_signed(&sim, TEXT, client.sign(TEXT, PIN).await);
+    assert!(client.session().await.unwrap().pin_proven());
+
+    // A reconnection to the same card keeps the proof.
+    set(&sim, FaultsUpdate { drop: Some(1), ..FaultsUpdate::default() });
+    assert_no_answer(client.sign(TEXT, PIN).await);
+    let session = client.session().await.unwrap();
+    assert!(session.pin_proven(), "the same certNo answers again");
+    assert_signed(&sim, TEXT, session.sign(TEXT, PIN).await);
+    assert_eq!(sim.stats().connections, 2);
+
+    // A refusal ends it.
+    set(&sim, FaultsUpdate { wrong_pin: Some(1), ..FaultsUpdate::default() });
+    assert_failed(client.sign(TEXT, PIN).await, FailureClass::Refused);
+    assert!(!client.session().await.unwrap().pin_proven());
+    assert_signed(&sim, TEXT, client.sign(TEXT, PIN).await);
+    assert!(client.session().await.unwrap().pin_proven());
+}
+
+#[tokio::test]
+async fn another_card_at_the_same_address_makes_the_pin_unproven() {
+    let (first_dir, second_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let first = start_sim(first_dir.path(), Faults::default()).await;
+    let (addr, first_cert_no) = (first.ws_addr(), first.cert_no().clone());
+    let client = SignerClient::new(first.ws_url(), TIMEOUT);
+    assert_signed(&first, TEXT, client.sign(TEXT, PIN).await);
+    assert!(client.session().await.unwrap().pin_proven());
+    first.stop().await;
+
+    // Another card (its own key and certificate) behind the same URL.
+    let second = start_sim_at(addr, Algo::Sm2, second_dir.path(), Faults::default()).await;
+    assert_ne!(*second.cert_no(), first_cert_no);
+    // The old socket is found closed by the next Sign, which had been sent for all it knew.
+    assert_no_answer(client.sign(TEXT, PIN).await);
+    let session = client.session().await.unwrap();
+    assert_eq!(session.identity().unwrap().cert_no, *second.cert_no());
+    assert!(!session.pin_proven(), "proven on another certNo");
+    assert_signed(&second, TEXT, session.sign(TEXT, PIN).await);
+    assert!(client.session().await.unwrap().pin_proven());
+}
+
+#[tokio::test]
+async fn ids_are_never_reused_on_a_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = start_sim(dir.path(), Faults::default()).await;
+    let client = SignerClient::new(sim.ws_url(), TIMEOUT);
+    for _ in 0..5 {
+        assert_signed(&sim, TEXT, client.sign(TEXT, PIN).await);
+    }
+    set(&sim, FaultsUpdate { drop: Some(1), ..FaultsUpdate::default() });
+    assert_no_answer(client.sign(TEXT, PIN).await);
+    for _ in 0..3 {
+        assert_signed(&sim, TEXT, client.sign(TEXT, PIN).await);
+    }
+    let stats = sim.stats();
+    // Two connections, each with the certificate, the certNo and its Signs.
+    assert_eq!((stats.connections, stats.requests, stats.reused_ids), (2, 13, 0), "{stats:?}");
+}
+
+/// A control of our own, to send what the simulator never does: a greeting whose
+/// `_args` is not an outcome, and a reply with the request's `_id` but another `_method`.
+#[tokio::test]
+async fn replies_are_matched_on_id_and_method_and_any_greeting_is_skipped() {
+    use futures_util::{SinkExt as _, StreamExt as _};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let keys_dir = tempfile::tempdir().unwrap();
+    let sim = start_sim(keys_dir.path(), Faults::default()).await;
+    let (cert, cert_no) = (sim.keys().cert_base64(), sim.cert_no().to_string());
+    let listener = tokio::net::TcpListener::bind(any_port()).await.unwrap();
+    let url = format!("ws://{}/", listener.local_addr().unwrap());
+    let control = tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        let mut ws = tokio_tungstenite::accept_async(stream).await.unwrap();
+        let greeting = r#"{"_id":0,"_method":"open","_status":"00","_args":"EportClient 1.5.12"}"#;
+        ws.send(Message::text(greeting)).await.unwrap();
+        let mut ids = Vec::new();
+        while let Some(Ok(Message::Text(text))) = ws.next().await {
+            let request: serde_json::Value = serde_json::from_str(text.as_str()).unwrap();
+            let (id, method) = (request["_id"].as_u64().unwrap(), request["_method"].as_str().unwrap().to_owned());
+            ids.push(id);
+            let data = match method.as_str() {
+                "cus-sec_SpcGetSignCertAsPEM" => serde_json::json!([cert]),
+                "cus-sec_SpcGetCertNo" => serde_json::json!([cert_no]),
+                _ => serde_json::json!(["not-a-signature", cert_no]),
+            };
+            // First an answer that is someone else's: same _id, another _method.
+            let stray = serde_json::json!({"_id": id, "_method": "cus-sec_SpcGetCardID", "_status": "00",
+                "_args": {"Result": true, "Data": ["stray"], "Error": []}});
+            ws.send(Message::text(stray.to_string())).await.unwrap();
+            let reply = serde_json::json!({"_id": id, "_method": method, "_status": "00",
+                "_args": {"Result": true, "Data": data, "Error": []}});
+            ws.send(Message::text(reply.to_string())).await.unwrap();
+        }
+        ids
+    });
+    let client = SignerClient::new(url, TIMEOUT);
+    let identity = client.identity().await.unwrap();
+    assert_eq!(identity.cert_no.as_str(), sim.cert_no().as_str(), "the stray answers were skipped");
+    // The signature is the control's made-up one: unusable, and said so.
+    match client.sign(TEXT, PIN).await {
+        Err(SignerError::BadSignature(message)) => assert!(message.contains("does not verify"), "{message}"),
+        other => panic!("expected BadSignature, got {other:?}"),
+    }
+    drop(client);
+    assert_eq!(control.await.unwrap(), [1, 2, 3]);
 }

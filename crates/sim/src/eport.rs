@@ -139,6 +139,10 @@ pub struct Stats {
     /// How long the card has been busy with Sign calls (latency and signing), in
     /// microseconds: what a benchmark compares with wall time.
     pub busy_micros: u64,
+    /// Requests whose `_id` was already used on the same connection: a client
+    /// that reuses ids could take a late answer for another request's.
+    #[serde(default)]
+    pub reused_ids: u64,
 }
 
 /// How to run the simulator.
@@ -336,6 +340,7 @@ struct Counters {
     wrong_pins: AtomicU64,
     locked: AtomicBool,
     busy_micros: AtomicU64,
+    reused_ids: AtomicU64,
 }
 
 /// Adds the time the card was held to the busy counter when dropped.
@@ -410,6 +415,7 @@ impl Shared {
             wrong_pins: c.wrong_pins.load(Ordering::Relaxed),
             locked: c.locked.load(Ordering::Relaxed),
             busy_micros: c.busy_micros.load(Ordering::Relaxed),
+            reused_ids: c.reused_ids.load(Ordering::Relaxed),
         }
     }
 
@@ -579,6 +585,7 @@ async fn serve_connection(
     if send(&mut ws, &Reply::greeting()).await.is_err() {
         return;
     }
+    let mut ids_seen = std::collections::HashSet::new();
     loop {
         let message = tokio::select! {
             _ = stopped(&mut stop) => break,
@@ -596,6 +603,12 @@ async fn serve_connection(
             Some(Ok(_)) => continue,
         };
         bump(&shared.counters.requests);
+        let id = text.as_deref().and_then(|text| serde_json::from_str::<RequestFrame>(text).ok()).map(|r| r.id);
+        if let Some(id) = id
+            && !ids_seen.insert(id)
+        {
+            bump(&shared.counters.reused_ids);
+        }
         if shared.take(Fault::Drop) {
             tracing::info!(%peer, "fault: closing the connection without answering");
             // Dropping the stream closes the socket with no close frame, like a crashed control.

@@ -413,7 +413,8 @@ async fn the_control_endpoint_reads_and_sets_faults_and_counts() {
             signatures: 1,
             wrong_pins: 1,
             locked: false,
-            busy_micros: stats.busy_micros
+            busy_micros: stats.busy_micros,
+            reused_ids: 0,
         }
     );
     let (status, body) = http(control, "GET", "/stats", "").await;

@@ -2,6 +2,8 @@
 
 use customs179_core::{Guid, OpenReq, PaymentRecord, PreSign, RecordRules};
 
+use sqlx::Connection as _;
+
 use super::*;
 
 struct Fixture {
@@ -318,4 +320,89 @@ async fn pauses_persist_until_resumed() {
     assert_eq!(store.resume(Stage::Signing).await.unwrap(), Some(pause));
     assert_eq!(store.resume(Stage::Signing).await.unwrap(), None);
     assert_eq!(store.pause_of(Stage::Signing).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn one_process_holds_the_database_and_releases_the_leases_of_the_dead() {
+    let f = fixture().await;
+    f.store.insert_requests(&[request("S1", "O1", 100), request("S2", "O2", 100)]).await.unwrap();
+    let claims = f.store.claim_pulls(100, 120_000, 2).await.unwrap();
+    assert_eq!(claims.len(), 2);
+    assert!(!Store::in_use(&f.path).unwrap());
+
+    let (service, released) = Store::open_exclusive(&f.path, 200).await.unwrap();
+    assert_eq!(released, 2, "nobody holds the lock, so no lease belongs to a live process");
+    assert!(Store::in_use(&f.path).unwrap());
+    assert!(matches!(Store::open_exclusive(&f.path, 201).await, Err(StoreError::InUse(_))));
+    // Claimable at once, and the dead holder's writes no longer apply.
+    let again = service.claim_pulls(201, 120_000, 2).await.unwrap();
+    assert_eq!(again.len(), 2);
+    assert!(!service.retry_later(&claims[0], "pull", 300, "late write", 202).await.unwrap());
+    // Commands still open the database beside the service.
+    assert_eq!(Store::open(&f.path).await.unwrap().changes().await.unwrap(), 0);
+
+    service.close().await;
+    drop(service);
+    assert!(!Store::in_use(&f.path).unwrap(), "closing and dropping the store releases the lock");
+    let (_service, released) = Store::open_exclusive(&f.path, 300).await.unwrap();
+    assert_eq!(released, 2);
+}
+
+#[tokio::test]
+async fn pin_marks_left_behind_become_a_signing_pause() {
+    let f = fixture().await;
+    f.store.mark_pin_in_flight("the service", "0a1b", 10).await.unwrap();
+    f.store.mark_pin_in_flight("the service", "0a1b", 11).await.unwrap();
+    f.store.mark_pin_in_flight("the sign command (pid 7)", "0a1b", 12).await.unwrap();
+    f.store.clear_pin_in_flight("the sign command (pid 7)").await.unwrap();
+    let marks = f.store.pins_in_flight().await.unwrap();
+    assert_eq!(marks, [PinInFlight { holder: "the service".into(), cert_no: "0a1b".into(), since: 11 }]);
+    let before = f.store.changes().await.unwrap();
+
+    assert_eq!(f.store.pause_for_pins_in_flight(20).await.unwrap(), marks);
+    let pause = f.store.pause_of(Stage::Signing).await.unwrap().unwrap();
+    assert_eq!(pause.reason, marks[0].pause_reason());
+    assert!(pause.reason.contains("unproven PIN") && pause.reason.contains("0a1b"), "{}", pause.reason);
+    assert!(f.store.pins_in_flight().await.unwrap().is_empty());
+    assert!(f.store.changes().await.unwrap() > before);
+    // Nothing left: nothing to pause for.
+    f.store.resume(Stage::Signing).await.unwrap();
+    assert!(f.store.pause_for_pins_in_flight(30).await.unwrap().is_empty());
+    assert_eq!(f.store.pause_of(Stage::Signing).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn operators_changes_move_the_change_counter() {
+    let f = fixture().await;
+    let start = f.store.changes().await.unwrap();
+    f.store.pause(Stage::Uploading, "20004", 1).await.unwrap();
+    let paused = f.store.changes().await.unwrap();
+    f.store.resume(Stage::Uploading).await.unwrap();
+    let resumed = f.store.changes().await.unwrap();
+    f.store.insert_requests(&[request("S1", "O1", 100)]).await.unwrap();
+    assert_eq!(f.store.changes().await.unwrap(), resumed, "customs' calls are not operators' changes");
+    let claim = f.store.claim_pulls(100, 1_000, 1).await.unwrap().remove(0);
+    f.store.fail(&claim, "pull", "gone", 101).await.unwrap();
+    f.store.replay("S1", 102).await.unwrap().unwrap().unwrap();
+    let replayed = f.store.changes().await.unwrap();
+    assert!(start < paused && paused < resumed && resumed < replayed, "{start} {paused} {resumed} {replayed}");
+}
+
+#[tokio::test]
+async fn a_pause_the_database_refuses_is_kept_in_a_file_and_applied_by_the_next_open() {
+    let f = fixture().await;
+    // Another connection holds the write lock past the busy timeout.
+    let mut blocker = sqlx::SqliteConnection::connect(&format!("sqlite:{}", f.path.display())).await.unwrap();
+    sqlx::query("BEGIN EXCLUSIVE").execute(&mut blocker).await.unwrap();
+    let refused = f.store.pause(Stage::Signing, "the card refused: Err:X", 5).await;
+    assert!(refused.is_err());
+    let file = std::path::PathBuf::from(format!("{}.signing-paused", f.path.display()));
+    assert!(file.exists());
+    sqlx::query("ROLLBACK").execute(&mut blocker).await.unwrap();
+    blocker.close().await.unwrap();
+
+    let store = Store::open(&f.path).await.unwrap();
+    let pause = store.pause_of(Stage::Signing).await.unwrap();
+    assert_eq!(pause, Some(Pause { reason: "the card refused: Err:X".into(), since: 5 }));
+    assert!(!file.exists(), "applied, then removed");
 }
