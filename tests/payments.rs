@@ -420,6 +420,11 @@ async fn pulled_records_are_fetched_until_the_platform_has_them() {
         })
         .await;
     assert_eq!(detail["state"], "waiting", "{detail:#}");
+    // Let a few more 404s come: they are noted in last_error, never in the history.
+    tokio::time::sleep(Duration::from_millis(2_200)).await;
+    let detail = h.detail("S-PULL-1").await;
+    assert!(platform.calls().len() >= 2, "{:?}", platform.calls());
+    assert_eq!(detail["attempts"].as_array().unwrap().len(), 0, "{detail:#}");
 
     platform.answer(200, &record("T-PULL-1", &[order_no]).to_string());
     let detail = h.wait_for_state("S-PULL-1", "ready", Duration::from_secs(3)).await;

@@ -90,7 +90,9 @@ pub(crate) async fn sign_or_pause(
         }
         let how = match stored {
             Ok(()) => "signing is now paused".to_owned(),
-            Err(e) => format!("the database refused the pause ({e}); it is kept in a file beside the database"),
+            Err(e) => {
+                format!("the database refused the pause ({e}); it is kept in a file beside the database")
+            }
         };
         return Err(Failure::Check(format!("{reason}\n{how}; fix the cause, then resume signing")));
     }

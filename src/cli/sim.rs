@@ -59,19 +59,21 @@ enum Simulator {
 ///   --wrong-pin N            Sign answers the wrong-PIN failure whatever the PIN (never locks)
 ///   --drop N                 any request: the connection is closed without an answer
 ///   --hang N                 any request: never answered, the connection stays open
+///   --bad-signature N        Sign with the right PIN answers Result true with a signature
+///                            of other bytes (it does not verify)
 /// A request meets them in this order: drop, hang, then (Sign calls with their arguments)
-/// 50070, 50200, latency, wrong PIN.
+/// 50070, 50200, latency, wrong PIN, bad signature.
 ///
 /// Control endpoint (--control ADDR; plain HTTP without auth: keep it on loopback):
 ///   GET  /faults   the faults in force, e.g.
 ///                  {"latency_ms":0,"reader_error_50070":0,"reader_error_50200":0,
-///                   "wrong_pin":0,"drop":0,"hang":0}
+///                   "wrong_pin":0,"drop":0,"hang":0,"bad_signature":0}
 ///   POST /faults   a JSON object with any of those fields (Content-Type: application/json);
 ///                  the fields given replace the current values; answers the faults now in
 ///                  force; unknown fields are refused (422)
 ///                  curl -H 'Content-Type: application/json' -d '{"reader_error_50070":2}' http://ADDR/faults
 ///   GET  /stats    {"connections":N,"requests":N,"sign_requests":N,"signatures":N,
-///                   "wrong_pins":N,"locked":false}
+///                   "wrong_pins":N,"locked":false,"busy_micros":N,"reused_ids":N}
 ///                  requests counts every frame received; signatures the successful Signs;
 ///                  wrong_pins every wrong-PIN answer, forced ones included.
 #[derive(clap::Args)]
@@ -110,6 +112,9 @@ struct EportArgs {
     /// Never answer the next N requests.
     #[arg(long, value_name = "N", default_value_t = 0)]
     hang: u64,
+    /// The next N Signs with the right PIN answer a signature that does not verify.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    bad_signature: u64,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -149,6 +154,7 @@ fn run_eport(args: EportArgs) -> Result<(), Failure> {
             wrong_pin: args.wrong_pin,
             drop: args.drop,
             hang: args.hang,
+            bad_signature: args.bad_signature,
         },
     };
     eport::run(options).map_err(|e| Failure::BadInput(format!("the EportClient simulator cannot run: {e}")))

@@ -18,6 +18,8 @@ use serde_json::{Value, json};
 use sqlx::Connection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
 
+pub mod serve;
+
 pub const ADMIN_TOKEN: &str = "admin-token-0123456789";
 pub const EBP_CODE: &str = "EBP4401960ABC";
 
@@ -135,29 +137,43 @@ pub fn output_text(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr)
 }
 
-/// One running service, its database in a directory removed at the end.
+/// The HTTP side of a running service, as customs, the platform and an operator reach it.
+#[derive(Clone)]
+pub struct Api {
+    pub client: reqwest::Client,
+    /// `http://ADDR` of the intake listener.
+    pub intake: String,
+    /// `http://ADDR` of the admin listener.
+    pub admin: String,
+}
+
+/// One running service, in this process, its database in a directory removed at the end.
 pub struct Harness {
     pub service: Service,
-    pub client: reqwest::Client,
-    pub intake: String,
-    pub admin: String,
+    pub api: Api,
     pub db: PathBuf,
     _dir: tempfile::TempDir,
 }
 
-impl Harness {
-    /// Starts a service on free loopback ports with our admin token and ebpCode; `extra_toml`
-    /// holds the sections each test cares about (`[signer]`, `[customs]`, ...).
-    pub async fn start(extra_toml: &str) -> Harness {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("customs179.sqlite");
-        let toml = format!(
-            r#"
+impl std::ops::Deref for Harness {
+    type Target = Api;
+
+    fn deref(&self) -> &Api {
+        &self.api
+    }
+}
+
+/// The configuration every test service shares: free loopback ports, our admin token and
+/// ebpCode, the database at `db`; `extra_toml` holds the sections each test cares about
+/// (`[signer]`, `[customs]`, ...).
+pub fn service_toml(intake: SocketAddr, admin: SocketAddr, db: &Path, extra_toml: &str) -> String {
+    format!(
+        r#"
 [intake]
-listen = "127.0.0.1:0"
+listen = "{intake}"
 
 [admin]
-listen = "127.0.0.1:0"
+listen = "{admin}"
 token = "{ADMIN_TOKEN}"
 
 [store]
@@ -167,14 +183,24 @@ path = {db:?}
 ebp_code = "{EBP_CODE}"
 {extra_toml}
 "#,
-            db = db.to_str().unwrap(),
-        );
+        db = db.to_str().unwrap(),
+    )
+}
+
+impl Harness {
+    /// Starts a service on free loopback ports (see [`service_toml`]).
+    pub async fn start(extra_toml: &str) -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("customs179.sqlite");
+        let toml = service_toml(loopback(), loopback(), &db, extra_toml);
         let config = Config::from_toml_str(&toml, std::iter::empty()).unwrap();
         let service = Service::start(config).await.unwrap();
         Harness {
-            client: http_client(None),
-            intake: format!("http://{}", service.intake_addr()),
-            admin: format!("http://{}", service.admin_addr()),
+            api: Api {
+                client: http_client(None),
+                intake: format!("http://{}", service.intake_addr()),
+                admin: format!("http://{}", service.admin_addr()),
+            },
             service,
             db,
             _dir: dir,
@@ -183,14 +209,16 @@ ebp_code = "{EBP_CODE}"
 
     /// Bounds every call, for tests whose service may hang on a fault it is meant to survive.
     pub fn with_client_timeout(mut self, timeout: Duration) -> Harness {
-        self.client = http_client(Some(timeout));
+        self.api.client = http_client(Some(timeout));
         self
     }
 
     pub async fn stop(self) {
         self.service.shutdown().await.unwrap();
     }
+}
 
+impl Api {
     /// GETs an admin path as `token` (none when `None`); the body as JSON, or as a string
     /// when it is not JSON, so refusals can be checked too.
     pub async fn get_as(&self, token: Option<&str>, path: &str) -> (StatusCode, Value) {

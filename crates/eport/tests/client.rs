@@ -404,7 +404,8 @@ async fn replies_are_matched_on_id_and_method_and_any_greeting_is_skipped() {
         let mut ids = Vec::new();
         while let Some(Ok(Message::Text(text))) = ws.next().await {
             let request: serde_json::Value = serde_json::from_str(text.as_str()).unwrap();
-            let (id, method) = (request["_id"].as_u64().unwrap(), request["_method"].as_str().unwrap().to_owned());
+            let (id, method) =
+                (request["_id"].as_u64().unwrap(), request["_method"].as_str().unwrap().to_owned());
             ids.push(id);
             let data = match method.as_str() {
                 "cus-sec_SpcGetSignCertAsPEM" => serde_json::json!([cert]),

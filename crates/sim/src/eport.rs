@@ -66,7 +66,7 @@ const CHINA_OFFSET: Duration = Duration::from_secs(8 * 3_600);
 ///
 /// When several are set, a request meets them in this order: `drop`, `hang` (any request),
 /// then for a Sign call that passed the argument check: `reader_error_50070`,
-/// `reader_error_50200`, `latency_ms`, `wrong_pin`.
+/// `reader_error_50200`, `latency_ms`, `wrong_pin`, then (the PIN checked) `bad_signature`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Faults {
     /// Delay in ms before each Sign call that reaches the card is answered (reader errors
@@ -83,6 +83,10 @@ pub struct Faults {
     pub drop: u64,
     /// Upcoming requests (any frame) that are never answered; the connection stays open.
     pub hang: u64,
+    /// Upcoming Sign calls with the right PIN answered `Result: true` with a signature of
+    /// other bytes: one that does not verify, as a failing card or control might give.
+    #[serde(default)]
+    pub bad_signature: u64,
 }
 
 /// A change to [`Faults`]: the fields given replace the current values, the others stay.
@@ -101,6 +105,8 @@ pub struct FaultsUpdate {
     pub drop: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hang: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bad_signature: Option<u64>,
 }
 
 impl Faults {
@@ -112,6 +118,7 @@ impl Faults {
             (&mut self.wrong_pin, update.wrong_pin),
             (&mut self.drop, update.drop),
             (&mut self.hang, update.hang),
+            (&mut self.bad_signature, update.bad_signature),
         ];
         for (field, value) in fields {
             if let Some(value) = value {
@@ -368,6 +375,7 @@ enum Fault {
     Reader50070,
     Reader50200,
     WrongPin,
+    BadSignature,
 }
 
 impl Shared {
@@ -396,6 +404,7 @@ impl Shared {
             Fault::Reader50070 => &mut faults.reader_error_50070,
             Fault::Reader50200 => &mut faults.reader_error_50200,
             Fault::WrongPin => &mut faults.wrong_pin,
+            Fault::BadSignature => &mut faults.bad_signature,
         };
         if *count == 0 {
             return false;
@@ -485,7 +494,8 @@ impl Shared {
             return wrong_pin(left);
         }
         card.wrong_tries = 0;
-        match self.keys.sign(in_data.as_bytes()) {
+        let signed: &[u8] = if self.take(Fault::BadSignature) { b"other bytes" } else { in_data.as_bytes() };
+        match self.keys.sign(signed) {
             Ok(signature) => {
                 bump(&self.counters.signatures);
                 Outcome::ok(vec![signature, self.keys.cert_no().to_string()])
@@ -603,7 +613,8 @@ async fn serve_connection(
             Some(Ok(_)) => continue,
         };
         bump(&shared.counters.requests);
-        let id = text.as_deref().and_then(|text| serde_json::from_str::<RequestFrame>(text).ok()).map(|r| r.id);
+        let id =
+            text.as_deref().and_then(|text| serde_json::from_str::<RequestFrame>(text).ok()).map(|r| r.id);
         if let Some(id) = id
             && !ids_seen.insert(id)
         {

@@ -380,7 +380,7 @@ async fn the_control_endpoint_reads_and_sets_faults_and_counts() {
     let faults: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(
         faults,
-        json!({"latency_ms":0,"reader_error_50070":0,"reader_error_50200":0,"wrong_pin":0,"drop":3,"hang":0})
+        json!({"latency_ms":0,"reader_error_50070":0,"reader_error_50200":0,"wrong_pin":0,"drop":3,"hang":0,"bad_signature":0})
     );
 
     let (status, body) =

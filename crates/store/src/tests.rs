@@ -385,7 +385,10 @@ async fn operators_changes_move_the_change_counter() {
     f.store.fail(&claim, "pull", "gone", 101).await.unwrap();
     f.store.replay("S1", 102).await.unwrap().unwrap().unwrap();
     let replayed = f.store.changes().await.unwrap();
-    assert!(start < paused && paused < resumed && resumed < replayed, "{start} {paused} {resumed} {replayed}");
+    assert!(
+        start < paused && paused < resumed && resumed < replayed,
+        "{start} {paused} {resumed} {replayed}"
+    );
 }
 
 #[tokio::test]

@@ -87,7 +87,9 @@ async fn pull_one(ctx: &ApiContext, client: &reqwest::Client, pull_url: &str, cl
         Pulled::NotYet => {
             let next = now + secs_to_ms(ctx.config.payments.pull_interval_secs);
             // Noted in last_error only: a day of polls would flood the history.
-            ctx.store.poll_again(claim, next, "the platform has no payment data for this order yet (404)", now).await
+            ctx.store
+                .poll_again(claim, next, "the platform has no payment data for this order yet (404)", now)
+                .await
         }
         Pulled::Failed(why) => {
             tracing::warn!(

@@ -1,0 +1,419 @@
+//! Never lock the card, never miss a deadline because of a crash: `customs179 serve` as a real
+//! process against the EportClient and customs simulators, with slow cards, wrong PINs,
+//! locked cards, unusable signatures, SIGKILLs and a second `serve` on the same database.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use customs179_eport::SignerClient;
+use customs179_sim::customs::{self, CustomsFaultsUpdate, CustomsSimOptions, RunningCustomsSim};
+use customs179_sim::eport::{self, Algo, EportSimOptions, FaultsUpdate, RunningEportSim, Stats};
+use serde_json::Value;
+use tempfile::TempDir;
+
+mod common;
+
+use common::serve::ServeProcess;
+use common::{ADMIN_TOKEN, Api, EBP_CODE, loopback, now_ms};
+
+const PIN: &str = "pin-5d81c2e7";
+const WRONG_PIN: &str = "pin-00000000";
+const WAIT: Duration = Duration::from_secs(20);
+
+/// The card and customs, both simulated, in this process: they outlive the service's kills.
+struct Rig {
+    dir: TempDir,
+    card_dir: TempDir,
+    card: RunningEportSim,
+    customs: RunningCustomsSim,
+}
+
+impl Rig {
+    async fn start() -> Rig {
+        let (dir, card_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let card = start_card(loopback(), card_dir.path()).await;
+        let certs = dir.path().join("certs");
+        std::fs::create_dir(&certs).unwrap();
+        std::fs::write(certs.join("card.pem"), card.keys().cert_pem().unwrap()).unwrap();
+        let mut options = CustomsSimOptions::new(loopback(), &certs, [EBP_CODE]);
+        options.seed = Some(9);
+        let customs = customs::start(options).await.unwrap();
+        Rig { dir, card_dir, card, customs }
+    }
+
+    /// A `serve` signing with `pin`, each Sign given `timeout_ms`; started by the caller.
+    fn serve(&self, pin: &str, timeout_ms: u64) -> ServeProcess {
+        ServeProcess::configure(
+            self.dir.path(),
+            &format!(
+                r#"
+[signer]
+url = "{}"
+pin = "{pin}"
+timeout_ms = {timeout_ms}
+
+[customs]
+environment = "test"
+upload_url = "{}"
+timeout_ms = 1000
+retry_max_secs = 1
+"#,
+                self.card.ws_url(),
+                self.customs.upload_url()
+            ),
+        )
+    }
+
+    fn card_faults(&self, update: FaultsUpdate) {
+        self.card.update_faults(&update);
+    }
+
+    async fn wait_for_card(&self, what: &str, check: impl Fn(&Stats) -> bool) -> Stats {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let stats = self.card.stats();
+            if check(&stats) {
+                return stats;
+            }
+            assert!(Instant::now() < deadline, "the card never saw {what}: {stats:?}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// How many uploads of `session_id` customs stored.
+    fn stored_at_customs(&self, session_id: &str) -> usize {
+        let report = self.customs.report();
+        report.uploads.iter().filter(|u| u.stored && u.session_id.as_deref() == Some(session_id)).count()
+    }
+}
+
+async fn start_card(addr: SocketAddr, dir: &Path) -> RunningEportSim {
+    eport::start(EportSimOptions::new(addr, Algo::Sm2, PIN, dir)).await.unwrap()
+}
+
+impl Api {
+    /// customs asks for order `SO-{n}` and the platform pays it: ready to sign.
+    async fn paid_request(&self, n: &str) -> String {
+        let session_id = format!("S-{n}");
+        self.customs_call(&format!("SO-{n}"), &session_id).await;
+        self.platform_pays(&format!("T-{n}"), &[&format!("SO-{n}")]).await;
+        session_id
+    }
+
+    async fn signing_control(&self) -> Value {
+        self.controls().await["signing"].clone()
+    }
+
+    /// Waits until signing is paused and returns its reason.
+    async fn wait_signing_paused(&self) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let signing = self.signing_control().await;
+            if signing["paused"] == true {
+                return signing["reason"].as_str().unwrap().to_owned();
+            }
+            assert!(Instant::now() < deadline, "signing never paused: {signing}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn resume_signing(&self) {
+        let (status, answer) = self.post("/api/control/signing/resume", "{}").await;
+        assert_eq!(status, 200, "{answer}");
+    }
+}
+
+fn attempts_of(detail: &Value, step: &str) -> Vec<(String, String)> {
+    detail["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["step"] == step)
+        .map(|a| (a["outcome"].as_str().unwrap().to_owned(), a["detail"].as_str().unwrap_or("").to_owned()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_card_and_a_wrong_pin_get_one_try_and_the_pause_survives_a_restart() {
+    let rig = Rig::start().await;
+    // The card answers after the service has given up on it.
+    rig.card_faults(FaultsUpdate { latency_ms: Some(1_500), ..FaultsUpdate::default() });
+    let mut serve = rig.serve(WRONG_PIN, 1_000);
+    serve.start().await;
+    let first = serve.paid_request("1").await;
+    serve.paid_request("2").await;
+    let reason = serve.wait_signing_paused().await;
+    assert!(reason.contains("unproven PIN") && reason.contains("no answer within 1000 ms"), "{reason}");
+    // The card did count the wrong PIN, once; nothing more carrying it is sent.
+    rig.wait_for_card("the wrong PIN", |s| s.wrong_pins == 1).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let stats = rig.card.stats();
+    assert_eq!((stats.sign_requests, stats.wrong_pins, stats.locked), (1, 1, false), "{stats:?}");
+    let detail = serve.detail(&first).await;
+    assert_eq!(detail["state"], "ready", "waits to be signed, not failed: {detail:#}");
+
+    // A restart (even a graceful one) does not forget it.
+    let status = serve.terminate(Duration::from_secs(20)).await;
+    assert!(status.success(), "{status}:\n{}", serve.log());
+    serve.start().await;
+    assert_eq!(serve.signing_control().await["reason"], reason.as_str());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(rig.card.stats().sign_requests, 1);
+    let log = serve.log();
+    assert!(!log.contains(WRONG_PIN) && !log.contains(ADMIN_TOKEN), "a secret is in the log:\n{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_card_with_a_proven_pin_is_retried_and_everything_is_delivered() {
+    let rig = Rig::start().await;
+    let mut serve = rig.serve(PIN, 1_000);
+    serve.start().await;
+    let first = serve.paid_request("1").await;
+    serve.wait_for_state(&first, "delivered", WAIT).await;
+
+    // Proven now: a Sign without an answer is an outage, retried with backoff.
+    rig.card_faults(FaultsUpdate { latency_ms: Some(1_500), ..FaultsUpdate::default() });
+    let slow: Vec<String> = [serve.paid_request("2").await, serve.paid_request("3").await].into();
+    rig.wait_for_card("two slow Signs", |s| s.sign_requests >= 3).await;
+    serve.wait_until(&slow[0], WAIT, |d| attempts_of(d, "sign").iter().any(|(o, _)| o == "retry")).await;
+    rig.card_faults(FaultsUpdate { latency_ms: Some(0), ..FaultsUpdate::default() });
+    for session_id in &slow {
+        serve.wait_for_state(session_id, "delivered", WAIT).await;
+        assert_eq!(rig.stored_at_customs(session_id), 1);
+    }
+    let retried = attempts_of(&serve.detail(&slow[0]).await, "sign");
+    assert!(retried.iter().any(|(o, d)| o == "retry" && d.contains("got no answer")), "{retried:?}");
+    assert_eq!(serve.signing_control().await["paused"], false);
+    assert_eq!(rig.card.stats().wrong_pins, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_pin_and_a_locked_card_pause_signing_at_the_first_refusal() {
+    let rig = Rig::start().await;
+    let mut serve = rig.serve(WRONG_PIN, 2_000);
+    serve.start().await;
+    for n in 1..=3 {
+        serve.paid_request(&n.to_string()).await;
+    }
+    let reason = serve.wait_signing_paused().await;
+    assert!(reason.contains("the card refused") && reason.contains("Err:Sim61001"), "{reason}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!((rig.card.stats().sign_requests, rig.card.stats().wrong_pins), (1, 1));
+    // Each resume is one more try: the operator decides, the service never retries alone.
+    serve.resume_signing().await;
+    serve.wait_signing_paused().await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!((rig.card.stats().sign_requests, rig.card.stats().wrong_pins), (2, 2));
+    serve.kill();
+
+    // Someone else locked the card meanwhile; the right PIN meets a locked card.
+    let client = SignerClient::new(rig.card.ws_url(), Duration::from_secs(5));
+    assert!(client.sign("x", WRONG_PIN).await.is_err());
+    assert!(rig.card.stats().locked);
+    let mut serve = rig.serve(PIN, 2_000);
+    serve.start().await;
+    serve.resume_signing().await;
+    let reason = serve.wait_signing_paused().await;
+    assert!(reason.contains("Err:Sim61002"), "{reason}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(rig.card.stats().sign_requests, 4, "one Sign met the locked card, then none");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_while_an_unproven_pin_is_in_flight_pauses_the_next_start() {
+    let rig = Rig::start().await;
+    rig.card_faults(FaultsUpdate { latency_ms: Some(3_000), ..FaultsUpdate::default() });
+    let mut serve = rig.serve(PIN, 10_000);
+    serve.start().await;
+    let session_id = serve.paid_request("1").await;
+    rig.wait_for_card("the Sign", |s| s.sign_requests == 1).await;
+    serve.kill();
+
+    rig.card_faults(FaultsUpdate { latency_ms: Some(0), ..FaultsUpdate::default() });
+    serve.start().await;
+    let reason = serve.signing_control().await["reason"].as_str().unwrap_or_default().to_owned();
+    assert!(reason.contains("unproven PIN") && reason.contains(rig.card.cert_no().as_str()), "{reason}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(rig.card.stats().sign_requests, 1, "nothing carrying the PIN is sent while paused");
+    assert!(serve.log().contains("SIGNING PAUSED at start"), "{}", serve.log());
+
+    // The operator checks the PIN and resumes: the request goes through.
+    serve.resume_signing().await;
+    serve.wait_for_state(&session_id, "delivered", WAIT).await;
+    assert_eq!(rig.stored_at_customs(&session_id), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn work_claimed_by_a_killed_process_resumes_within_a_second_of_the_restart() {
+    let rig = Rig::start().await;
+    let mut serve = rig.serve(PIN, 10_000);
+    serve.start().await;
+    // One request held at customs (which does not answer), one at the card.
+    rig.customs
+        .update_faults(&CustomsFaultsUpdate {
+            next_timeout: Some(100),
+            timeout_ms: Some(5_000),
+            ..CustomsFaultsUpdate::default()
+        })
+        .unwrap();
+    let at_customs = serve.paid_request("1").await;
+    serve.wait_for_state(&at_customs, "signed", WAIT).await;
+    // Proven by that signature, so a kill mid-Sign leaves no mark.
+    rig.card_faults(FaultsUpdate { latency_ms: Some(5_000), ..FaultsUpdate::default() });
+    let at_card = serve.paid_request("2").await;
+    rig.wait_for_card("the Sign", |s| s.sign_requests == 2).await;
+    let report_wait = Instant::now() + WAIT;
+    while rig.customs.report().totals.received == 0 {
+        assert!(Instant::now() < report_wait, "the upload never reached customs");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    serve.kill();
+
+    rig.card_faults(FaultsUpdate { latency_ms: Some(0), ..FaultsUpdate::default() });
+    rig.customs
+        .update_faults(&CustomsFaultsUpdate { next_timeout: Some(0), ..CustomsFaultsUpdate::default() })
+        .unwrap();
+    let restarted = now_ms();
+    serve.start().await;
+    // Taken up again at once: the leases were 120 s (card) and 3 s (customs) long. The card
+    // itself may still be busy with the dead process's Sign, so look at when work reached it.
+    rig.wait_for_card("the Sign again", |s| s.sign_requests == 3).await;
+    let resigned = now_ms() - restarted;
+    assert!(resigned < 2_000, "the claimed Sign was sent again {resigned} ms after the restart");
+    for session_id in [&at_card, &at_customs] {
+        serve.wait_for_state(session_id, "delivered", Duration::from_secs(15)).await;
+        assert_eq!(rig.stored_at_customs(session_id), 1);
+    }
+    let reuploaded = rig
+        .customs
+        .report()
+        .uploads
+        .iter()
+        .filter(|u| u.session_id.as_deref() == Some(at_customs.as_str()))
+        .map(|u| i64::try_from(u.time_ms).unwrap() - restarted)
+        .find(|&after| after > 0)
+        .unwrap();
+    assert!(reuploaded < 2_000, "the claimed upload was sent again {reuploaded} ms after the restart");
+    assert!(serve.log().contains("released"), "{}", serve.log());
+    assert_eq!(serve.signing_control().await["paused"], false);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_serve_on_a_database_in_use_exits_2_and_the_first_keeps_working() {
+    let rig = Rig::start().await;
+    let mut first = rig.serve(PIN, 5_000);
+    first.start().await;
+    let mut second = rig.serve(PIN, 5_000);
+    assert_eq!(first.db, second.db);
+    second.spawn();
+    let status = second.wait_exit(Duration::from_secs(20)).await;
+    assert_eq!(status.code(), Some(2), "{}", second.log());
+    let log = second.log();
+    assert!(log.contains("another customs179 serve is using the database"), "{log}");
+    // It bound nothing: its ports are free, and the first serves on.
+    assert!(tokio::net::TcpStream::connect(second.intake.trim_start_matches("http://")).await.is_err());
+    let session_id = first.paid_request("1").await;
+    first.wait_for_state(&session_id, "delivered", WAIT).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_eportclient_restarting_mid_run_loses_nothing() {
+    let rig = Rig::start().await;
+    let mut serve = rig.serve(PIN, 2_000);
+    serve.start().await;
+    let first = serve.paid_request("1").await;
+    serve.wait_for_state(&first, "delivered", WAIT).await;
+    let addr = rig.card.ws_addr();
+    let Rig { dir, card_dir, card, customs } = rig;
+    card.stop().await;
+    let during: Vec<String> = [serve.paid_request("2").await, serve.paid_request("3").await].into();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The same card (its key is kept in its directory) comes back at the same address.
+    let card = start_card(addr, card_dir.path()).await;
+    let rig = Rig { dir, card_dir, card, customs };
+    for session_id in &during {
+        serve.wait_for_state(session_id, "delivered", WAIT).await;
+        assert_eq!(rig.stored_at_customs(session_id), 1);
+    }
+    assert_eq!(serve.signing_control().await["paused"], false);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unusable_signatures_in_a_row_trip_the_breaker_and_their_requests_wait() {
+    let rig = Rig::start().await;
+    rig.card_faults(FaultsUpdate { bad_signature: Some(3), ..FaultsUpdate::default() });
+    let mut serve = rig.serve(PIN, 2_000);
+    serve.start().await;
+    let requests: Vec<String> = [serve.paid_request("1").await, serve.paid_request("2").await].into();
+    let reason = serve.wait_signing_paused().await;
+    assert!(reason.contains("3 requests in a row got an unusable signature"), "{reason}");
+    assert!(reason.contains("does not verify"), "{reason}");
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(rig.card.stats().sign_requests, 3);
+    for session_id in &requests {
+        let detail = serve.detail(session_id).await;
+        assert_eq!(detail["state"], "ready", "back in the queue, not failed: {detail:#}");
+    }
+    serve.resume_signing().await;
+    for session_id in &requests {
+        serve.wait_for_state(session_id, "delivered", WAIT).await;
+        assert_eq!(rig.stored_at_customs(session_id), 1);
+    }
+    let violations: usize = rig.customs.report().uploads.iter().map(|u| u.violations.len()).sum();
+    assert_eq!(violations, 0, "no unusable signature reached customs");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_from_the_command_line_is_noticed_within_a_second() {
+    let rig = Rig::start().await;
+    let mut serve = rig.serve(PIN, 2_000);
+    serve.start().await;
+    let session_id = serve.paid_request("1").await;
+    serve.wait_for_state(&session_id, "delivered", WAIT).await;
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_customs179"))
+        .args(["replay", "--config"])
+        .arg(&serve.config)
+        .args(["--session", &session_id])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", common::output_text(&output));
+    let replayed = Instant::now();
+    let detail = serve
+        .wait_until(&session_id, WAIT, |d| {
+            d["state"] == "delivered" && d["uploads"].as_array().unwrap().len() == 2
+        })
+        .await;
+    // Noticed within a second, then prepared, signed and uploaded (the full sweep would be 30 s).
+    assert!(replayed.elapsed() < Duration::from_secs(4), "{:?}: {detail:#}", replayed.elapsed());
+}
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pause_the_database_refuses_at_the_stop_exits_non_zero_and_the_next_start_pauses() {
+    use sqlx::Connection as _;
+
+    let rig = Rig::start().await;
+    rig.card_faults(FaultsUpdate { latency_ms: Some(2_000), ..FaultsUpdate::default() });
+    let mut serve = rig.serve(WRONG_PIN, 10_000);
+    serve.start().await;
+    serve.paid_request("1").await;
+    rig.wait_for_card("the Sign", |s| s.sign_requests == 1).await;
+    // While the card checks the PIN, the database stops taking writes.
+    let mut blocker = common::open_db(&serve.db).await;
+    sqlx::query("BEGIN EXCLUSIVE").execute(&mut blocker).await.unwrap();
+    rig.wait_for_card("the wrong PIN", |s| s.wrong_pins == 1).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let status = serve.terminate(Duration::from_secs(30)).await;
+    assert_eq!(status.code(), Some(1), "{}", serve.log());
+    assert!(serve.log().contains("could not be stored"), "{}", serve.log());
+    sqlx::query("ROLLBACK").execute(&mut blocker).await.unwrap();
+    blocker.close().await.unwrap();
+
+    serve.start().await;
+    let signing = serve.signing_control().await;
+    assert_eq!(signing["paused"], true, "{signing}");
+    assert!(signing["reason"].as_str().unwrap().contains("the card refused"), "{signing}");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(rig.card.stats().sign_requests, 1);
+}

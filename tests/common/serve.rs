@@ -1,0 +1,143 @@
+//! `customs179 serve` as a real child process, for tests that kill it, restart it on the same
+//! database and ports, or start a second one beside it.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use super::{Api, developer_overrides, free_addr, http_client, service_toml};
+
+/// One configuration (database, ports, sections) started as often as a test likes; each start
+/// logs to a file of its own. Killed when dropped, so a failing test leaves no process behind.
+pub struct ServeProcess {
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    pub db: PathBuf,
+    pub api: Api,
+    extra_toml: String,
+    child: Option<Child>,
+    starts: usize,
+}
+
+impl ServeProcess {
+    /// A configuration in `dir` (database `dir/customs179.sqlite`) with the sections of
+    /// `extra_toml`; starts nothing.
+    pub fn configure(dir: &Path, extra_toml: &str) -> ServeProcess {
+        let config = tempfile::Builder::new().prefix("customs179-").suffix(".toml").tempfile_in(dir).unwrap();
+        let (_, config) = config.keep().unwrap();
+        ServeProcess {
+            dir: dir.to_owned(),
+            config,
+            db: dir.join("customs179.sqlite"),
+            extra_toml: extra_toml.to_owned(),
+            api: Api {
+                client: http_client(Some(Duration::from_secs(15))),
+                intake: String::new(),
+                admin: String::new(),
+            },
+            child: None,
+            starts: 0,
+        }
+    }
+
+    /// Spawns `serve` and returns once its log says it started (both ports listen, the
+    /// workers run); panics if it exits first.
+    pub async fn start(&mut self) {
+        self.spawn();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self.log().contains("customs179 started") {
+            if let Some(status) = self.exited() {
+                panic!("serve exited ({status}) during start-up:\n{}", self.log());
+            }
+            assert!(Instant::now() < deadline, "serve does not say it started:\n{}", self.log());
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Spawns `serve` and returns at once. Each start listens on ports of its own: a port
+    /// released by the last start may meanwhile be anyone's.
+    pub fn spawn(&mut self) {
+        assert!(self.child.is_none(), "one process at a time");
+        self.starts += 1;
+        let (intake, admin) = (free_addr(), free_addr());
+        std::fs::write(&self.config, service_toml(intake, admin, &self.db, &self.extra_toml)).unwrap();
+        self.api.intake = format!("http://{intake}");
+        self.api.admin = format!("http://{admin}");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_customs179"));
+        command
+            .args(["serve", "--config"])
+            .arg(&self.config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(File::create(self.log_path()).unwrap());
+        for name in developer_overrides() {
+            command.env_remove(name);
+        }
+        self.child = Some(command.spawn().unwrap());
+    }
+
+    /// SIGKILL: no chance to finish anything.
+    pub fn kill(&mut self) {
+        let mut child = self.child.take().expect("a running process");
+        let _ = child.kill();
+        child.wait().unwrap();
+    }
+
+    /// Sends SIGTERM and waits (up to `within`) for the exit.
+    #[cfg(unix)]
+    pub async fn terminate(&mut self, within: Duration) -> ExitStatus {
+        let pid = self.child.as_ref().expect("a running process").id().to_string();
+        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        self.wait_exit(within).await
+    }
+
+    /// Waits (up to `within`) for the process to exit on its own.
+    pub async fn wait_exit(&mut self, within: Duration) -> ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.exited() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "serve did not exit within {within:?}:\n{}", self.log());
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// The exit status of a process that ended; it is then no longer running.
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        let status = self.child.as_mut()?.try_wait().unwrap()?;
+        self.child = None;
+        Some(status)
+    }
+
+    /// What the latest start logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.join(format!(
+            "serve-{}-{}.log",
+            self.config.file_stem().unwrap().to_string_lossy(),
+            self.starts
+        ))
+    }
+}
+
+impl std::ops::Deref for ServeProcess {
+    type Target = Api;
+
+    fn deref(&self) -> &Api {
+        &self.api
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
