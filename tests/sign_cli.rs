@@ -186,3 +186,65 @@ async fn a_wrong_pin_pauses_signing_and_resume_clears_it() {
     assert!(stdout(&output).contains("was not paused"), "{}", stdout(&output));
     assert_eq!(sim.stats().wrong_pins, 1);
 }
+
+#[tokio::test]
+async fn a_sign_without_an_answer_pauses_signing_since_the_pin_is_unproven() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = start_sim(dir.path()).await;
+    // Slower than the configured 2 s: the card may well check the PIN after we gave up.
+    sim.update_faults(&eport::FaultsUpdate { latency_ms: Some(3_000), ..eport::FaultsUpdate::default() });
+    let setup = Setup::new(&sim, dir, PIN);
+    let output = run(&["sign", "--config", setup.config(), setup.text.to_str().unwrap()], "").await;
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let err = stderr(&output);
+    assert!(err.contains("unproven PIN") && err.contains("paused"), "{err}");
+    let pause = setup.signing_pause().await.expect("signing is paused in the store");
+    assert!(pause.reason.contains("no answer within 2000 ms"), "{}", pause.reason);
+    let store = setup.store().await;
+    assert!(store.pins_in_flight().await.unwrap().is_empty(), "the pause replaced the mark");
+    store.close().await;
+    assert_eq!(sim.stats().sign_requests, 1);
+}
+
+#[tokio::test]
+async fn a_mark_left_by_a_dead_process_pauses_signing_before_the_card_is_touched() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = start_sim(dir.path()).await;
+    let setup = Setup::new(&sim, dir, PIN);
+    let store = setup.store().await;
+    store.mark_pin_in_flight("the service", sim.cert_no().as_str(), 1).await.unwrap();
+    store.close().await;
+
+    let output = run(&["sign", "--config", setup.config(), setup.text.to_str().unwrap()], "").await;
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let err = stderr(&output);
+    assert!(err.contains("unproven PIN") && err.contains("the service"), "{err}");
+    let pause = setup.signing_pause().await.expect("signing is paused in the store");
+    assert!(pause.reason.contains(sim.cert_no().as_str()), "{}", pause.reason);
+    assert_eq!(sim.stats().connections, 0, "the card was not touched");
+}
+
+#[tokio::test]
+async fn doctor_obeys_the_pin_rule_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = start_sim(dir.path()).await;
+    sim.update_faults(&eport::FaultsUpdate { hang: Some(3), ..eport::FaultsUpdate::default() });
+    let setup = Setup::new(&sim, dir, PIN);
+    // The certificate calls hang too (no PIN in them): the doctor says the signer is down.
+    let output = run(&["doctor", "--config", setup.config()], "").await;
+    assert_eq!(output.status.code(), Some(1), "{}", stdout(&output));
+    assert!(setup.signing_pause().await.is_none(), "no PIN was sent, nothing to pause for");
+
+    // Now the certificate calls go through and the test signature hangs.
+    sim.update_faults(&eport::FaultsUpdate {
+        hang: Some(0),
+        latency_ms: Some(3_000),
+        ..eport::FaultsUpdate::default()
+    });
+    let output = run(&["doctor", "--config", setup.config()], "").await;
+    assert_eq!(output.status.code(), Some(1), "{}", stdout(&output));
+    let out = stdout(&output);
+    assert!(out.contains("[FAIL] test signature") && out.contains("unproven PIN"), "{out}");
+    assert!(setup.signing_pause().await.is_some());
+    assert!(!out.contains(PIN), "{out}");
+}
