@@ -164,13 +164,20 @@ impl std::ops::Deref for Harness {
 }
 
 /// The configuration every test service shares: free loopback ports, our admin token and
-/// ebpCode, the database at `db`; `extra_toml` holds the sections each test cares about
-/// (`[signer]`, `[customs]`, ...).
-pub fn service_toml(intake: SocketAddr, admin: SocketAddr, db: &Path, extra_toml: &str) -> String {
+/// ebpCode, the database at `db`; `intake_keys` are more lines of `[intake]`, `extra_toml`
+/// holds the sections each test cares about (`[signer]`, `[customs]`, ...).
+pub fn service_toml(
+    intake: SocketAddr,
+    admin: SocketAddr,
+    db: &Path,
+    intake_keys: &str,
+    extra_toml: &str,
+) -> String {
     format!(
         r#"
 [intake]
 listen = "{intake}"
+{intake_keys}
 
 [admin]
 listen = "{admin}"
@@ -192,7 +199,7 @@ impl Harness {
     pub async fn start(extra_toml: &str) -> Harness {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("customs179.sqlite");
-        let toml = service_toml(loopback(), loopback(), &db, extra_toml);
+        let toml = service_toml(loopback(), loopback(), &db, "", extra_toml);
         let config = Config::from_toml_str(&toml, std::iter::empty()).unwrap();
         let service = Service::start(config).await.unwrap();
         Harness {

@@ -15,6 +15,8 @@ pub struct ServeProcess {
     pub config: PathBuf,
     pub db: PathBuf,
     pub api: Api,
+    /// More lines of `[intake]`.
+    pub intake_keys: String,
     extra_toml: String,
     child: Option<Child>,
     starts: usize,
@@ -30,6 +32,7 @@ impl ServeProcess {
             dir: dir.to_owned(),
             config,
             db: dir.join("customs179.sqlite"),
+            intake_keys: String::new(),
             extra_toml: extra_toml.to_owned(),
             api: Api {
                 client: http_client(Some(Duration::from_secs(15))),
@@ -61,7 +64,11 @@ impl ServeProcess {
         assert!(self.child.is_none(), "one process at a time");
         self.starts += 1;
         let (intake, admin) = (free_addr(), free_addr());
-        std::fs::write(&self.config, service_toml(intake, admin, &self.db, &self.extra_toml)).unwrap();
+        std::fs::write(
+            &self.config,
+            service_toml(intake, admin, &self.db, &self.intake_keys, &self.extra_toml),
+        )
+        .unwrap();
         self.api.intake = format!("http://{intake}");
         self.api.admin = format!("http://{admin}");
         let mut command = Command::new(env!("CARGO_BIN_EXE_customs179"));

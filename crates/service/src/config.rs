@@ -34,6 +34,8 @@ pub struct Config {
     pub customs: CustomsConfig,
     pub payments: PaymentsConfig,
     pub log: LogConfig,
+    /// How long a stop may take, whatever clients do.
+    pub shutdown_timeout_secs: u64,
 }
 
 /// The public endpoint customs calls with its 179 requests.
@@ -44,6 +46,7 @@ pub struct IntakeConfig {
     pub max_body_bytes: usize,
     /// `None` accepts any address; customs calls from addresses it does not publish.
     pub allow_from: Option<Vec<IpNet>>,
+    pub connections: ConnectionLimits,
 }
 
 /// The operators' API and status page; loopback by default because it can stop signing.
@@ -51,6 +54,21 @@ pub struct IntakeConfig {
 pub struct AdminConfig {
     pub listen: SocketAddr,
     pub token: Secret,
+    pub connections: ConnectionLimits,
+}
+
+/// What a listener allows its clients while it reads their requests: no client can hold a
+/// connection, or the listener, without sending a request in good time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// From a request's first byte to its last header.
+    pub header_timeout_secs: u64,
+    /// From a request's headers to the last byte of its body.
+    pub body_timeout_secs: u64,
+    /// How long an open connection may wait for its next request.
+    pub idle_timeout_secs: u64,
+    /// Open connections at most; the next one closes the one idle longest.
+    pub max_connections: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -352,8 +370,17 @@ const INTAKE_LISTEN: Key = Key::new("intake.listen", Kind::Text);
 const INTAKE_PATH: Key = Key::new("intake.path", Kind::Text);
 const INTAKE_MAX_BODY_BYTES: Key = Key::new("intake.max_body_bytes", Kind::Integer);
 const INTAKE_ALLOW_FROM: Key = Key::new("intake.allow_from", Kind::List);
+const INTAKE_HEADER_TIMEOUT_SECS: Key = Key::new("intake.header_timeout_secs", Kind::Integer);
+const INTAKE_BODY_TIMEOUT_SECS: Key = Key::new("intake.body_timeout_secs", Kind::Integer);
+const INTAKE_IDLE_TIMEOUT_SECS: Key = Key::new("intake.idle_timeout_secs", Kind::Integer);
+const INTAKE_MAX_CONNECTIONS: Key = Key::new("intake.max_connections", Kind::Integer);
 const ADMIN_LISTEN: Key = Key::new("admin.listen", Kind::Text);
 const ADMIN_TOKEN: Key = Key::new("admin.token", Kind::Secret);
+const ADMIN_HEADER_TIMEOUT_SECS: Key = Key::new("admin.header_timeout_secs", Kind::Integer);
+const ADMIN_BODY_TIMEOUT_SECS: Key = Key::new("admin.body_timeout_secs", Kind::Integer);
+const ADMIN_IDLE_TIMEOUT_SECS: Key = Key::new("admin.idle_timeout_secs", Kind::Integer);
+const ADMIN_MAX_CONNECTIONS: Key = Key::new("admin.max_connections", Kind::Integer);
+const SHUTDOWN_TIMEOUT_SECS: Key = Key::new("shutdown.timeout_secs", Kind::Integer);
 const STORE_PATH: Key = Key::new("store.path", Kind::Text);
 const ENTERPRISE_EBP_CODE: Key = Key::new("enterprise.ebp_code", Kind::Text);
 const SIGNER_URL: Key = Key::new("signer.url", Kind::Text);
@@ -382,8 +409,16 @@ const KEYS: &[&Key] = &[
     &INTAKE_PATH,
     &INTAKE_MAX_BODY_BYTES,
     &INTAKE_ALLOW_FROM,
+    &INTAKE_HEADER_TIMEOUT_SECS,
+    &INTAKE_BODY_TIMEOUT_SECS,
+    &INTAKE_IDLE_TIMEOUT_SECS,
+    &INTAKE_MAX_CONNECTIONS,
     &ADMIN_LISTEN,
     &ADMIN_TOKEN,
+    &ADMIN_HEADER_TIMEOUT_SECS,
+    &ADMIN_BODY_TIMEOUT_SECS,
+    &ADMIN_IDLE_TIMEOUT_SECS,
+    &ADMIN_MAX_CONNECTIONS,
     &STORE_PATH,
     &ENTERPRISE_EBP_CODE,
     &SIGNER_URL,
@@ -405,9 +440,11 @@ const KEYS: &[&Key] = &[
     &PAYMENTS_GIVE_UP_AFTER_SECS,
     &LOG_FORMAT,
     &LOG_LEVEL,
+    &SHUTDOWN_TIMEOUT_SECS,
 ];
 
-const SECTIONS: &[&str] = &["intake", "admin", "store", "enterprise", "signer", "customs", "payments", "log"];
+const SECTIONS: &[&str] =
+    &["intake", "admin", "store", "enterprise", "signer", "customs", "payments", "log", "shutdown"];
 
 const MIN_TOKEN_CHARS: usize = 16;
 const MAX_EBP_CODE_CHARS: usize = 18;
@@ -694,7 +731,22 @@ impl Settings {
             path: self.text(&INTAKE_PATH, url_path).unwrap_or_else(|| "/platDataOpen".to_owned()),
             max_body_bytes: self.size(&INTAKE_MAX_BODY_BYTES, 65_536),
             allow_from: self.list(&INTAKE_ALLOW_FROM, network),
+            connections: ConnectionLimits {
+                header_timeout_secs: self.integer(&INTAKE_HEADER_TIMEOUT_SECS, 10),
+                // A customs call is a few KB: 10 s is generous even on a poor line.
+                body_timeout_secs: self.integer(&INTAKE_BODY_TIMEOUT_SECS, 10),
+                idle_timeout_secs: self.integer(&INTAKE_IDLE_TIMEOUT_SECS, 30),
+                max_connections: self.integer(&INTAKE_MAX_CONNECTIONS, 4_096),
+            },
         };
+        let admin_connections = ConnectionLimits {
+            header_timeout_secs: self.integer(&ADMIN_HEADER_TIMEOUT_SECS, 10),
+            // Payment pushes may be megabytes.
+            body_timeout_secs: self.integer(&ADMIN_BODY_TIMEOUT_SECS, 60),
+            idle_timeout_secs: self.integer(&ADMIN_IDLE_TIMEOUT_SECS, 60),
+            max_connections: self.integer(&ADMIN_MAX_CONNECTIONS, 256),
+        };
+        let shutdown_timeout_secs = self.integer(&SHUTDOWN_TIMEOUT_SECS, 10);
         let admin_listen = self
             .text(&ADMIN_LISTEN, socket_addr)
             .unwrap_or(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8179));
@@ -763,7 +815,7 @@ impl Settings {
         let (deadline_secs, timeout_ms, ca_file, retry_max_secs, give_up_after_secs) = customs_rest;
         Ok(Config {
             intake,
-            admin: AdminConfig { listen: admin_listen, token: admin_token },
+            admin: AdminConfig { listen: admin_listen, token: admin_token, connections: admin_connections },
             store,
             enterprise: EnterpriseConfig { ebp_code },
             signer: SignerConfig { url: signer_url, pin, timeout_ms: signer_timeout_ms, breaker_after },
@@ -778,6 +830,7 @@ impl Settings {
             },
             payments,
             log,
+            shutdown_timeout_secs,
         })
     }
 }

@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 use crate::config::Config;
 use crate::context::{ApiContext, now_ms};
 use crate::customs::CustomsClient;
-use crate::http::{admin, intake};
+use crate::http::{admin, intake, listener};
 use crate::workers::{self, Shutdown};
 
 #[derive(Debug, thiserror::Error)]
@@ -104,6 +104,8 @@ impl Service {
             ctx.config.signer.url.clone(),
             Duration::from_millis(ctx.config.signer.timeout_ms),
         ));
+        let open_files = raise_open_file_limit();
+        let (intake_cap, admin_cap) = connection_caps(&ctx.config, open_files);
         let intake_listener = bind("intake", ctx.config.intake.listen).await?;
         let admin_listener = bind("admin", ctx.config.admin.listen).await?;
         let intake_addr = local_addr("intake", &intake_listener)?;
@@ -113,9 +115,26 @@ impl Service {
         let (writer, intake_writer) = intake::IntakeWriter::start(store.clone(), ctx.prepare.clone());
         // Requests left waiting by an earlier run are looked at once.
         ctx.prepare.sweep();
+        let stop_within = Duration::from_secs(ctx.config.shutdown_timeout_secs);
         let servers = vec![
-            serve(intake_listener, intake::router(ctx.clone(), writer), shutdown.clone()),
-            serve(admin_listener, admin::router(ctx.clone()), shutdown.clone()),
+            tokio::spawn(listener::serve(
+                "intake",
+                intake_listener,
+                intake::router(ctx.clone(), writer),
+                ctx.config.intake.connections.clone(),
+                intake_cap,
+                stop_within,
+                shutdown.clone(),
+            )),
+            tokio::spawn(listener::serve(
+                "admin",
+                admin_listener,
+                admin::router(ctx.clone()),
+                ctx.config.admin.connections.clone(),
+                admin_cap,
+                stop_within,
+                shutdown.clone(),
+            )),
         ];
         let mut workers = vec![
             tokio::spawn(workers::prepare::run(ctx.clone(), shutdown.clone())),
@@ -189,14 +208,49 @@ fn local_addr(what: &'static str, listener: &TcpListener) -> Result<SocketAddr, 
     listener.local_addr().map_err(|source| StartError::Bind { what, addr: fallback, source })
 }
 
-fn serve(listener: TcpListener, router: axum::Router, mut shutdown: Shutdown) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        let service = router.into_make_service_with_connect_info::<SocketAddr>();
-        let result = axum::serve(listener, service)
-            .with_graceful_shutdown(async move { shutdown.requested().await })
-            .await;
-        if let Err(e) = result {
-            tracing::error!(error = %e, "HTTP server failed");
+/// Raises the soft limit of open files to the hard limit where the OS
+/// allows (each connection is a file); returns the limit in force, if known.
+fn raise_open_file_limit() -> Option<u64> {
+    #[cfg(unix)]
+    {
+        match rlimit::increase_nofile_limit(u64::MAX) {
+            Ok(limit) => Some(limit),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot raise the open-file limit");
+                rlimit::Resource::NOFILE.get_soft().ok()
+            }
         }
-    })
+    }
+    #[cfg(not(unix))]
+    {
+        None
+    }
+}
+
+/// Files kept for everything but connections: the database, the card, customs, logs.
+const FILES_FOR_THE_REST: u64 = 128;
+
+/// Each listener's connection cap, lowered to fit the open-file limit (the
+/// intake gets four fifths of what there is): a cap the process cannot reach
+/// would let accept() fail instead of closing the connection idle longest.
+fn connection_caps(config: &Config, open_files: Option<u64>) -> (usize, usize) {
+    let (intake, admin) =
+        (config.intake.connections.max_connections, config.admin.connections.max_connections);
+    let Some(room) = open_files.map(|limit| limit.saturating_sub(FILES_FOR_THE_REST).max(10)) else {
+        return (usize::try_from(intake).unwrap_or(usize::MAX), usize::try_from(admin).unwrap_or(usize::MAX));
+    };
+    let (fit_intake, fit_admin) = if intake.saturating_add(admin) <= room {
+        (intake, admin)
+    } else {
+        let fit_intake = intake.min(room * 4 / 5).max(1);
+        let fit_admin = admin.min(room - fit_intake).max(1);
+        tracing::warn!(
+            open_files = open_files.unwrap_or(0),
+            intake = fit_intake,
+            admin = fit_admin,
+            "max_connections lowered to fit the open-file limit"
+        );
+        (fit_intake, fit_admin)
+    };
+    (usize::try_from(fit_intake).unwrap_or(usize::MAX), usize::try_from(fit_admin).unwrap_or(usize::MAX))
 }

@@ -5,6 +5,7 @@ pub(crate) mod admin;
 mod controls;
 mod error;
 pub(crate) mod intake;
+pub(crate) mod listener;
 mod payments;
 mod requests;
 mod status;
