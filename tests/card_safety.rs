@@ -417,3 +417,53 @@ async fn a_pause_the_database_refuses_at_the_stop_exits_non_zero_and_the_next_st
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(rig.card.stats().sign_requests, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_secret_reaches_the_log_even_at_trace_level() {
+    const PAYMENTS_TOKEN: &str = "payments-token-3e9b1f77c0";
+    let rig = Rig::start().await;
+    let mut serve = ServeProcess::configure(
+        rig.dir.path(),
+        &format!(
+            r#"
+[signer]
+url = "{}"
+pin = "{PIN}"
+
+[customs]
+environment = "test"
+upload_url = "{}"
+
+[payments]
+token = "{PAYMENTS_TOKEN}"
+
+[log]
+level = "trace"
+"#,
+            rig.card.ws_url(),
+            rig.customs.upload_url()
+        ),
+    );
+    serve.start().await;
+    let session_id = serve.paid_request("1").await;
+    serve.wait_for_state(&session_id, "delivered", WAIT).await;
+    // The payments token and wrong tokens go through the API too.
+    let (status, _) = serve.post_as(Some(PAYMENTS_TOKEN), "/api/payments", "[]").await;
+    assert_ne!(status, 401);
+    let (status, _) = serve.get_as(Some("not-the-admin-token-0000"), "/api/control").await;
+    assert_eq!(status, 401);
+    let status = serve.terminate(Duration::from_secs(20)).await;
+    assert!(status.success());
+
+    let log = serve.log();
+    assert!(log.contains("TRACE") || log.contains("DEBUG"), "the level is in force:\n{log}");
+    for secret in [PIN, ADMIN_TOKEN, PAYMENTS_TOKEN, "not-the-admin-token-0000"] {
+        assert!(!log.contains(secret), "{secret} is in the log");
+    }
+    // Other crates stay at info: the WebSocket crate would print every frame.
+    let noisy: Vec<&str> = log
+        .lines()
+        .filter(|line| (line.contains("TRACE") || line.contains("DEBUG")) && !line.contains("customs179"))
+        .collect();
+    assert!(noisy.is_empty(), "{:?}", &noisy[..noisy.len().min(5)]);
+}

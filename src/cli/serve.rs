@@ -12,8 +12,9 @@ use super::Failure;
 ///
 /// Every CUSTOMS179_<SECTION>_<KEY> environment variable overrides its key of the
 /// configuration file. Stops gracefully on SIGTERM or Ctrl-C (exit 0): no new calls are
-/// accepted, and every request being committed is committed first. A bad configuration
-/// exits 2.
+/// accepted, and every request being committed is committed first, within [shutdown]
+/// timeout_secs. A bad configuration, or a database another serve is using, exits 2; a task
+/// of the service that dies stops it with exit 1, for the supervisor to restart it.
 #[derive(clap::Args)]
 pub struct Args {
     /// The TOML configuration file (see config/customs179.example.toml).
@@ -29,23 +30,42 @@ pub fn run(args: Args) -> Result<(), Failure> {
         // after the start is graceful too.
         let stop = stop_signal()?;
         let service = Service::start(config).await.map_err(|e| Failure::BadInput(e.to_string()))?;
-        stop.await;
+        // A task that died leaves the service broken: stop, and exit non-zero
+        // so that the supervisor (systemd) starts it again.
+        let failed = tokio::select! {
+            () = stop => None,
+            reason = service.failed() => Some(reason),
+        };
         tracing::info!("stopping: finishing what is being committed");
-        service.shutdown().await.map_err(|e| Failure::Check(e.to_string()))
+        let stopped = service.shutdown().await.map_err(|e| Failure::Check(e.to_string()));
+        match failed {
+            Some(reason) => Err(Failure::Check(format!("customs179 stopped because {reason}"))),
+            None => stopped,
+        }
     })
 }
 
+/// Logs to stderr, filtered by `level` (a tracing filter) and, whatever it
+/// says, with other crates' events capped at info: below that they print
+/// what they carry, and the WebSocket crate's frames carry the card's PIN.
 pub(crate) fn init_logging(format: LogFormat, level: &str) -> Result<(), Failure> {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+
     let filter = EnvFilter::try_new(level)
         .map_err(|e| Failure::BadInput(format!("log.level {level:?} is not a tracing filter: {e}")))?;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let ours_or_info = tracing_subscriber::filter::filter_fn(|meta| {
+        meta.target().starts_with("customs179") || *meta.level() <= tracing::Level::INFO
+    });
+    let layer = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
-    }
+    let layer = match format {
+        LogFormat::Json => layer.json().boxed(),
+        LogFormat::Text => layer.boxed(),
+    };
+    tracing_subscriber::registry().with(layer.with_filter(filter).with_filter(ours_or_info)).init();
     Ok(())
 }
 

@@ -311,6 +311,8 @@ impl SignerClient {
 /// in time) is returned as its reason: what became of the request is unknown.
 async fn exchange(socket: &mut Socket, request: &RequestFrame, timeout: Duration) -> Result<Outcome, String> {
     let text = serde_json::to_string(request).map_err(|e| e.to_string())?;
+    // The frame itself is never logged: a Sign carries the PIN.
+    tracing::debug!(id = request.id, method = request.method, bytes = text.len(), "signer: request sent");
     let work = async {
         socket.send(Message::text(text)).await.map_err(|e| format!("cannot send: {e}"))?;
         loop {
@@ -328,8 +330,10 @@ async fn exchange(socket: &mut Socket, request: &RequestFrame, timeout: Duration
             let reply = Reply::parse(text.as_str())
                 .ok_or_else(|| "the control sent a frame that is not a reply".to_owned())?;
             if !reply.answers(request) {
+                tracing::debug!(id = ?reply.id, method = ?reply.method, "signer: a frame for another request skipped");
                 continue;
             }
+            tracing::debug!(id = request.id, "signer: answer received");
             return reply.args.ok_or_else(|| "the control's reply holds no result".to_owned());
         }
     };

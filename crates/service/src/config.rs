@@ -1003,6 +1003,16 @@ mod tests {
         assert_eq!(config.signer.url, "ws://127.0.0.1:61232/");
         assert_eq!(config.signer.pin.expose(), PIN_VALUE);
         assert_eq!(config.signer.timeout_ms, 10_000);
+        assert_eq!(config.signer.breaker_after, 3);
+        let limits = |header, body, idle, max| ConnectionLimits {
+            header_timeout_secs: header,
+            body_timeout_secs: body,
+            idle_timeout_secs: idle,
+            max_connections: max,
+        };
+        assert_eq!(config.intake.connections, limits(10, 10, 30, 4_096));
+        assert_eq!(config.admin.connections, limits(10, 60, 60, 256));
+        assert_eq!(config.shutdown_timeout_secs, 10);
         assert_eq!(config.customs.environment, Environment::Test);
         assert_eq!(config.customs.upload_url, None);
         assert_eq!(config.customs.upload_url(), TEST_UPLOAD_URL);
@@ -1207,7 +1217,7 @@ mod tests {
     fn unknown_key() {
         assert_eq!(
             problem(&[("intake.max_body", Some("5"))]),
-            "intake.max_body: unknown key (the keys of [intake] are listen, path, max_body_bytes, allow_from)"
+            "intake.max_body: unknown key (the keys of [intake] are listen, path, max_body_bytes, allow_from, header_timeout_secs, body_timeout_secs, idle_timeout_secs, max_connections)"
         );
     }
 
@@ -1225,8 +1235,8 @@ mod tests {
         assert_eq!(
             problems,
             [
-                "CUSTOMS179_INTAKE_MAX_BODY: unknown environment variable (no key intake.max_body; the keys of [intake] are listen, path, max_body_bytes, allow_from)",
-                "CUSTOMS179_INTAK_LISTEN: unknown environment variable (no section [intak]; the sections are intake, admin, store, enterprise, signer, customs, payments, log)",
+                "CUSTOMS179_INTAKE_MAX_BODY: unknown environment variable (no key intake.max_body; the keys of [intake] are listen, path, max_body_bytes, allow_from, header_timeout_secs, body_timeout_secs, idle_timeout_secs, max_connections)",
+                "CUSTOMS179_INTAK_LISTEN: unknown environment variable (no section [intak]; the sections are intake, admin, store, enterprise, signer, customs, payments, log, shutdown)",
                 "CUSTOMS179_LISTEN: unknown environment variable (expected CUSTOMS179_<SECTION>_<KEY>)",
                 "CUSTOMS179_intake_listen: unknown environment variable (did you mean CUSTOMS179_INTAKE_LISTEN?)",
             ]

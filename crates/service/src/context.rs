@@ -26,6 +26,7 @@ pub(crate) struct ApiContext {
     /// Set when a signing pause could not be stored before the stop: the
     /// process must then exit non-zero.
     pub pause_lost: Arc<AtomicBool>,
+    pub health: Arc<crate::health::Health>,
 }
 
 /// What the preparer should look at next. Only the orders that changed are

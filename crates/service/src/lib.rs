@@ -7,6 +7,7 @@ pub mod card;
 pub mod config;
 mod context;
 mod customs;
+mod health;
 mod http;
 mod metrics;
 mod service;

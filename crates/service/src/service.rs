@@ -13,6 +13,7 @@ use tokio::task::JoinHandle;
 use crate::config::Config;
 use crate::context::{ApiContext, now_ms};
 use crate::customs::CustomsClient;
+use crate::health::{Health, SLACK};
 use crate::http::{admin, intake, listener};
 use crate::workers::{self, Shutdown};
 
@@ -35,11 +36,13 @@ pub struct Service {
     intake_addr: SocketAddr,
     admin_addr: SocketAddr,
     stop: watch::Sender<bool>,
-    servers: Vec<JoinHandle<()>>,
-    intake_writer: JoinHandle<()>,
-    workers: Vec<JoinHandle<()>>,
+    servers: Vec<Task>,
+    intake_writer: Task,
+    workers: Vec<Task>,
     store: Store,
     pause_lost: Arc<std::sync::atomic::AtomicBool>,
+    health: Arc<Health>,
+    stop_within: Duration,
 }
 
 /// What a stop could not finish.
@@ -87,6 +90,7 @@ impl Service {
             upload: Arc::new(Notify::new()),
             metrics: Arc::default(),
             pause_lost: Arc::default(),
+            health: Arc::default(),
         };
         // Everything that can fail is done before a port is bound: a start
         // that fails must not have answered anyone.
@@ -112,39 +116,69 @@ impl Service {
         let admin_addr = local_addr("admin", &admin_listener)?;
 
         let (stop, shutdown) = Shutdown::new();
-        let (writer, intake_writer) = intake::IntakeWriter::start(store.clone(), ctx.prepare.clone());
+        let health = ctx.health.clone();
+        let (writer, writing) =
+            intake::IntakeWriter::start(store.clone(), ctx.prepare.clone(), health.clone());
+        let intake_writer = supervise(&health, "intake writer", SLACK, writing);
         // Requests left waiting by an earlier run are looked at once.
         ctx.prepare.sweep();
         let stop_within = Duration::from_secs(ctx.config.shutdown_timeout_secs);
         let servers = vec![
-            tokio::spawn(listener::serve(
-                "intake",
-                intake_listener,
-                intake::router(ctx.clone(), writer),
-                ctx.config.intake.connections.clone(),
-                intake_cap,
-                stop_within,
-                shutdown.clone(),
-            )),
-            tokio::spawn(listener::serve(
-                "admin",
-                admin_listener,
-                admin::router(ctx.clone()),
-                ctx.config.admin.connections.clone(),
-                admin_cap,
-                stop_within,
-                shutdown.clone(),
-            )),
+            supervise(
+                &health,
+                "intake listener",
+                SLACK,
+                listener::serve(
+                    listener::Listener { name: "intake listener", max_connections: intake_cap, stop_within },
+                    intake_listener,
+                    intake::router(ctx.clone(), writer),
+                    ctx.config.intake.connections.clone(),
+                    health.clone(),
+                    shutdown.clone(),
+                ),
+            ),
+            supervise(
+                &health,
+                "admin listener",
+                SLACK,
+                listener::serve(
+                    listener::Listener { name: "admin listener", max_connections: admin_cap, stop_within },
+                    admin_listener,
+                    admin::router(ctx.clone()),
+                    ctx.config.admin.connections.clone(),
+                    health.clone(),
+                    shutdown.clone(),
+                ),
+            ),
         ];
+        let signing_step =
+            Duration::from_millis(ctx.config.signer.timeout_ms.saturating_mul(2)) + SIGNER_BACKOFF;
+        let upload_step = Duration::from_millis(ctx.config.customs.timeout_ms);
         let mut workers = vec![
-            tokio::spawn(workers::prepare::run(ctx.clone(), shutdown.clone())),
-            tokio::spawn(workers::checkpoints(store.clone(), shutdown.clone())),
-            tokio::spawn(workers::watch_changes(ctx.clone(), shutdown.clone())),
-            tokio::spawn(workers::sign::run(ctx.clone(), signer, shutdown.clone())),
-            tokio::spawn(workers::upload::run(ctx.clone(), customs, shutdown.clone())),
+            supervise(&health, "preparer", SLACK, workers::prepare::run(ctx.clone(), shutdown.clone())),
+            supervise(&health, "checkpoints", SLACK, workers::checkpoints(ctx.clone(), shutdown.clone())),
+            supervise(
+                &health,
+                "change watcher",
+                SLACK,
+                workers::watch_changes(ctx.clone(), shutdown.clone()),
+            ),
+            supervise(
+                &health,
+                "signer",
+                SLACK + signing_step,
+                workers::sign::run(ctx.clone(), signer, shutdown.clone()),
+            ),
+            supervise(
+                &health,
+                "uploader",
+                SLACK + upload_step,
+                workers::upload::run(ctx.clone(), customs, shutdown.clone()),
+            ),
         ];
         if let Some((pull_url, client)) = puller {
-            workers.push(tokio::spawn(workers::pull::run(ctx.clone(), pull_url, client, shutdown.clone())));
+            let pull = workers::pull::run(ctx.clone(), pull_url, client, shutdown.clone());
+            workers.push(supervise(&health, "puller", SLACK + workers::pull::TIMEOUT, pull));
         }
         tracing::info!(
             intake = %intake_addr,
@@ -165,6 +199,8 @@ impl Service {
             workers,
             store,
             pause_lost: ctx.pause_lost,
+            health,
+            stop_within,
         })
     }
 
@@ -177,18 +213,33 @@ impl Service {
         self.admin_addr
     }
 
-    /// Stops accepting, lets requests in flight finish and their commits
-    /// land, stops the workers and closes the database.
-    pub async fn shutdown(self) -> Result<(), StopError> {
-        let _ = self.stop.send(true);
-        for server in self.servers {
-            let _ = server.await;
+    /// Resolves with the reason once a task of the service has died: the
+    /// service is broken and should be stopped (and the process restarted).
+    pub async fn failed(&self) -> String {
+        let mut failure = self.health.failure();
+        match failure.wait_for(Option::is_some).await {
+            Ok(reason) => reason.clone().unwrap_or_default(),
+            // The sender lives as long as the service: never reached.
+            Err(_) => std::future::pending().await,
         }
+    }
+
+    /// Stops accepting, lets requests in flight finish and their commits
+    /// land, stops the workers and closes the database, all within
+    /// `[shutdown] timeout_secs` (and a little for the database): what is
+    /// still running then is dropped, to be taken up by the next start.
+    pub async fn shutdown(self) -> Result<(), StopError> {
+        self.health.stopping();
+        let _ = self.stop.send(true);
+        let deadline = tokio::time::Instant::now() + self.stop_within;
         // The servers held the only senders to the intake writer: it ends
         // once its last batch is committed.
-        let _ = self.intake_writer.await;
-        for worker in self.workers {
-            let _ = worker.await;
+        let tasks = self.servers.into_iter().chain([self.intake_writer]).chain(self.workers);
+        for mut task in tasks {
+            if tokio::time::timeout_at(deadline, task.wait()).await.is_err() {
+                tracing::warn!(task = task.name, "stop deadline reached: the task is dropped");
+                task.abort();
+            }
         }
         self.store.close().await;
         tracing::info!("customs179 stopped");
@@ -197,6 +248,49 @@ impl Service {
         }
         Ok(())
     }
+}
+
+/// A task of the service, watched: its end before the stop is a failure.
+struct Task {
+    name: &'static str,
+    monitor: Option<JoinHandle<()>>,
+    abort: tokio::task::AbortHandle,
+}
+
+impl Task {
+    async fn wait(&mut self) {
+        if let Some(monitor) = self.monitor.as_mut() {
+            let _ = monitor.await;
+            self.monitor = None;
+        }
+    }
+
+    fn abort(&self) {
+        self.abort.abort();
+    }
+}
+
+/// Spawns `work` as a task named `name` that beats at least every
+/// `max_silence`, and watches for its end (a return or a panic).
+fn supervise(
+    health: &Arc<Health>,
+    name: &'static str,
+    max_silence: Duration,
+    work: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Task {
+    health.register(name, max_silence);
+    let inner = tokio::spawn(work);
+    let abort = inner.abort_handle();
+    let health = health.clone();
+    let monitor = tokio::spawn(async move {
+        let how = match inner.await {
+            Ok(()) => "it returned".to_owned(),
+            Err(e) if e.is_panic() => "it panicked".to_owned(),
+            Err(_) => "it was cancelled".to_owned(),
+        };
+        health.ended(name, how);
+    });
+    Task { name, monitor: Some(monitor), abort }
 }
 
 async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
@@ -227,6 +321,9 @@ fn raise_open_file_limit() -> Option<u64> {
     }
 }
 
+/// The longest the signer's client waits between reconnections.
+const SIGNER_BACKOFF: Duration = Duration::from_secs(10);
+
 /// Files kept for everything but connections: the database, the card, customs, logs.
 const FILES_FOR_THE_REST: u64 = 128;
 
@@ -253,4 +350,31 @@ fn connection_caps(config: &Config, open_files: Option<u64>) -> (usize, usize) {
         (fit_intake, fit_admin)
     };
     (usize::try_from(fit_intake).unwrap_or(usize::MAX), usize::try_from(fit_admin).unwrap_or(usize::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_task_that_dies_before_the_stop_fails_the_service() {
+        let health = Arc::new(Health::default());
+        let mut failure = health.failure();
+        let mut quiet = supervise(&health, "quiet", SLACK, std::future::pending());
+        let mut broken = supervise(&health, "broken", SLACK, async { panic!("a bug") });
+        broken.wait().await;
+        let reason = failure.wait_for(Option::is_some).await.unwrap().clone().unwrap();
+        assert_eq!(reason, "the task broken ended: it panicked");
+        let states: Vec<(&str, &str)> = health.report().iter().map(|t| (t.name, t.state)).collect();
+        assert_eq!(states, [("broken", "dead"), ("quiet", "ok")]);
+
+        // At the stop, tasks ending (or dropped at the deadline) are no failure.
+        let health = Arc::new(Health::default());
+        let mut returning = supervise(&health, "returning", SLACK, async {});
+        health.stopping();
+        returning.wait().await;
+        quiet.abort();
+        quiet.wait().await;
+        assert!(health.failure().borrow().is_none());
+    }
 }

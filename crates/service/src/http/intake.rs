@@ -42,16 +42,26 @@ struct Job {
 }
 
 impl IntakeWriter {
-    /// Starts the writer task; it ends when every `IntakeWriter` is dropped
-    /// and the last batch is committed.
+    /// The writer and its task, to be spawned; the task ends when every
+    /// `IntakeWriter` is dropped and the last batch is committed. It beats
+    /// as "intake writer" at least every second.
     pub fn start(
         store: Store,
         prepare: std::sync::Arc<crate::context::PrepareQueue>,
-    ) -> (IntakeWriter, tokio::task::JoinHandle<()>) {
+        health: std::sync::Arc<crate::health::Health>,
+    ) -> (IntakeWriter, impl std::future::Future<Output = ()> + Send + 'static) {
         let (jobs, mut queue) = mpsc::channel::<Job>(4 * MAX_BATCH);
-        let task = tokio::spawn(async move {
+        let task = async move {
             let mut batch = Vec::with_capacity(MAX_BATCH);
-            while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
+            loop {
+                health.beat("intake writer");
+                let received = tokio::select! {
+                    received = queue.recv_many(&mut batch, MAX_BATCH) => received,
+                    () = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                };
+                if received == 0 {
+                    break;
+                }
                 let requests: Vec<NewRequest> = batch.iter().map(|job| job.request.clone()).collect();
                 let result = store.insert_requests(&requests).await;
                 if let Err(e) = &result {
@@ -62,12 +72,13 @@ impl IntakeWriter {
                     prepare.orders(new.map(|(job, _)| job.request.open_req.order_no.as_str()));
                 }
                 let committed = result.is_ok();
+                tracing::debug!(requests = batch.len(), committed, "intake: batch written");
                 for job in batch.drain(..) {
                     // The caller may have gone (client hung up); the row is stored anyway.
                     let _ = job.committed.send(committed);
                 }
             }
-        });
+        };
         (IntakeWriter { jobs }, task)
     }
 

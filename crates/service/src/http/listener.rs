@@ -28,6 +28,7 @@ use tokio::task::JoinSet;
 use tower::ServiceExt as _;
 
 use crate::config::ConnectionLimits;
+use crate::health::Health;
 use crate::workers::Shutdown;
 
 /// How often deadlines are checked.
@@ -129,19 +130,29 @@ impl Registry {
     }
 }
 
+/// Which listener, and how much it holds.
+pub(crate) struct Listener {
+    /// Its task's name, in logs and in `/healthz`.
+    pub name: &'static str,
+    /// The connection cap in force (see [`ConnectionLimits::max_connections`]).
+    pub max_connections: usize,
+    /// How long requests in flight may take to finish once the stop came.
+    pub stop_within: Duration,
+}
+
 /// Serves `router` on `listener` until `shutdown`, then lets requests in
 /// flight finish for at most `stop_within` before closing what is left.
 pub(crate) async fn serve(
-    what: &'static str,
+    Listener { name: what, max_connections, stop_within }: Listener,
     listener: TcpListener,
     router: Router,
     limits: ConnectionLimits,
-    max_connections: usize,
-    stop_within: Duration,
+    health: Arc<Health>,
     mut shutdown: Shutdown,
 ) {
     let registry = Arc::new(Mutex::new(Registry::default()));
-    let watchdog = tokio::spawn(watch(registry.clone(), limits.clone(), shutdown.clone()));
+    let beat = move || health.beat(what);
+    let watchdog = tokio::spawn(watch(registry.clone(), limits.clone(), beat, shutdown.clone()));
     let body_timeout = Duration::from_secs(limits.body_timeout_secs);
     let mut connections = JoinSet::new();
     loop {
@@ -241,11 +252,18 @@ async fn serve_connection(
     }
 }
 
-/// Closes connections that overstay: idle too long, or too slow with their headers.
-async fn watch(registry: Arc<Mutex<Registry>>, limits: ConnectionLimits, mut shutdown: Shutdown) {
+/// Closes connections that overstay: idle too long, or too slow with their
+/// headers. Its rounds are the listener's heartbeat.
+async fn watch(
+    registry: Arc<Mutex<Registry>>,
+    limits: ConnectionLimits,
+    beat: impl Fn(),
+    mut shutdown: Shutdown,
+) {
     let idle = Duration::from_secs(limits.idle_timeout_secs);
     let header = Duration::from_secs(limits.header_timeout_secs);
     while !shutdown.sleep(WATCH_EVERY).await {
+        beat();
         let registry = registry.lock().unwrap_or_else(PoisonError::into_inner);
         for connection in registry.open.values() {
             let overstayed = match connection.phase() {

@@ -43,9 +43,10 @@ pub(crate) fn request_span(claim: &customs179_store::Claim) -> tracing::Span {
 }
 
 /// Checkpoints the store's write-ahead log every second, off the commit path.
-pub(crate) async fn checkpoints(store: customs179_store::Store, mut shutdown: Shutdown) {
+pub(crate) async fn checkpoints(ctx: crate::context::ApiContext, mut shutdown: Shutdown) {
     while !shutdown.sleep(Duration::from_secs(1)).await {
-        if let Err(e) = store.checkpoint().await {
+        ctx.health.beat("checkpoints");
+        if let Err(e) = ctx.store.checkpoint().await {
             tracing::warn!(error = %e, "checkpoint failed");
         }
     }
@@ -57,6 +58,7 @@ pub(crate) async fn checkpoints(store: customs179_store::Store, mut shutdown: Sh
 pub(crate) async fn watch_changes(ctx: crate::context::ApiContext, mut shutdown: Shutdown) {
     let mut seen = ctx.store.changes().await.ok();
     while !shutdown.sleep(Duration::from_secs(1)).await {
+        ctx.health.beat("change watcher");
         match ctx.store.changes().await {
             Ok(version) if Some(version) != seen => {
                 seen = Some(version);

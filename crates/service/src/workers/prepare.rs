@@ -22,6 +22,7 @@ pub(crate) async fn run(ctx: ApiContext, mut shutdown: Shutdown) {
     let mut last_sweep = Instant::now();
     let mut last_give_up = Instant::now() - GIVE_UP_EVERY;
     while !shutdown.is_requested() {
+        ctx.health.beat("preparer");
         let (orders, mut sweep) = ctx.prepare.take();
         sweep |= last_sweep.elapsed() >= FULL_SWEEP_EVERY;
         if sweep {

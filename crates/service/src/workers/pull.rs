@@ -22,13 +22,14 @@ const ORDER_NO: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b
 /// Pulls in flight at once.
 const PARALLEL: i64 = 4;
 /// How long one pull may take, and so how long its claim lasts.
-const TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const TIMEOUT: Duration = Duration::from_secs(10);
 /// Failed pulls back off exponentially up to this.
 const MAX_BACKOFF_MS: i64 = 60_000;
 
 pub(crate) async fn run(ctx: ApiContext, pull_url: String, client: reqwest::Client, mut shutdown: Shutdown) {
     let lease = i64::try_from(TIMEOUT.as_millis()).unwrap_or(i64::MAX) * 2;
     while !shutdown.is_requested() {
+        ctx.health.beat("puller");
         let claims = match ctx.store.claim_pulls(now_ms(), lease, PARALLEL).await {
             Ok(claims) => claims,
             Err(e) => {

@@ -59,9 +59,12 @@ pub(crate) async fn run(ctx: ApiContext, signer: Arc<SignerClient>, mut shutdown
     let breaker_after = ctx.config.signer.breaker_after;
     let mut unusable_in_a_row = 0u64;
     loop {
+        ctx.health.beat("signer");
         let job = tokio::select! {
             job = jobs.recv() => job,
             () = shutdown.requested() => None,
+            // Beats while nothing is to be signed, or signing is paused.
+            () = tokio::time::sleep(Duration::from_secs(1)) => continue,
         };
         let Some(job) = job else { break };
         // A pause may have come after this job was claimed.

@@ -28,6 +28,7 @@ pub(crate) async fn run(ctx: ApiContext, client: CustomsClient, mut shutdown: Sh
     let timeout_ms = i64::try_from(ctx.config.customs.timeout_ms).unwrap_or(i64::MAX);
     let lease = timeout_ms.saturating_mul(3);
     while !shutdown.is_requested() {
+        ctx.health.beat("uploader");
         let paused = match ctx.store.pause_of(Stage::Uploading).await {
             Ok(pause) => pause.is_some(),
             Err(e) => {
