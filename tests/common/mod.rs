@@ -197,9 +197,14 @@ ebp_code = "{EBP_CODE}"
 impl Harness {
     /// Starts a service on free loopback ports (see [`service_toml`]).
     pub async fn start(extra_toml: &str) -> Harness {
+        Harness::start_with("", extra_toml).await
+    }
+
+    /// Like [`Harness::start`], with more lines of `[intake]`.
+    pub async fn start_with(intake_keys: &str, extra_toml: &str) -> Harness {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("customs179.sqlite");
-        let toml = service_toml(loopback(), loopback(), &db, "", extra_toml);
+        let toml = service_toml(loopback(), loopback(), &db, intake_keys, extra_toml);
         let config = Config::from_toml_str(&toml, std::iter::empty()).unwrap();
         let service = Service::start(config).await.unwrap();
         Harness {
