@@ -2,9 +2,7 @@
 //! flight: every call answered 10000 must be in the database afterwards.
 
 use std::collections::HashSet;
-use std::fs::File;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -14,151 +12,26 @@ use tokio::task::JoinSet;
 
 mod common;
 
-use common::{closed_port, developer_overrides, http_client, listed_requests, now_ms, stored_session_ids};
+use common::serve::ServeProcess;
+use common::{ADMIN_TOKEN, http_client, listed_requests, now_ms, stored_session_ids};
 
-const ADMIN_TOKEN: &str = "kill-tests-admin-token-0123456789";
 /// Distinctive, so that finding it in a log cannot be a coincidence.
 const PIN: &str = "pin-7f3a9c1e";
-const INTAKE_PATH: &str = "/platDataOpen";
 const SENDERS: usize = 6;
 
 // ---------------------------------------------------------------------------
 // Helpers.
 
-/// A `serve` process; killed when dropped, so a failing test leaves none behind.
-struct Serve {
-    child: Child,
-    intake_port: u16,
-    admin_port: u16,
-    stderr: PathBuf,
+/// `serve` on the database in `dir`, not yet started.
+fn serve(dir: &Path) -> ServeProcess {
+    ServeProcess::configure(
+        dir,
+        &format!("[signer]\npin = \"{PIN}\"\n[customs]\nenvironment = \"test\"\n[log]\nlevel = \"info\"\n"),
+    )
 }
 
-impl Serve {
-    /// Writes a configuration for `db` with fresh ports into `dir` and starts
-    /// `customs179 serve` on it, returning once it says it has started.
-    async fn start(dir: &Path, db: &Path, name: &str) -> Serve {
-        let mut serve = Serve::spawn(dir, db, name).await;
-        serve.wait_until_started().await;
-        serve
-    }
-
-    /// Like [`Serve::start`], but returns as soon as both ports accept connections.
-    async fn spawn(dir: &Path, db: &Path, name: &str) -> Serve {
-        let (intake_port, admin_port) = (closed_port(), closed_port());
-        let config = dir.join(format!("{name}.toml"));
-        std::fs::write(
-            &config,
-            format!(
-                r#"
-[intake]
-listen = "127.0.0.1:{intake_port}"
-path = "{INTAKE_PATH}"
-
-[admin]
-listen = "127.0.0.1:{admin_port}"
-token = "{ADMIN_TOKEN}"
-
-[store]
-path = {db:?}
-
-[enterprise]
-ebp_code = "1234567890"
-
-[signer]
-pin = "{PIN}"
-
-[customs]
-environment = "test"
-
-[log]
-level = "info"
-"#,
-                db = db.to_str().unwrap()
-            ),
-        )
-        .unwrap();
-        let stderr = dir.join(format!("{name}.stderr"));
-        let mut command = Command::new(env!("CARGO_BIN_EXE_customs179"));
-        command
-            .args(["serve", "--config"])
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(File::create(&stderr).unwrap());
-        for name in developer_overrides() {
-            command.env_remove(name);
-        }
-        let mut serve = Serve { child: command.spawn().unwrap(), intake_port, admin_port, stderr };
-        serve.wait_until_listening().await;
-        serve
-    }
-
-    async fn wait_until_listening(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        for port in [self.intake_port, self.admin_port] {
-            while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-                if let Some(status) = self.child.try_wait().unwrap() {
-                    panic!("serve exited ({status}) before listening:\n{}", self.log());
-                }
-                assert!(Instant::now() < deadline, "serve does not listen on {port}:\n{}", self.log());
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-        }
-    }
-
-    /// The ports accept connections as soon as they are bound, before
-    /// start-up has ended (and before SIGTERM is handled): wait for the log.
-    async fn wait_until_started(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !self.log().contains("customs179 started") {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("serve exited ({status}) during start-up:\n{}", self.log());
-            }
-            assert!(Instant::now() < deadline, "serve does not say it started:\n{}", self.log());
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-
-    fn intake_url(&self) -> String {
-        format!("http://127.0.0.1:{}{INTAKE_PATH}", self.intake_port)
-    }
-
-    fn admin_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.admin_port)
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.stderr).unwrap_or_default()
-    }
-
-    /// Sends SIGTERM and waits for the process to exit.
-    async fn terminate(&mut self) -> ExitStatus {
-        let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
-        assert!(status.success(), "kill -TERM failed");
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "serve did not stop on SIGTERM:\n{}", self.log());
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-
-    /// SIGKILL: no chance to finish anything.
-    fn kill(&mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
+fn intake_url(serve: &ServeProcess) -> String {
+    format!("{}/platDataOpen", serve.intake)
 }
 
 fn client() -> reqwest::Client {
@@ -250,28 +123,28 @@ fn assert_all_stored(answered: &HashSet<String>, stored: &HashSet<String>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_loses_no_answered_request() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("customs179.db");
     let client = client();
 
-    let mut serve = Serve::start(dir.path(), &db, "first").await;
-    let (senders, answered_count) = start_senders(&client, &serve.intake_url(), "S-kill");
+    let mut serve = serve(dir.path());
+    serve.start().await;
+    let (senders, answered_count) = start_senders(&client, &intake_url(&serve), "S-kill");
     wait_for_answers(&answered_count, 200).await;
     serve.kill();
     let answered = join_senders(senders).await;
     assert!(answered.len() >= 200, "only {} answered", answered.len());
 
-    let stored = stored_session_ids(&db).await;
+    let stored = stored_session_ids(&serve.db).await;
     assert_all_stored(&answered, &stored);
 
     // Restarted on the same database, the service lists them all.
-    let mut serve = Serve::start(dir.path(), &db, "second").await;
-    let listed = listed_requests(&client, &serve.admin_url(), ADMIN_TOKEN).await;
+    serve.start().await;
+    let listed = listed_requests(&client, &serve.admin, ADMIN_TOKEN).await;
     let listed_ids: HashSet<String> =
         listed.iter().map(|r| r["session_id"].as_str().unwrap().to_owned()).collect();
     assert_all_stored(&answered, &listed_ids);
     assert_eq!(listed_ids, stored, "the admin API lists what the database holds");
     assert!(listed.iter().all(|r| r["state"] == "waiting"));
-    let status = serve.terminate().await;
+    let status = serve.terminate(Duration::from_secs(15)).await;
     assert!(status.success(), "{status}:\n{}", serve.log());
 }
 
@@ -281,32 +154,33 @@ async fn sigkill_loses_no_answered_request() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_as_soon_as_the_ports_listen_stops_gracefully() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("customs179.db");
-    let mut serve = Serve::spawn(dir.path(), &db, "serve").await;
-    let status = serve.terminate().await;
+    let mut serve = serve(dir.path());
+    serve.spawn();
+    serve.wait_until_listening().await;
+    let status = serve.terminate(Duration::from_secs(15)).await;
     assert_eq!(status.code(), Some(0), "{status}:\n{}", serve.log());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_stops_with_status_0_keeping_every_answered_request() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("customs179.db");
     let client = client();
 
-    let mut serve = Serve::start(dir.path(), &db, "serve").await;
-    let (senders, answered_count) = start_senders(&client, &serve.intake_url(), "S-term");
+    let mut serve = serve(dir.path());
+    serve.start().await;
+    let (senders, answered_count) = start_senders(&client, &intake_url(&serve), "S-term");
     wait_for_answers(&answered_count, 50).await;
-    let status = serve.terminate().await;
+    let status = serve.terminate(Duration::from_secs(15)).await;
     assert_eq!(status.code(), Some(0), "{status}:\n{}", serve.log());
     let answered = join_senders(senders).await;
     assert!(answered.len() >= 50, "only {} answered", answered.len());
 
-    assert_all_stored(&answered, &stored_session_ids(&db).await);
+    assert_all_stored(&answered, &stored_session_ids(&serve.db).await);
     // The log names what it did, and never a secret.
     let log = serve.log();
     let one = answered.iter().next().unwrap();
     assert!(log.contains("customs179 started") && log.contains(one.as_str()), "{log}");
     assert!(!log.contains(PIN) && !log.contains(ADMIN_TOKEN), "a secret is in the log:\n{log}");
     // The port is released: nothing answers any more.
-    assert!(tokio::net::TcpStream::connect(("127.0.0.1", serve.intake_port)).await.is_err());
+    assert!(tokio::net::TcpStream::connect(serve.intake.trim_start_matches("http://")).await.is_err());
 }

@@ -58,6 +58,21 @@ impl ServeProcess {
         }
     }
 
+    /// Waits until both ports accept connections (customs' calls are answered from then on,
+    /// before start-up has ended); panics if the process exits first.
+    pub async fn wait_until_listening(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for url in [self.api.intake.clone(), self.api.admin.clone()] {
+            while tokio::net::TcpStream::connect(url.trim_start_matches("http://")).await.is_err() {
+                if let Some(status) = self.exited() {
+                    panic!("serve exited ({status}) before listening:\n{}", self.log());
+                }
+                assert!(Instant::now() < deadline, "serve does not listen on {url}:\n{}", self.log());
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+    }
+
     /// Spawns `serve` and returns at once. Each start listens on ports of its own: a port
     /// released by the last start may meanwhile be anyone's.
     pub fn spawn(&mut self) {
