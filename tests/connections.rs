@@ -28,9 +28,13 @@ async fn until_closed(socket: &mut TcpStream, within: Duration) -> (String, Dura
     let mut buf = [0u8; 1024];
     loop {
         match tokio::time::timeout_at((started + within).into(), socket.read(&mut buf)).await {
-            Ok(Ok(0) | Err(_)) => return (String::from_utf8_lossy(&received).into_owned(), started.elapsed()),
+            Ok(Ok(0) | Err(_)) => {
+                return (String::from_utf8_lossy(&received).into_owned(), started.elapsed());
+            }
             Ok(Ok(n)) => received.extend_from_slice(&buf[..n]),
-            Err(_) => panic!("still open after {within:?}; received {:?}", String::from_utf8_lossy(&received)),
+            Err(_) => {
+                panic!("still open after {within:?}; received {:?}", String::from_utf8_lossy(&received))
+            }
         }
     }
 }
@@ -126,4 +130,40 @@ async fn the_stop_ends_in_time_whatever_clients_hold_open() {
     for mut socket in sockets {
         until_closed(&mut socket, Duration::from_secs(1)).await;
     }
+}
+
+#[tokio::test]
+async fn healthz_lists_every_task_beating() {
+    let h = start("").await;
+    // Past the first beats of every task (the slowest beats every second).
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let (status, body) = h.get_as(None, "/healthz").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "ok");
+    assert_eq!(body["database"], "ok");
+    let tasks: Vec<(&str, &str)> = body["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| (t["name"].as_str().unwrap(), t["state"].as_str().unwrap()))
+        .collect();
+    let names: Vec<&str> = tasks.iter().map(|(name, _)| *name).collect();
+    assert_eq!(
+        names,
+        [
+            "admin listener",
+            "change watcher",
+            "checkpoints",
+            "intake listener",
+            "intake writer",
+            "preparer",
+            "signer",
+            "uploader"
+        ]
+    );
+    assert!(tasks.iter().all(|(_, state)| *state == "ok"), "{tasks:?}");
+    for task in body["tasks"].as_array().unwrap() {
+        assert!(task["since_last_beat_ms"].as_u64().unwrap() < 1_500, "{task}");
+    }
+    h.stop().await;
 }
