@@ -135,6 +135,19 @@ async fn sigkill_loses_no_answered_request() {
 
     let stored = stored_session_ids(&serve.db).await;
     assert_all_stored(&answered, &stored);
+    // The counts by state, kept in the same transactions, survived the kill exactly.
+    let mut db = common::open_db(&serve.db).await;
+    let kept: Vec<(String, i64)> =
+        sqlx::query_as("SELECT state, n FROM state_counts WHERE n <> 0 ORDER BY state")
+            .fetch_all(&mut db)
+            .await
+            .unwrap();
+    let counted: Vec<(String, i64)> =
+        sqlx::query_as("SELECT state, COUNT(*) FROM requests GROUP BY state ORDER BY state")
+            .fetch_all(&mut db)
+            .await
+            .unwrap();
+    assert_eq!(kept, counted);
 
     // Restarted on the same database, the service lists them all.
     serve.start().await;

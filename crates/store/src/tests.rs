@@ -409,3 +409,72 @@ async fn a_pause_the_database_refuses_is_kept_in_a_file_and_applied_by_the_next_
     assert_eq!(pause, Some(Pause { reason: "the card refused: Err:X".into(), since: 5 }));
     assert!(!file.exists(), "applied, then removed");
 }
+
+/// The counts by state as a scan of the requests table finds them.
+async fn counted(store: &Store) -> Vec<(State, i64)> {
+    let rows: Vec<(String, i64)> = sqlx::query_as("SELECT state, COUNT(*) FROM requests GROUP BY state")
+        .fetch_all(&store.pool)
+        .await
+        .unwrap();
+    State::ALL
+        .into_iter()
+        .map(|state| (state, rows.iter().find(|(s, _)| s == state.as_str()).map_or(0, |(_, n)| *n)))
+        .collect()
+}
+
+#[tokio::test]
+async fn counts_by_state_stay_exact_through_random_transitions_and_replays() {
+    let f = fixture().await;
+    // A small deterministic generator: the same walk every run.
+    let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut roll = move |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    let mut now = 1_000;
+    for round in 0..300 {
+        now += 10;
+        match roll(7) {
+            0 | 1 => {
+                let batch: Vec<NewRequest> = (0..roll(4))
+                    .map(|i| request(&format!("S{}", roll(60)), &format!("O{}", (round + i) % 40), now))
+                    .collect();
+                f.store.insert_requests(&batch).await.unwrap();
+            }
+            2 => {
+                let order = format!("O{}", roll(40));
+                let _ = f.store.put_payments(&[record(&format!("T-{order}"), &[&order], "")], now).await;
+                for pending in f.store.pending_preparation(None, 5).await.unwrap() {
+                    f.store.prepare(&pending, &upload(&pending), now).await.unwrap();
+                }
+            }
+            3 => {
+                for job in f.store.claim_signing(now, 1, 2).await.unwrap() {
+                    f.store.signed(&job, "c", "s", "b", now).await.unwrap();
+                }
+            }
+            4 => {
+                for job in f.store.claim_uploads(now, 1, 2).await.unwrap() {
+                    let delivery = if roll(2) == 0 { Delivery::Stored } else { Delivery::AlreadyStored };
+                    f.store.delivered(&job, delivery, "10000", now).await.unwrap();
+                }
+            }
+            5 => {
+                for claim in f.store.claim_pulls(now, 1, 2).await.unwrap() {
+                    f.store.fail(&claim, "pull", "gone", now).await.unwrap();
+                }
+                f.store.give_up_waiting(now - 200, "no data", now).await.unwrap();
+            }
+            _ => {
+                let _ = f.store.replay(&format!("S{}", roll(60)), now).await.unwrap();
+            }
+        }
+        assert_eq!(f.store.count_by_state().await.unwrap(), counted(&f.store).await, "after round {round}");
+    }
+    let total: i64 = counted(&f.store).await.iter().map(|(_, n)| n).sum();
+    assert!(total > 20, "the walk made requests: {total}");
+    let states = counted(&f.store).await;
+    assert!(states.iter().filter(|(_, n)| *n > 0).count() >= 3, "and moved them around: {states:?}");
+}
