@@ -410,7 +410,9 @@ impl Store {
     }
 
     /// The one claim statement: due work in `state`, not leased by a live
-    /// worker, earliest deadline first.
+    /// worker, in the queue's order: work that can still make its deadline
+    /// first (earliest deadline first), then late work, then replays (a
+    /// replay restarts `waiting_since`), so that replays never delay live work.
     async fn claim(
         &self,
         state: State,
@@ -424,7 +426,9 @@ impl Store {
              WHERE session_id IN (
                  SELECT session_id FROM requests
                  WHERE state = ?3 AND next_attempt_at <= ?1 AND (lease_until IS NULL OR lease_until <= ?1)
-                 ORDER BY deadline_at LIMIT ?4)
+                 ORDER BY CASE WHEN waiting_since > received_at THEN 2 WHEN deadline_at < ?1 THEN 1 ELSE 0 END,
+                          deadline_at
+                 LIMIT ?4)
              RETURNING session_id, order_no, generation, attempts, received_at, deadline_at, waiting_since",
         )
         .bind(now)
@@ -446,7 +450,7 @@ impl Store {
             })
             .collect();
         // RETURNING gives no order; keep the claim's.
-        claims.sort_by_key(|c| c.deadline_at);
+        claims.sort_by_key(|c| (queue_rank(c, now), c.deadline_at));
         Ok(claims)
     }
 
@@ -562,6 +566,18 @@ impl Store {
         .fetch_one(&self.pool)
         .await?;
         Ok(due)
+    }
+}
+
+/// Where a claim stands in the queue's order (see [`Store::claim`]): on
+/// time, late, replayed.
+fn queue_rank(claim: &Claim, now: Millis) -> u8 {
+    if claim.waiting_since > claim.received_at {
+        2
+    } else if claim.deadline_at < now {
+        1
+    } else {
+        0
     }
 }
 

@@ -478,3 +478,28 @@ async fn counts_by_state_stay_exact_through_random_transitions_and_replays() {
     let states = counted(&f.store).await;
     assert!(states.iter().filter(|(_, n)| *n > 0).count() >= 3, "and moved them around: {states:?}");
 }
+
+#[tokio::test]
+async fn live_work_comes_first_then_late_work_then_replays() {
+    let f = fixture().await;
+    // Deadlines 120 s after receipt: "replayed" has the earliest, "late" has passed its own.
+    let requests =
+        [request("replayed", "O1", 0), request("late", "O2", 1_000), request("on-time", "O3", 100_000)];
+    f.store.insert_requests(&requests).await.unwrap();
+    let claim = f.store.claim_pulls(10, 1_000, 1).await.unwrap().remove(0);
+    assert_eq!(claim.session_id, "replayed");
+    f.store.fail(&claim, "pull", "gone", 11).await.unwrap();
+    f.store.replay("replayed", 12).await.unwrap().unwrap().unwrap();
+
+    let now = 150_000;
+    let order: Vec<String> =
+        f.store.claim_pulls(now, 1_000, 3).await.unwrap().into_iter().map(|c| c.session_id).collect();
+    assert_eq!(order, ["on-time", "late", "replayed"]);
+    // One at a time, the same order.
+    f.store.release_all_leases(now).await.unwrap();
+    let mut one_by_one = Vec::new();
+    for _ in 0..3 {
+        one_by_one.push(f.store.claim_pulls(now, 1_000, 1).await.unwrap().remove(0).session_id);
+    }
+    assert_eq!(one_by_one, order);
+}
