@@ -2,9 +2,8 @@
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::HeaderMap;
-use axum::http::StatusCode;
-use axum::http::header::AUTHORIZATION;
+use axum::http::header::{self, AUTHORIZATION};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use customs179_store::Stage;
@@ -22,6 +21,33 @@ pub(crate) fn router(ctx: ApiContext) -> Router {
         .merge(super::controls::router())
         .merge(super::status::router())
         .with_state(ctx)
+        // Outermost, so every answer has them: pages, the JSON API, /metrics,
+        // /healthz, refusals, 404s and 405s.
+        .layer(axum::middleware::map_response(security_headers))
+}
+
+/// The status page's policy: its script and style come from this listener
+/// only (`/app.js`, `/app.css`), never inline, and no other origin is
+/// reached. `require-trusted-types-for 'script'` makes the browser refuse
+/// HTML strings handed to `innerHTML` and the like, so data can only enter
+/// the page as text; no page may frame it.
+pub(crate) const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; \
+     style-src 'self'; img-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; \
+     frame-ancestors 'none'; require-trusted-types-for 'script'; trusted-types 'none'";
+
+/// Headers on every admin answer, replacing any a handler set.
+const SECURITY_HEADERS: [(HeaderName, &str); 3] = [
+    (header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY),
+    (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+    (header::REFERRER_POLICY, "no-referrer"),
+];
+
+async fn security_headers(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    for (name, value) in SECURITY_HEADERS {
+        headers.insert(name, HeaderValue::from_static(value));
+    }
+    response
 }
 
 /// Who may call an endpoint.
@@ -51,16 +77,21 @@ pub(crate) fn authorize(ctx: &ApiContext, headers: &HeaderMap, caller: Caller) -
     }
 }
 
-/// Liveness and the database: 200 when a query goes through, 503 otherwise.
-/// No token: load balancers and process supervisors call it.
+/// Liveness, for load balancers and process supervisors (no token): 200
+/// when the database answers and every task of the service is alive and
+/// beating (a paused worker beats too); 503 otherwise, with what is wrong.
 async fn healthz(State(ctx): State<ApiContext>) -> Response {
-    match ctx.store.count_by_state().await {
-        Ok(_) => (StatusCode::OK, axum::Json(serde_json::json!({ "status": "ok" }))).into_response(),
-        Err(e) => {
-            let body = serde_json::json!({ "status": "unavailable", "error": e.to_string() });
-            (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response()
-        }
-    }
+    let tasks = ctx.health.report();
+    // One row read: cheap however many requests the database holds.
+    let database = ctx.store.changes().await.err().map(|e| e.to_string());
+    let healthy = database.is_none() && tasks.iter().all(|task| task.state == "ok");
+    let body = serde_json::json!({
+        "status": if healthy { "ok" } else { "unavailable" },
+        "database": database.as_deref().unwrap_or("ok"),
+        "tasks": tasks,
+    });
+    let status = if healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, axum::Json(body)).into_response()
 }
 
 /// Prometheus text format (admin token).

@@ -1,4 +1,7 @@
-//! The status page (`web/index.html`, served at `/`) and the summary it shows.
+//! The status page (`web/index.html` at `/`, its script `web/app.js` at
+//! `/app.js` and style `web/app.css` at `/app.css`) and the summary it shows.
+//! The page has no inline script or style: the admin listener's
+//! Content-Security-Policy (`admin::CONTENT_SECURITY_POLICY`) forbids both.
 
 use axum::extract::State;
 use axum::http::{HeaderMap, header};
@@ -14,14 +17,29 @@ use crate::context::{ApiContext, now_ms};
 
 /// Compiled in, so the binary is all there is to deploy.
 const PAGE: &str = include_str!("../../../../web/index.html");
+const SCRIPT: &str = include_str!("../../../../web/app.js");
+const STYLE: &str = include_str!("../../../../web/app.css");
 
 pub(crate) fn router() -> Router<ApiContext> {
-    Router::new().route("/", get(page)).route("/api/status", get(status))
+    Router::new()
+        .route("/", get(page))
+        .route("/app.js", get(script))
+        .route("/app.css", get(style))
+        .route("/api/status", get(status))
 }
 
 /// The page holds no data: it asks for the admin token and calls the API.
 async fn page() -> impl IntoResponse {
     ([(header::CACHE_CONTROL, "no-store")], Html(PAGE))
+}
+
+/// Not cached either: a new binary may bring a new script.
+async fn script() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8"), (header::CACHE_CONTROL, "no-store")], SCRIPT)
+}
+
+async fn style() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/css; charset=utf-8"), (header::CACHE_CONTROL, "no-store")], STYLE)
 }
 
 #[derive(Serialize)]
@@ -82,6 +100,7 @@ mod tests {
             upload: Arc::default(),
             metrics: Arc::default(),
             pause_lost: Arc::default(),
+            health: Arc::default(),
         }
     }
 
@@ -111,5 +130,116 @@ mod tests {
         assert_eq!(body["late"], 0);
         assert_eq!(body["signing"], serde_json::Value::Null);
         assert_eq!(body["uploading"]["reason"], "customs answered 20004");
+    }
+
+    /// A supervisor must be able to trust /healthz: a task that stopped beating or died is 503.
+    #[tokio::test]
+    async fn healthz_is_503_when_a_task_is_stale_or_dead() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = context(dir.path()).await;
+        ctx.health.register("signer", std::time::Duration::from_millis(50));
+        ctx.health.register("uploader", std::time::Duration::from_secs(60));
+        let app = crate::http::admin::router(ctx.clone());
+        let health = async |app: &axum::Router| {
+            let answer =
+                app.clone().oneshot(Request::get("/healthz").body(Body::empty()).unwrap()).await.unwrap();
+            let status = answer.status();
+            let body = axum::body::to_bytes(answer.into_body(), 1 << 20).await.unwrap();
+            (status, serde_json::from_slice::<serde_json::Value>(&body).unwrap())
+        };
+        assert_eq!(health(&app).await.0, StatusCode::OK);
+
+        tokio::time::sleep(std::time::Duration::from_millis(80)).await;
+        let (status, body) = health(&app).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert_eq!(body["tasks"][0]["name"], "signer");
+        assert_eq!(body["tasks"][0]["state"], "stale");
+
+        ctx.health.beat("signer");
+        assert_eq!(health(&app).await.0, StatusCode::OK);
+        ctx.health.ended("uploader", "it panicked".into());
+        let (status, body) = health(&app).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            (&body["tasks"][1]["state"], &body["tasks"][1]["ended"]),
+            (&"dead".into(), &"it panicked".into())
+        );
+    }
+
+    /// The headers every admin answer carries, whoever made it.
+    #[tokio::test]
+    async fn every_admin_answer_carries_the_security_headers() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = crate::http::admin::router(context(dir.path()).await);
+        let admin = format!("Bearer {TOKEN}");
+        let admin = Some(admin.as_str());
+        let cases = [
+            ("GET", "/", None, StatusCode::OK, Some("text/html; charset=utf-8")),
+            ("GET", "/app.js", None, StatusCode::OK, Some("text/javascript; charset=utf-8")),
+            ("GET", "/app.css", None, StatusCode::OK, Some("text/css; charset=utf-8")),
+            ("GET", "/api/status", admin, StatusCode::OK, Some("application/json")),
+            ("GET", "/api/status", None, StatusCode::UNAUTHORIZED, Some("application/json")),
+            ("GET", "/api/requests/nobody", admin, StatusCode::NOT_FOUND, Some("application/json")),
+            ("GET", "/healthz", None, StatusCode::OK, Some("application/json")),
+            ("GET", "/no/such/page", None, StatusCode::NOT_FOUND, None),
+            ("DELETE", "/", None, StatusCode::METHOD_NOT_ALLOWED, None),
+        ];
+        for (method, path, token, status, content_type) in cases {
+            let mut request = Request::builder().method(method).uri(path);
+            if let Some(token) = token {
+                request = request.header("authorization", token);
+            }
+            let response = app.clone().oneshot(request.body(Body::empty()).unwrap()).await.unwrap();
+            let what = format!("{method} {path}");
+            assert_eq!(response.status(), status, "{what}");
+            let headers = response.headers();
+            let header = |name: &str| headers.get(name).map(|v| v.to_str().unwrap().to_owned());
+            if let Some(content_type) = content_type {
+                assert_eq!(header("content-type").as_deref(), Some(content_type), "{what}");
+            }
+            let csp = header("content-security-policy").unwrap_or_else(|| panic!("{what}: no CSP"));
+            assert_eq!(csp, crate::http::admin::CONTENT_SECURITY_POLICY, "{what}");
+            assert_eq!(header("x-content-type-options").as_deref(), Some("nosniff"), "{what}");
+            assert_eq!(header("referrer-policy").as_deref(), Some("no-referrer"), "{what}");
+        }
+
+        // The policy itself: this listener only, no inline script or style, no framing.
+        let csp = crate::http::admin::CONTENT_SECURITY_POLICY;
+        let directives: Vec<&str> = csp.split(';').map(str::trim).collect();
+        for wanted in [
+            "default-src 'self'",
+            "script-src 'self'",
+            "style-src 'self'",
+            "object-src 'none'",
+            "base-uri 'none'",
+            "frame-ancestors 'none'",
+            "require-trusted-types-for 'script'",
+        ] {
+            assert!(directives.contains(&wanted), "{wanted:?} missing from {csp:?}");
+        }
+        assert!(!csp.contains("unsafe"), "{csp}");
+        assert!(!csp.contains('*') && !csp.contains("http"), "no other origin: {csp}");
+    }
+
+    /// What the policy forbids, the page must not need: no inline script, handler or style.
+    #[test]
+    fn the_page_has_no_inline_script_or_style() {
+        let page = super::PAGE.to_ascii_lowercase();
+        assert_eq!(page.matches("<script").count(), 1, "one script element");
+        assert!(page.contains(r#"<script type="module" src="/app.js"></script>"#));
+        assert!(!page.contains("<style") && !page.contains("style="), "no inline style");
+        assert!(!has_handler_attribute(&page), "no inline event handlers");
+        for sink in ["innerhtml", "outerhtml", "insertadjacenthtml", "document.write", "eval("] {
+            assert!(!super::SCRIPT.to_ascii_lowercase().contains(sink), "the script uses {sink}");
+        }
+    }
+
+    /// ` onclick=`, ` onload=`…: an attribute starting with "on".
+    fn has_handler_attribute(page: &str) -> bool {
+        page.match_indices(" on").any(|(at, _)| {
+            let rest = &page[at + 3..];
+            let name: String = rest.chars().take_while(char::is_ascii_alphabetic).collect();
+            !name.is_empty() && rest[name.len()..].trim_start().starts_with('=')
+        })
     }
 }
