@@ -2,6 +2,7 @@
 //! objects read as ordered raw members (so no value is re-serialised and
 //! duplicate keys are caught), JSON Pointers, and the one string writer.
 
+use std::collections::HashSet;
 use std::fmt;
 
 use serde::de::{Deserializer, MapAccess, Visitor};
@@ -36,8 +37,12 @@ impl<'de> serde::Deserialize<'de> for RawObject {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawObject, A::Error> {
                 let mut object = RawObject { members: Vec::new(), duplicate: None };
+                // A set, not a scan of the members so far: an object of many
+                // keys (a payments push may be megabytes) must not take
+                // quadratic time.
+                let mut keys = HashSet::new();
                 while let Some((key, value)) = map.next_entry::<String, Box<RawValue>>()? {
-                    if object.duplicate.is_none() && object.members.iter().any(|(k, _)| *k == key) {
+                    if object.duplicate.is_none() && !keys.insert(key.clone()) {
                         object.duplicate = Some(key.clone());
                     }
                     object.members.push((key, value));
@@ -125,6 +130,17 @@ mod tests {
         assert_eq!(object.get("a").unwrap().get(), r#"{"x" : 1}"#);
         assert_eq!(object.duplicate.as_deref(), Some("b"));
         assert!(RawObject::parse(&raw("[1]")).is_none());
+    }
+
+    #[test]
+    fn raw_object_finds_a_duplicate_among_many_keys_in_linear_time() {
+        // Regression (tests/proptest_inputs.rs): each key was compared with every key before
+        // it, so 100 000 keys took minutes.
+        let keys: Vec<String> = (0..200_000).map(|i| format!("\"k{i}\":0")).collect();
+        let object = RawObject::parse(&raw(&format!("{{{},\"k7\":1}}", keys.join(",")))).unwrap();
+        assert_eq!(object.members.len(), 200_001);
+        assert_eq!(object.duplicate.as_deref(), Some("k7"));
+        assert_eq!(object.get("k199999").unwrap().get(), "0");
     }
 
     #[test]

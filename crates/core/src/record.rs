@@ -3,6 +3,7 @@
 //! section 2. Validation reports every problem at once, each at its JSON
 //! Pointer, because an integrator fixing a feed wants the whole list.
 
+use std::collections::HashMap;
 use std::fmt;
 
 use serde_json::value::RawValue;
@@ -320,7 +321,7 @@ impl Walker<'_> {
             return None;
         }
         let Some(text) = json::raw_string(raw) else {
-            self.problem(&at, format!("must be a JSON string, not {}", json::type_name(raw)));
+            self.problem(&at, not_text(raw));
             return None;
         };
         let len = text.chars().count();
@@ -460,7 +461,13 @@ impl Walker<'_> {
         };
         let text = match json::type_name(raw) {
             "a number" => raw.get().to_owned(),
-            "a string" => json::raw_string(raw)?,
+            "a string" => match json::raw_string(raw) {
+                Some(text) => text,
+                None => {
+                    self.problem(&at, not_text(raw));
+                    return None;
+                }
+            },
             other => {
                 self.problem(&at, format!("must be a number, not {other}"));
                 return None;
@@ -478,19 +485,21 @@ impl Walker<'_> {
     fn lists(&mut self, raw: Option<&RawValue>, at: &Pointer) -> Option<Vec<PayOrder>> {
         let items = self.array(raw, at, "order")?;
         let mut orders = Vec::with_capacity(items.len());
-        let mut seen: Vec<(String, Pointer)> = Vec::new();
+        // Where each order number was first seen; a map, so that a push of
+        // many orders takes linear time.
+        let mut seen: HashMap<String, Pointer> = HashMap::new();
         for (i, raw) in items.iter().enumerate() {
             let order_at = at.index(i);
             let Some(order) = self.order(raw, &order_at) else {
                 continue;
             };
-            if let Some((_, first)) = seen.iter().find(|(no, _)| *no == order.order_no) {
+            if let Some(first) = seen.get(&order.order_no) {
                 let message =
                     format!("order {} is listed twice in this payment (also at {first})", order.order_no);
                 self.problem(&order_at.key("orderNo"), message);
                 continue;
             }
-            seen.push((order.order_no.clone(), order_at));
+            seen.insert(order.order_no.clone(), order_at);
             orders.push(order);
         }
         (orders.len() == items.len()).then_some(orders)
@@ -526,6 +535,17 @@ impl Walker<'_> {
             })
             .collect();
         (goods.len() == items.len()).then_some(goods)
+    }
+}
+
+/// Why a value is not the text wanted. A JSON string can fail to be text
+/// only by escaping a lone surrogate (`"\ud800"`), which no UTF-8 can hold.
+fn not_text(raw: &RawValue) -> String {
+    match json::type_name(raw) {
+        "a string" => {
+            "must be text, but escapes a lone surrogate (\\uD800-\\uDFFF without its pair)".to_owned()
+        }
+        other => format!("must be a JSON string, not {other}"),
     }
 }
 

@@ -336,3 +336,49 @@ fn non_json_and_wrong_shapes_are_explained() {
     assert!(problems[0].message.starts_with("not valid JSON"));
     assert_eq!(problems[0].to_string().split(':').next(), Some("(document)"));
 }
+
+#[test]
+fn a_lone_surrogate_is_a_problem_where_it_is() {
+    // Regression (tests/proptest_inputs.rs): a totalAmount string escaping a lone surrogate
+    // was refused with no problem at all; text fields said "must be a JSON
+    // string, not a string".
+    let text = include_str!("../../../../tests/data/complete-record.json");
+    for (from, to, pointer) in [
+        (r#""totalAmount": 100"#, r#""totalAmount": "\ud800""#, "/payExchangeInfoHead/totalAmount"),
+        (r#""note": "批量订单""#, r#""note": "a\udfffb""#, "/payExchangeInfoHead/note"),
+        (r#""recpCode": """#, r#""recpCode": "\udc00\ud800""#, "/payExchangeInfoLists/0/recpCode"),
+    ] {
+        let bad = text.replace(from, to);
+        assert_ne!(bad, text);
+        let Err(Problems(problems)) = PaymentRecord::parse(&bad, RecordRules::COMPLETE) else {
+            panic!("{to}")
+        };
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].pointer.as_str(), pointer);
+        assert!(problems[0].message.contains("lone surrogate"), "{problems:?}");
+    }
+}
+
+#[test]
+fn a_repeated_order_among_many_is_found_in_linear_time() {
+    // Regression (tests/proptest_inputs.rs): each order number was compared with every one
+    // before it; a payments push of 8 MiB holds tens of thousands of orders.
+    let mut doc = valid();
+    let order = doc["payExchangeInfoLists"][0].clone();
+    let lists: Vec<Value> = (0..30_000)
+        .map(|i| {
+            let mut order = order.clone();
+            order["orderNo"] = json!(format!("SO{}", i % 29_999));
+            order
+        })
+        .collect();
+    doc["payExchangeInfoLists"] = Value::Array(lists);
+    let problems = problems_of(&doc, RecordRules::COMPLETE);
+    assert_eq!(
+        problems,
+        [(
+            "/payExchangeInfoLists/29999/orderNo".to_owned(),
+            "order SO0 is listed twice in this payment (also at /payExchangeInfoLists/0)".to_owned()
+        )]
+    );
+}
