@@ -110,6 +110,15 @@ fn block_on<T>(work: impl std::future::Future<Output = Result<T, Failure>>) -> R
         .block_on(work)
 }
 
+/// Who acts when a command changes the queue, for the audit log: the
+/// command line, and the OS user when known.
+fn cli_actor() -> String {
+    match std::env::var("USER").or_else(|_| std::env::var("USERNAME")) {
+        Ok(user) if !user.is_empty() => format!("command line ({user})"),
+        _ => "command line".to_owned(),
+    }
+}
+
 /// Loads a configuration with its environment overrides; every problem is bad input.
 fn load_config(path: &Path) -> Result<customs179_service::config::Config, Failure> {
     customs179_service::config::Config::load(path)

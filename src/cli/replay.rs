@@ -19,12 +19,23 @@ pub struct Args {
     /// The sessionID of the customs request.
     #[arg(long)]
     session: String,
+    /// Why, for the audit log.
+    #[arg(long)]
+    reason: Option<String>,
 }
 
 pub fn run(args: Args) -> Result<(), Failure> {
     super::block_on(async {
         let (_, store) = open_store(&args.config).await?;
-        let result = store.replay(&args.session, now_ms()).await.map_err(|e| Failure::Check(e.to_string()));
+        let now = now_ms();
+        let mut result = store.replay(&args.session, now).await.map_err(|e| Failure::Check(e.to_string()));
+        if let Ok(Some(Ok(_))) = &result
+            && let Err(e) = store
+                .audit(&super::cli_actor(), "replay", Some(&args.session), args.reason.as_deref(), 1, now)
+                .await
+        {
+            result = Err(Failure::Check(format!("replayed, but the audit log refused the entry: {e}")));
+        }
         store.close().await;
         match result? {
             None => Err(Failure::Check(format!("customs never asked for sessionID {:?}", args.session))),

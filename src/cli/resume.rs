@@ -19,6 +19,9 @@ pub struct Args {
     /// What to resume.
     #[arg(value_enum)]
     stage: StageArg,
+    /// Why, for the audit log.
+    #[arg(long)]
+    reason: Option<String>,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -35,6 +38,19 @@ pub fn run(args: Args) -> Result<(), Failure> {
     super::block_on(async {
         let (_, store) = open_store(&args.config).await?;
         let cleared = store.resume(stage).await.map_err(|e| Failure::Check(e.to_string()))?;
+        let action = format!("resume {}", stage.as_str());
+        let count = i64::from(cleared.is_some());
+        store
+            .audit(
+                &super::cli_actor(),
+                &action,
+                None,
+                args.reason.as_deref(),
+                count,
+                customs179_service::now_ms(),
+            )
+            .await
+            .map_err(|e| Failure::Check(format!("resumed, but the audit log refused the entry: {e}")))?;
         match cleared {
             Some(pause) => println!("{} resumed (it was paused: {})", stage.as_str(), pause.reason),
             None => println!("{} was not paused", stage.as_str()),

@@ -53,8 +53,28 @@ pub struct IntakeConfig {
 #[derive(Clone, Debug)]
 pub struct AdminConfig {
     pub listen: SocketAddr,
-    pub token: Secret,
+    /// Who may call it: `[admin] token` (an operator named "admin") and every
+    /// `[[admin.tokens]]` entry. At least one.
+    pub tokens: Vec<AdminToken>,
     pub connections: ConnectionLimits,
+}
+
+/// A bearer token of the admin API, with the name its actions are audited under.
+#[derive(Clone, Debug)]
+pub struct AdminToken {
+    pub name: String,
+    pub token: Secret,
+    pub role: Role,
+}
+
+/// What a token may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Reads everything.
+    Viewer,
+    /// Reads, and replays, pauses and resumes.
+    Operator,
 }
 
 /// What a listener allows its clients while it reads their requests: no client can hold a
@@ -303,7 +323,20 @@ impl Config {
                 "intake: {}, path {}, bodies up to {} bytes, from {allow_from}",
                 intake.listen, intake.path, intake.max_body_bytes
             ),
-            format!("admin: {}, admin token: set", self.admin.listen),
+            format!(
+                "admin: {}, tokens: {}",
+                self.admin.listen,
+                self.admin
+                    .tokens
+                    .iter()
+                    .map(|t| format!(
+                        "{} ({})",
+                        t.name,
+                        if t.role == Role::Operator { "operator" } else { "viewer" }
+                    ))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
             format!("store: {}", self.store.path.display()),
             format!("enterprise: ebpCode {}", self.enterprise.ebp_code),
             format!("signer: {}, pin: set, timeout {} ms", self.signer.url, self.signer.timeout_ms),
@@ -344,6 +377,9 @@ enum Kind {
     Integer,
     /// An array of strings; the environment's text split at commas.
     List,
+    /// An array of `{name, token, role}` tables; the environment's text as
+    /// comma-separated `name:role:token`. Never shown: tokens are secrets.
+    Tokens,
 }
 
 struct Key {
@@ -376,6 +412,7 @@ const INTAKE_IDLE_TIMEOUT_SECS: Key = Key::new("intake.idle_timeout_secs", Kind:
 const INTAKE_MAX_CONNECTIONS: Key = Key::new("intake.max_connections", Kind::Integer);
 const ADMIN_LISTEN: Key = Key::new("admin.listen", Kind::Text);
 const ADMIN_TOKEN: Key = Key::new("admin.token", Kind::Secret);
+const ADMIN_TOKENS: Key = Key::new("admin.tokens", Kind::Tokens);
 const ADMIN_HEADER_TIMEOUT_SECS: Key = Key::new("admin.header_timeout_secs", Kind::Integer);
 const ADMIN_BODY_TIMEOUT_SECS: Key = Key::new("admin.body_timeout_secs", Kind::Integer);
 const ADMIN_IDLE_TIMEOUT_SECS: Key = Key::new("admin.idle_timeout_secs", Kind::Integer);
@@ -415,6 +452,7 @@ const KEYS: &[&Key] = &[
     &INTAKE_MAX_CONNECTIONS,
     &ADMIN_LISTEN,
     &ADMIN_TOKEN,
+    &ADMIN_TOKENS,
     &ADMIN_HEADER_TIMEOUT_SECS,
     &ADMIN_BODY_TIMEOUT_SECS,
     &ADMIN_IDLE_TIMEOUT_SECS,
@@ -467,6 +505,8 @@ enum Raw {
     Text(String),
     Integer(u64),
     List(Vec<String>),
+    /// (name, role, token) of each entry.
+    Tokens(Vec<(String, String, String)>),
 }
 
 struct Setting {
@@ -539,6 +579,7 @@ fn kind_reason(kind: Kind) -> &'static str {
         Kind::Text | Kind::Secret => "must be a string",
         Kind::Integer => "must be a positive integer",
         Kind::List => "must be an array of strings",
+        Kind::Tokens => "must be an array of tables with the strings name, token and role",
     }
 }
 
@@ -547,7 +588,7 @@ impl Settings {
     fn refuse(&mut self, key: &Key, reason: &str, got: Option<&str>, var: Option<&str>) {
         let mut problem = format!("{}: {reason}", key.name);
         if let Some(got) = got
-            && key.kind != Kind::Secret
+            && !matches!(key.kind, Kind::Secret | Kind::Tokens)
         {
             problem.push_str(&format!(", got {got}"));
         }
@@ -578,6 +619,21 @@ impl Settings {
                         .map(str::to_owned)
                         .collect(),
                 )),
+                Kind::Tokens => text
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|item| !item.is_empty())
+                    .map(|item| {
+                        let mut parts = item.splitn(3, ':');
+                        match (parts.next(), parts.next(), parts.next()) {
+                            (Some(name), Some(role), Some(token)) => {
+                                Some((name.to_owned(), role.to_owned(), token.to_owned()))
+                            }
+                            _ => None,
+                        }
+                    })
+                    .collect::<Option<Vec<_>>>()
+                    .map(Raw::Tokens),
             };
             if raw.is_none() {
                 self.refuse(key, kind_reason(key.kind), Some(&format!("{text:?}")), Some(&var));
@@ -623,6 +679,18 @@ impl Settings {
                         .map(|item| item.as_str().map(str::to_owned))
                         .collect::<Option<Vec<_>>>()
                         .map(Raw::List),
+                    (Kind::Tokens, Value::Array(items)) => items
+                        .iter()
+                        .map(|item| {
+                            let entry = item.as_table().filter(|t| {
+                                t.len() == 3 && ["name", "token", "role"].iter().all(|k| t.contains_key(*k))
+                            })?;
+                            let field =
+                                |name: &str| entry.get(name).and_then(Value::as_str).map(str::to_owned);
+                            Some((field("name")?, field("role")?, field("token")?))
+                        })
+                        .collect::<Option<Vec<_>>>()
+                        .map(Raw::Tokens),
                     _ => None,
                 };
                 if raw.is_none() {
@@ -673,6 +741,60 @@ impl Settings {
             return None;
         }
         self.text(key, check)
+    }
+
+    /// `[[admin.tokens]]`, each checked; None when given but refused.
+    fn admin_tokens(&mut self) -> Option<Vec<AdminToken>> {
+        let (entries, var) = match self.values.get(ADMIN_TOKENS.name) {
+            None => return Some(Vec::new()),
+            Some(Some(Setting { raw: Raw::Tokens(entries), var })) => (entries.clone(), var.clone()),
+            Some(_) => return None,
+        };
+        let mut tokens = Vec::new();
+        let mut ok = true;
+        for (i, (name, role, secret)) in entries.into_iter().enumerate() {
+            let mut refuse = |settings: &mut Settings, reason: String| {
+                settings.refuse(
+                    &ADMIN_TOKENS,
+                    &format!("entry {} ({name:?}): {reason}", i + 1),
+                    None,
+                    var.as_deref(),
+                );
+                ok = false;
+            };
+            let role = match role.as_str() {
+                "viewer" => Role::Viewer,
+                "operator" => Role::Operator,
+                _ => {
+                    refuse(self, format!("role must be \"viewer\" or \"operator\", got {role:?}"));
+                    continue;
+                }
+            };
+            if name.trim().is_empty() {
+                refuse(self, "name must not be empty".to_owned());
+                continue;
+            }
+            match token(&secret) {
+                Ok(token) => tokens.push(AdminToken { name, token, role }),
+                Err(reason) => refuse(self, format!("token {reason}")),
+            }
+        }
+        ok.then_some(tokens)
+    }
+
+    /// Names and tokens are each used once: actions are audited by name, and
+    /// a token shared by two names could not tell them apart.
+    fn check_distinct_tokens(&mut self, tokens: &[AdminToken]) {
+        for (i, a) in tokens.iter().enumerate() {
+            for b in &tokens[..i] {
+                if a.name == b.name {
+                    self.refuse(&ADMIN_TOKENS, &format!("the name {:?} is used twice", a.name), None, None);
+                } else if a.token == b.token {
+                    let reason = format!("{:?} and {:?} have the same token", b.name, a.name);
+                    self.refuse(&ADMIN_TOKENS, &reason, None, None);
+                }
+            }
+        }
     }
 
     fn integer(&mut self, key: &Key, default: u64) -> u64 {
@@ -750,7 +872,27 @@ impl Settings {
         let admin_listen = self
             .text(&ADMIN_LISTEN, socket_addr)
             .unwrap_or(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8179));
-        let admin_token = self.required(&ADMIN_TOKEN, "a random token of at least 16 characters", token);
+        let named_tokens = self.admin_tokens();
+        let admin_token = if named_tokens.as_ref().is_some_and(|tokens| !tokens.is_empty())
+            && !self.values.contains_key(ADMIN_TOKEN.name)
+        {
+            None
+        } else {
+            self.required(&ADMIN_TOKEN, "a random token of at least 16 characters", token)
+        };
+        let admin_tokens: Option<Vec<AdminToken>> = match (admin_token, named_tokens) {
+            (None, Some(named)) if !named.is_empty() && !self.values.contains_key(ADMIN_TOKEN.name) => {
+                Some(named)
+            }
+            (Some(admin), named) => {
+                let admin = AdminToken { name: "admin".to_owned(), token: admin, role: Role::Operator };
+                Some(std::iter::once(admin).chain(named.unwrap_or_default()).collect())
+            }
+            _ => None,
+        };
+        if let Some(tokens) = &admin_tokens {
+            self.check_distinct_tokens(tokens);
+        }
         let store = StoreConfig {
             path: self.text(&STORE_PATH, path).unwrap_or_else(|| PathBuf::from("data/customs179.sqlite")),
         };
@@ -777,10 +919,15 @@ impl Settings {
             self.integer(&CUSTOMS_GIVE_UP_AFTER_SECS, 86_400),
         );
         let payments_token = self.text(&PAYMENTS_TOKEN, token);
-        if let (Some(admin), Some(payments)) = (&admin_token, &payments_token)
-            && admin == payments
+        if let (Some(admin), Some(payments)) = (&admin_tokens, &payments_token)
+            && admin.iter().any(|admin| admin.token == *payments)
         {
-            self.refuse(&PAYMENTS_TOKEN, "must differ from admin.token", None, None);
+            self.refuse(
+                &PAYMENTS_TOKEN,
+                "must differ from admin.token and every admin.tokens token",
+                None,
+                None,
+            );
         }
         let payments = PaymentsConfig {
             token: payments_token,
@@ -807,15 +954,15 @@ impl Settings {
                 .unwrap_or_else(|| "info".to_owned()),
         };
 
-        let (Some(admin_token), Some(ebp_code), Some(pin), Some(environment), true) =
-            (admin_token, ebp_code, pin, environment, self.problems.is_empty())
+        let (Some(admin_tokens), Some(ebp_code), Some(pin), Some(environment), true) =
+            (admin_tokens, ebp_code, pin, environment, self.problems.is_empty())
         else {
             return Err(ConfigErrors(self.problems));
         };
         let (deadline_secs, timeout_ms, ca_file, retry_max_secs, give_up_after_secs) = customs_rest;
         Ok(Config {
             intake,
-            admin: AdminConfig { listen: admin_listen, token: admin_token, connections: admin_connections },
+            admin: AdminConfig { listen: admin_listen, tokens: admin_tokens, connections: admin_connections },
             store,
             enterprise: EnterpriseConfig { ebp_code },
             signer: SignerConfig { url: signer_url, pin, timeout_ms: signer_timeout_ms, breaker_after },
@@ -997,7 +1144,7 @@ mod tests {
         assert_eq!(config.intake.max_body_bytes, 65536);
         assert_eq!(config.intake.allow_from, None);
         assert_eq!(config.admin.listen, "127.0.0.1:8179".parse().unwrap());
-        assert_eq!(config.admin.token.expose(), ADMIN_TOKEN_VALUE);
+        assert_eq!(config.admin.tokens[0].token.expose(), ADMIN_TOKEN_VALUE);
         assert_eq!(config.store.path, PathBuf::from("data/customs179.sqlite"));
         assert_eq!(config.enterprise.ebp_code, "1234567890ABCDEFGH");
         assert_eq!(config.signer.url, "ws://127.0.0.1:61232/");
@@ -1105,6 +1252,52 @@ mod tests {
     }
 
     #[test]
+    fn named_tokens_with_roles() {
+        let tokens = r#"[{ name = "alice", token = "alice-token-0123456789", role = "operator" },
+                          { name = "watch", token = "watch-token-0123456789", role = "viewer" }]"#;
+        let config = parse(&[("admin.tokens", Some(tokens))]);
+        let names: Vec<(&str, Role)> =
+            config.admin.tokens.iter().map(|t| (t.name.as_str(), t.role)).collect();
+        assert_eq!(names, [("admin", Role::Operator), ("alice", Role::Operator), ("watch", Role::Viewer)]);
+        // Without [admin] token, the named ones are enough.
+        let config = parse(&[("admin.token", None), ("admin.tokens", Some(tokens))]);
+        assert_eq!(config.admin.tokens.len(), 2);
+        // From the environment: name:role:token, comma-separated.
+        let config = Config::from_toml_str(
+            &doc(&[("admin.token", None)]),
+            env(&[(
+                "CUSTOMS179_ADMIN_TOKENS",
+                "ops:operator:ops-token-0123456789abc, ro:viewer:ro-token-0123456789abc",
+            )]),
+        )
+        .unwrap();
+        assert_eq!(config.admin.tokens[1].role, Role::Viewer);
+        assert_eq!(config.admin.tokens[1].token.expose(), "ro-token-0123456789abc");
+    }
+
+    #[test]
+    fn bad_named_tokens() {
+        let bad = |tokens: &str| problems(&[("admin.tokens", Some(tokens))]);
+        assert_eq!(
+            bad(r#"[{ name = "a", token = "a-token-0123456789", role = "root" }]"#),
+            [r#"admin.tokens: entry 1 ("a"): role must be "viewer" or "operator", got "root""#]
+        );
+        assert_eq!(
+            bad(r#"[{ name = "a", token = "short", role = "viewer" }]"#),
+            [r#"admin.tokens: entry 1 ("a"): token must be at least 16 characters"#]
+        );
+        assert_eq!(
+            bad(r#"[{ name = "admin", token = "b-token-0123456789", role = "viewer" }]"#),
+            [r#"admin.tokens: the name "admin" is used twice"#]
+        );
+        let same = format!(r#"[{{ name = "b", token = "{ADMIN_TOKEN_VALUE}", role = "viewer" }}]"#);
+        assert_eq!(bad(&same), [r#"admin.tokens: "admin" and "b" have the same token"#]);
+        let wrong = bad(r#"[{ name = "a", token = "a-token-0123456789" }]"#);
+        assert_eq!(wrong, ["admin.tokens: must be an array of tables with the strings name, token and role"]);
+        assert!(!wrong[0].contains("a-token-0123456789"), "tokens are never shown");
+    }
+
+    #[test]
     fn the_key_table_is_consistent() {
         for key in KEYS {
             assert!(SECTIONS.contains(&key.section()), "{}", key.name);
@@ -1147,7 +1340,7 @@ mod tests {
             env(&[("CUSTOMS179_ADMIN_TOKEN", ADMIN_TOKEN_VALUE), ("CUSTOMS179_INTAKE_MAX_BODY_BYTES", "99")]),
         )
         .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(config.admin.token.expose(), ADMIN_TOKEN_VALUE);
+        assert_eq!(config.admin.tokens[0].token.expose(), ADMIN_TOKEN_VALUE);
         assert_eq!(config.intake.max_body_bytes, 99);
         // The last of duplicate entries wins.
         let config = Config::from_toml_str(
@@ -1404,7 +1597,7 @@ mod tests {
     fn payments_token_equal_to_admin_token() {
         assert_eq!(
             problem(&[("payments.token", Some(&format!("{ADMIN_TOKEN_VALUE:?}")))]),
-            "payments.token: must differ from admin.token"
+            "payments.token: must differ from admin.token and every admin.tokens token"
         );
         assert_eq!(
             problem(&[("payments.token", Some("\"short-secret\""))]),
@@ -1504,7 +1697,7 @@ mod tests {
         assert!(debug.contains("[redacted]"));
         let summary = config.summary();
         assert_no_secret(&summary);
-        assert!(summary.contains("admin token: set"), "{summary}");
+        assert!(summary.contains("tokens: admin (operator)"), "{summary}");
         assert!(summary.contains("pin: set"), "{summary}");
         assert!(summary.contains("payments: token set"), "{summary}");
         assert!(summary.contains("pull token set"), "{summary}");

@@ -39,6 +39,25 @@ impl Stage {
 pub struct Pause {
     pub reason: String,
     pub since: Millis,
+    /// The operator who paused; None when the service did, on what it saw.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+}
+
+/// One operator action, as the audit log keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AuditEntry {
+    pub id: i64,
+    pub at: Millis,
+    /// The token's name, or the command that acted.
+    pub actor: String,
+    /// "replay", "pause signing", "resume uploading", ...
+    pub action: String,
+    /// What it acted on (a sessionID), if one thing.
+    pub target: Option<String>,
+    pub reason: Option<String>,
+    /// How many requests it concerned.
+    pub count: i64,
 }
 
 /// A Sign carrying a PIN not yet proven on the card, sent and not answered
@@ -68,14 +87,27 @@ impl Store {
     /// beside the database instead (and the error returned): whatever opens
     /// the store next applies it, so a pause is never dropped.
     pub async fn pause(&self, stage: Stage, reason: &str, now: Millis) -> Result<(), StoreError> {
+        self.pause_as(stage, reason, None, now).await
+    }
+
+    /// [`Store::pause`] by an operator (`by`), or by the service (None).
+    pub async fn pause_as(
+        &self,
+        stage: Stage,
+        reason: &str,
+        by: Option<&str>,
+        now: Millis,
+    ) -> Result<(), StoreError> {
         let stored = async {
             let mut tx = self.pool.begin().await?;
             sqlx::query(
-                "INSERT INTO controls (name, paused_at, reason) VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING",
+                "INSERT INTO controls (name, paused_at, reason, paused_by) VALUES (?, ?, ?, ?)
+                 ON CONFLICT (name) DO NOTHING",
             )
             .bind(stage.as_str())
             .bind(now)
             .bind(reason)
+            .bind(by)
             .execute(&mut *tx)
             .await?;
             bump_changes(&mut tx).await?;
@@ -92,23 +124,70 @@ impl Store {
     /// Clears a pause; returns the one cleared, if any.
     pub async fn resume(&self, stage: Stage) -> Result<Option<Pause>, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let cleared: Option<(String, Millis)> =
-            sqlx::query_as("DELETE FROM controls WHERE name = ? RETURNING reason, paused_at")
+        let cleared: Option<(String, Millis, Option<String>)> =
+            sqlx::query_as("DELETE FROM controls WHERE name = ? RETURNING reason, paused_at, paused_by")
                 .bind(stage.as_str())
                 .fetch_optional(&mut *tx)
                 .await?;
         bump_changes(&mut tx).await?;
         tx.commit().await?;
-        Ok(cleared.map(|(reason, since)| Pause { reason, since }))
+        Ok(cleared.map(|(reason, since, by)| Pause { reason, since, by }))
     }
 
     pub async fn pause_of(&self, stage: Stage) -> Result<Option<Pause>, StoreError> {
-        let pause: Option<(String, Millis)> =
-            sqlx::query_as("SELECT reason, paused_at FROM controls WHERE name = ?")
+        let pause: Option<(String, Millis, Option<String>)> =
+            sqlx::query_as("SELECT reason, paused_at, paused_by FROM controls WHERE name = ?")
                 .bind(stage.as_str())
                 .fetch_optional(&self.pool)
                 .await?;
-        Ok(pause.map(|(reason, since)| Pause { reason, since }))
+        Ok(pause.map(|(reason, since, by)| Pause { reason, since, by }))
+    }
+
+    /// Writes an operator's action to the audit log.
+    pub async fn audit(
+        &self,
+        actor: &str,
+        action: &str,
+        target: Option<&str>,
+        reason: Option<&str>,
+        count: i64,
+        now: Millis,
+    ) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO audit (at, actor, action, target, reason, count) VALUES (?, ?, ?, ?, ?, ?)")
+            .bind(now)
+            .bind(actor)
+            .bind(action)
+            .bind(target)
+            .bind(reason)
+            .bind(count)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The audit log, newest first: up to `limit` entries older than `before` (an id).
+    pub async fn audit_log(&self, limit: i64, before: Option<i64>) -> Result<Vec<AuditEntry>, StoreError> {
+        type Row = (i64, Millis, String, String, Option<String>, Option<String>, i64);
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT id, at, actor, action, target, reason, count FROM audit
+             WHERE id < ? ORDER BY id DESC LIMIT ?",
+        )
+        .bind(before.unwrap_or(i64::MAX))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, at, actor, action, target, reason, count)| AuditEntry {
+                id,
+                at,
+                actor,
+                action,
+                target,
+                reason,
+                count,
+            })
+            .collect())
     }
 
     /// Commits the "PIN in flight" mark of `holder`, before its Sign is sent.

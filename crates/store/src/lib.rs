@@ -21,7 +21,7 @@ mod payments;
 mod queue;
 mod reads;
 
-pub use controls::{Pause, PinInFlight, Stage};
+pub use controls::{AuditEntry, Pause, PinInFlight, Stage};
 pub use payments::{PutError, PutOutcome};
 pub use queue::{Claim, Delivery, NewRequest, Pending, PreparedUpload, SigningJob, State, UploadJob};
 pub use reads::{AttemptView, ListFilter, RequestDetail, RequestPage, RequestSummary, UploadView};

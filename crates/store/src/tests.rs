@@ -314,7 +314,7 @@ async fn pauses_persist_until_resumed() {
     f.store.close().await;
 
     let store = Store::open(&f.path).await.unwrap();
-    let pause = Pause { reason: "the card refused: wrong PIN?".into(), since: 5 };
+    let pause = Pause { reason: "the card refused: wrong PIN?".into(), since: 5, by: None };
     assert_eq!(store.pause_of(Stage::Signing).await.unwrap(), Some(pause.clone()));
     assert_eq!(store.pause_of(Stage::Uploading).await.unwrap(), None);
     assert_eq!(store.resume(Stage::Signing).await.unwrap(), Some(pause));
@@ -406,7 +406,7 @@ async fn a_pause_the_database_refuses_is_kept_in_a_file_and_applied_by_the_next_
 
     let store = Store::open(&f.path).await.unwrap();
     let pause = store.pause_of(Stage::Signing).await.unwrap();
-    assert_eq!(pause, Some(Pause { reason: "the card refused: Err:X".into(), since: 5 }));
+    assert_eq!(pause, Some(Pause { reason: "the card refused: Err:X".into(), since: 5, by: None }));
     assert!(!file.exists(), "applied, then removed");
 }
 
@@ -502,4 +502,21 @@ async fn live_work_comes_first_then_late_work_then_replays() {
         one_by_one.push(f.store.claim_pulls(now, 1_000, 1).await.unwrap().remove(0).session_id);
     }
     assert_eq!(one_by_one, order);
+}
+
+#[tokio::test]
+async fn operators_pauses_name_them_and_their_actions_are_audited() {
+    let f = fixture().await;
+    f.store.pause_as(Stage::Uploading, "customs maintenance tonight", Some("alice"), 5).await.unwrap();
+    let pause = f.store.pause_of(Stage::Uploading).await.unwrap().unwrap();
+    assert_eq!(pause.by.as_deref(), Some("alice"));
+    f.store.audit("alice", "pause uploading", None, Some("customs maintenance tonight"), 1, 5).await.unwrap();
+    f.store.audit("bob", "replay", Some("S1"), None, 1, 6).await.unwrap();
+    f.store.audit("bob", "resume uploading", None, Some("done"), 1, 7).await.unwrap();
+    let log = f.store.audit_log(2, None).await.unwrap();
+    let actions: Vec<(&str, &str)> = log.iter().map(|e| (e.actor.as_str(), e.action.as_str())).collect();
+    assert_eq!(actions, [("bob", "resume uploading"), ("bob", "replay")]);
+    let older = f.store.audit_log(10, Some(log[1].id)).await.unwrap();
+    assert_eq!(older.len(), 1);
+    assert_eq!(older[0].reason.as_deref(), Some("customs maintenance tonight"));
 }

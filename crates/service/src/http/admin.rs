@@ -9,7 +9,7 @@ use axum::routing::get;
 use customs179_store::Stage;
 
 use super::ApiError;
-use crate::config::Secret;
+use crate::config::{Role, Secret};
 use crate::context::ApiContext;
 
 pub(crate) fn router(ctx: ApiContext) -> Router {
@@ -53,14 +53,23 @@ async fn security_headers(mut response: Response) -> Response {
 /// Who may call an endpoint.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Caller {
-    /// Only the admin token.
-    Admin,
-    /// The admin token or the payments token.
+    /// Any admin token: reading.
+    Viewer,
+    /// An operator's token: replays, pauses, resumes.
+    Operator,
+    /// An operator's token or the payments token.
     PaymentsPusher,
 }
 
-/// Checks the bearer token against the tokens `caller` admits.
-pub(crate) fn authorize(ctx: &ApiContext, headers: &HeaderMap, caller: Caller) -> Result<(), ApiError> {
+/// Who called: the name of the token, under which actions are audited.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Actor {
+    pub name: String,
+}
+
+/// Checks the bearer token against the tokens `caller` admits: 401 without
+/// a valid token, 403 for a viewer's token where an operator's is needed.
+pub(crate) fn authorize(ctx: &ApiContext, headers: &HeaderMap, caller: Caller) -> Result<Actor, ApiError> {
     let presented = headers
         .get(AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
@@ -68,13 +77,24 @@ pub(crate) fn authorize(ctx: &ApiContext, headers: &HeaderMap, caller: Caller) -
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, token)| Secret::new(token.trim()))
         .ok_or(ApiError::Unauthorized)?;
-    let admin = &ctx.config.admin.token;
-    let payments = ctx.config.payments.token.as_ref().filter(|_| caller == Caller::PaymentsPusher);
-    if presented == *admin || payments.is_some_and(|token| presented == *token) {
-        Ok(())
-    } else {
-        Err(ApiError::Unauthorized)
+    if caller == Caller::PaymentsPusher
+        && ctx.config.payments.token.as_ref().is_some_and(|token| presented == *token)
+    {
+        return Ok(Actor { name: "payments".to_owned() });
     }
+    // Every token is compared (each in constant time), so the answer's time
+    // does not tell which one nearly matched.
+    let found = ctx
+        .config
+        .admin
+        .tokens
+        .iter()
+        .fold(None, |found, t| if presented == t.token { Some(t) } else { found });
+    let token = found.ok_or(ApiError::Unauthorized)?;
+    if caller != Caller::Viewer && token.role == Role::Viewer {
+        return Err(ApiError::Forbidden(format!("the token {:?} may only read", token.name)));
+    }
+    Ok(Actor { name: token.name.clone() })
 }
 
 /// Liveness, for load balancers and process supervisors (no token): 200
@@ -96,7 +116,7 @@ async fn healthz(State(ctx): State<ApiContext>) -> Response {
 
 /// Prometheus text format (admin token).
 async fn metrics(State(ctx): State<ApiContext>, headers: HeaderMap) -> Result<Response, ApiError> {
-    authorize(&ctx, &headers, Caller::Admin)?;
+    authorize(&ctx, &headers, Caller::Viewer)?;
     let depths = ctx.store.count_by_state().await?;
     let depths: Vec<(&str, i64)> = depths.iter().map(|(state, n)| (state.as_str(), *n)).collect();
     let mut paused = Vec::new();

@@ -11,6 +11,8 @@ pub(crate) enum ApiError {
     #[error("missing or wrong bearer token")]
     Unauthorized,
     #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
     BadRequest(String),
@@ -29,6 +31,7 @@ impl IntoResponse for ApiError {
         let message = self.to_string();
         let (status, body) = match self {
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, json!({ "error": message })),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, json!({ "error": message })),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, json!({ "error": message })),
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, json!({ "error": message })),
             ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, json!({ "error": message })),

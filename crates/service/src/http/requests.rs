@@ -37,7 +37,7 @@ async fn list(
     headers: HeaderMap,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<RequestPage>, ApiError> {
-    authorize(&ctx, &headers, Caller::Admin)?;
+    authorize(&ctx, &headers, Caller::Viewer)?;
     let Query(query) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let state = match query.state.as_deref().filter(|s| !s.is_empty()) {
         Some(text) => Some(QueueState::parse(text).ok_or_else(|| {
@@ -65,7 +65,7 @@ async fn detail(
     headers: HeaderMap,
     Path(session_id): Path<String>,
 ) -> Result<Json<RequestDetail>, ApiError> {
-    authorize(&ctx, &headers, Caller::Admin)?;
+    authorize(&ctx, &headers, Caller::Viewer)?;
     ctx.store
         .request_detail(&session_id, now_ms())
         .await?
@@ -87,15 +87,17 @@ async fn replay(
     headers: HeaderMap,
     Path(session_id): Path<String>,
 ) -> Result<Json<Replayed>, ApiError> {
-    authorize(&ctx, &headers, Caller::Admin)?;
-    match ctx.store.replay(&session_id, now_ms()).await? {
+    let actor = authorize(&ctx, &headers, Caller::Operator)?;
+    let now = now_ms();
+    match ctx.store.replay(&session_id, now).await? {
         None => Err(ApiError::NotFound(format!("customs never asked for sessionID {session_id:?}"))),
         Some(Err(state)) => Err(ApiError::Conflict(vec![format!(
             "request {session_id} is {}: only failed or delivered requests can be replayed",
             state.as_str()
         )])),
         Some(Ok(was)) => {
-            tracing::warn!(session_id, was = was.as_str(), "operator replayed a request");
+            tracing::warn!(session_id, was = was.as_str(), actor = actor.name, "operator replayed a request");
+            ctx.store.audit(&actor.name, "replay", Some(&session_id), None, 1, now).await?;
             ctx.prepare.sweep();
             Ok(Json(Replayed { session_id, was }))
         }

@@ -1,0 +1,152 @@
+//! The operators' identity: tokens with names and roles (401 without a valid token, 403 for a
+//! viewer's write), pauses with a reason and the operator's name, and every action in the
+//! audit log, through the admin API and the command line.
+
+use std::process::Command;
+
+use reqwest::StatusCode;
+use serde_json::json;
+
+mod common;
+
+use common::serve::ServeProcess;
+use common::{ADMIN_TOKEN, Harness, output_text};
+
+const ALICE: &str = "alice-operator-token-0123";
+const VIEWER: &str = "wall-screen-viewer-token-0123";
+
+fn sections() -> String {
+    format!(
+        r#"
+[[admin.tokens]]
+name = "alice"
+token = "{ALICE}"
+role = "operator"
+
+[[admin.tokens]]
+name = "wall screen"
+token = "{VIEWER}"
+role = "viewer"
+
+[signer]
+pin = "1"
+
+[customs]
+environment = "test"
+"#
+    )
+}
+
+#[tokio::test]
+async fn viewers_read_operators_act_and_strangers_get_nothing() {
+    let h = Harness::start(&sections()).await;
+    h.customs_call("SO-1", "S-1").await;
+    for path in
+        ["/api/status", "/api/control", "/api/requests", "/api/requests/S-1", "/api/audit", "/metrics"]
+    {
+        assert_eq!(h.get_as(Some(VIEWER), path).await.0, StatusCode::OK, "{path}");
+        assert_eq!(h.get_as(Some(ALICE), path).await.0, StatusCode::OK, "{path}");
+        assert_eq!(
+            h.get_as(Some("not-a-token-at-all-0000"), path).await.0,
+            StatusCode::UNAUTHORIZED,
+            "{path}"
+        );
+        assert_eq!(h.get_as(None, path).await.0, StatusCode::UNAUTHORIZED, "{path}");
+    }
+    let writes = [
+        ("/api/control/signing/pause", json!({"reason": "x"}).to_string()),
+        ("/api/control/signing/resume", String::new()),
+        ("/api/requests/S-1/replay", String::new()),
+    ];
+    for (path, body) in &writes {
+        let (status, answer) = h.post_as(Some(VIEWER), path, body.clone()).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{path}: {answer}");
+        assert!(answer["error"].as_str().unwrap().contains("may only read"), "{answer}");
+        assert_eq!(h.post_as(None, path, body.clone()).await.0, StatusCode::UNAUTHORIZED, "{path}");
+    }
+    // A viewer's refused writes changed nothing and are not actions.
+    assert_eq!(h.controls().await["signing"]["paused"], false);
+    assert_eq!(h.get("/api/audit").await["entries"], json!([]));
+    // The platform's push needs an operator or the payments token, not a viewer.
+    let (status, _) = h.post_as(Some(VIEWER), "/api/payments", "[]").await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn pauses_carry_a_reason_and_a_name_and_every_action_is_audited() {
+    let h = Harness::start(&sections()).await;
+    let (status, answer) = h.post_as(Some(ALICE), "/api/control/uploading/pause", "{}").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "a pause needs a reason: {answer}");
+    let (status, _) = h.post_as(Some(ALICE), "/api/control/uploading/pause", "{\"why\": 1}").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    let (status, answer) = h
+        .post_as(
+            Some(ALICE),
+            "/api/control/uploading/pause",
+            json!({"reason": "customs maintenance"}).to_string(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let uploading = &h.controls().await["uploading"];
+    assert_eq!(
+        (&uploading["paused"], &uploading["reason"], &uploading["by"]),
+        (&json!(true), &json!("customs maintenance"), &json!("alice"))
+    );
+    assert!(uploading["since"].as_i64().unwrap() > 0);
+
+    let (status, answer) = h
+        .post_as(
+            Some(ADMIN_TOKEN),
+            "/api/control/uploading/resume",
+            json!({"reason": "it is back"}).to_string(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["cleared"]["by"], "alice");
+
+    let entries = h.get("/api/audit").await["entries"].clone();
+    let seen: Vec<(&str, &str, &str)> = entries
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["actor"].as_str().unwrap(), e["action"].as_str().unwrap(), e["reason"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        seen,
+        [("admin", "resume uploading", "it is back"), ("alice", "pause uploading", "customs maintenance")]
+    );
+    let (status, _) = h.get_as(Some(VIEWER), "/api/audit?limit=0").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let page = h.get("/api/audit?limit=1").await;
+    let older = h.get(&format!("/api/audit?before={}", page["next"])).await;
+    assert_eq!(older["entries"][0]["actor"], "alice");
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn the_command_line_audits_its_actions_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut serve = ServeProcess::configure(dir.path(), &sections());
+    serve.start().await;
+    serve.customs_call("SO-1", "S-1").await;
+    let (status, _) = serve
+        .post_as(Some(ALICE), "/api/control/signing/pause", json!({"reason": "new card"}).to_string())
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let resume = Command::new(env!("CARGO_BIN_EXE_customs179"))
+        .args(["resume", "--config"])
+        .arg(&serve.config)
+        .args(["signing", "--reason", "card changed"])
+        .env("USER", "ops-on-call")
+        .output()
+        .unwrap();
+    assert!(resume.status.success(), "{}", output_text(&resume));
+    let entries = serve.get("/api/audit").await["entries"].clone();
+    assert_eq!(entries[0]["actor"], "command line (ops-on-call)");
+    assert_eq!(entries[0]["action"], "resume signing");
+    assert_eq!(entries[0]["reason"], "card changed");
+    assert_eq!(entries[0]["count"], 1);
+    let _ = serve.terminate(std::time::Duration::from_secs(15)).await;
+}
