@@ -120,6 +120,8 @@ pub struct CustomsConfig {
     pub upload_url: Option<String>,
     /// How long after customs' call its data must be uploaded.
     pub deadline_secs: u64,
+    /// A pending request with less than this left before its deadline is at risk.
+    pub at_risk_secs: u64,
     pub timeout_ms: u64,
     /// Extra CA certificates to trust for the upload URL.
     pub ca_file: Option<PathBuf>,
@@ -427,6 +429,7 @@ const SIGNER_BREAKER_AFTER: Key = Key::new("signer.breaker_after", Kind::Integer
 const CUSTOMS_ENVIRONMENT: Key = Key::new("customs.environment", Kind::Text);
 const CUSTOMS_UPLOAD_URL: Key = Key::new("customs.upload_url", Kind::Text);
 const CUSTOMS_DEADLINE_SECS: Key = Key::new("customs.deadline_secs", Kind::Integer);
+const CUSTOMS_AT_RISK_SECS: Key = Key::new("customs.at_risk_secs", Kind::Integer);
 const CUSTOMS_TIMEOUT_MS: Key = Key::new("customs.timeout_ms", Kind::Integer);
 const CUSTOMS_CA_FILE: Key = Key::new("customs.ca_file", Kind::Text);
 const CUSTOMS_RETRY_MAX_SECS: Key = Key::new("customs.retry_max_secs", Kind::Integer);
@@ -466,6 +469,7 @@ const KEYS: &[&Key] = &[
     &CUSTOMS_ENVIRONMENT,
     &CUSTOMS_UPLOAD_URL,
     &CUSTOMS_DEADLINE_SECS,
+    &CUSTOMS_AT_RISK_SECS,
     &CUSTOMS_TIMEOUT_MS,
     &CUSTOMS_CA_FILE,
     &CUSTOMS_RETRY_MAX_SECS,
@@ -911,6 +915,7 @@ impl Settings {
             _ => Err("must be \"test\" or \"production\"".to_owned()),
         });
         let upload_url = self.text(&CUSTOMS_UPLOAD_URL, |s| url(s, &["http://", "https://"]));
+        let at_risk_secs = self.integer(&CUSTOMS_AT_RISK_SECS, 60);
         let customs_rest = (
             self.integer(&CUSTOMS_DEADLINE_SECS, 120),
             self.integer(&CUSTOMS_TIMEOUT_MS, 10_000),
@@ -970,6 +975,7 @@ impl Settings {
                 environment,
                 upload_url,
                 deadline_secs,
+                at_risk_secs,
                 timeout_ms,
                 ca_file,
                 retry_max_secs,

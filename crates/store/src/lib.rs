@@ -17,14 +17,16 @@ use sqlx::sqlite::{
 };
 
 mod controls;
+mod export;
 mod payments;
 mod queue;
 mod reads;
 
 pub use controls::{AuditEntry, Pause, PinInFlight, Stage};
+pub use export::{ExportCursor, ExportPage, ExportRange, ExportRow};
 pub use payments::{PutError, PutOutcome};
 pub use queue::{Claim, Delivery, NewRequest, Pending, PreparedUpload, SigningJob, State, UploadJob};
-pub use reads::{AttemptView, ListFilter, RequestDetail, RequestPage, RequestSummary, UploadView};
+pub use reads::{AttemptView, ListFilter, RequestDetail, RequestPage, RequestSummary, Sort, UploadView};
 
 /// Unix time in milliseconds, the unit of every time the store keeps.
 pub type Millis = i64;

@@ -8,15 +8,36 @@ use sqlx::sqlite::SqliteRow;
 use crate::queue::State;
 use crate::{Millis, Store, StoreError};
 
-/// Which requests to list, newest first.
+/// Which requests to list, and in which order.
 #[derive(Debug, Clone, Default)]
 pub struct ListFilter {
     pub state: Option<State>,
     pub order_no: Option<String>,
     pub session_id: Option<String>,
-    /// Keyset paging: only requests older than this sessionID's.
+    /// SessionIDs beginning with this.
+    pub session_prefix: Option<String>,
+    /// Received at or after (unix ms).
+    pub since: Option<Millis>,
+    /// Received before (unix ms).
+    pub until: Option<Millis>,
+    /// Only late requests: delivered after their deadline, or pending past it.
+    pub late: bool,
+    /// Only pending requests whose deadline is less than this many ms away (and not past).
+    pub at_risk_within: Option<Millis>,
+    pub sort: Sort,
+    /// Keyset paging: only requests after this sessionID's in the sort order.
     pub after: Option<String>,
     pub limit: i64,
+}
+
+/// The order of a list.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Sort {
+    /// Newest first.
+    #[default]
+    Received,
+    /// Soonest deadline first.
+    Deadline,
 }
 
 /// One request in a list.
@@ -115,30 +136,23 @@ fn summary(row: &SqliteRow, now: Millis) -> Result<RequestSummary, StoreError> {
 }
 
 impl Store {
-    /// Requests newest first, filtered, one page of at most `filter.limit`.
+    /// Requests filtered and sorted, one page of at most `filter.limit`. The
+    /// statement holds only the filters given, so that SQLite can use the
+    /// index made for them (migration 0007; OPERATIONS.md lists them).
     pub async fn list_requests(&self, filter: &ListFilter, now: Millis) -> Result<RequestPage, StoreError> {
-        let sql = format!(
-            "SELECT {SUMMARY_COLUMNS} FROM requests
-             WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR order_no = ?2) AND (?3 IS NULL OR session_id = ?3)
-               AND (?4 IS NULL OR (received_at, session_id) <
-                    (SELECT received_at, session_id FROM requests WHERE session_id = ?4))
-             ORDER BY received_at DESC, session_id DESC
-             LIMIT ?5"
-        );
-        // Fetch one more than asked to learn whether another page exists.
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(filter.state.map(State::as_str))
-            .bind(filter.order_no.as_deref())
-            .bind(filter.session_id.as_deref())
-            .bind(filter.after.as_deref())
-            .bind(filter.limit + 1)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = list_query("", filter, now).build().fetch_all(&self.pool).await?;
         let mut requests = rows.iter().map(|row| summary(row, now)).collect::<Result<Vec<_>, _>>()?;
         let more = requests.len() > usize::try_from(filter.limit).unwrap_or(0);
         requests.truncate(usize::try_from(filter.limit).unwrap_or(0));
         let next = more.then(|| requests.last().map(|r| r.session_id.clone())).flatten();
         Ok(RequestPage { requests, next })
+    }
+
+    /// SQLite's plan for a list, for tests that check an index serves it.
+    #[cfg(test)]
+    pub(crate) async fn list_plan(&self, filter: &ListFilter) -> Result<Vec<String>, StoreError> {
+        let rows = list_query("EXPLAIN QUERY PLAN ", filter, 0).build().fetch_all(&self.pool).await?;
+        Ok(rows.iter().map(|row| row.get::<String, _>("detail")).collect())
     }
 
     /// Everything about one request, or None if customs never asked for it.
@@ -240,4 +254,53 @@ impl Store {
             })
             .collect())
     }
+}
+
+/// The statement of [`Store::list_requests`], after `prefix` (for EXPLAIN).
+fn list_query(prefix: &str, filter: &ListFilter, now: Millis) -> sqlx::QueryBuilder<sqlx::Sqlite> {
+    let mut query = sqlx::QueryBuilder::<sqlx::Sqlite>::new(format!(
+        "{prefix}SELECT {SUMMARY_COLUMNS} FROM requests WHERE 1 = 1"
+    ));
+    if let Some(state) = filter.state {
+        query.push(" AND state = ").push_bind(state.as_str());
+    }
+    if let Some(order_no) = &filter.order_no {
+        query.push(" AND order_no = ").push_bind(order_no.clone());
+    }
+    if let Some(session_id) = &filter.session_id {
+        query.push(" AND session_id = ").push_bind(session_id.clone());
+    }
+    if let Some(prefix) = &filter.session_prefix {
+        // A range of the primary key; U+10FFFF sorts after every other character.
+        query.push(" AND session_id >= ").push_bind(prefix.clone());
+        query.push(" AND session_id < ").push_bind(format!("{prefix}\u{10FFFF}"));
+    }
+    if let Some(since) = filter.since {
+        query.push(" AND received_at >= ").push_bind(since);
+    }
+    if let Some(until) = filter.until {
+        query.push(" AND received_at < ").push_bind(until);
+    }
+    if filter.late {
+        query.push(
+            " AND (delivered_at > deadline_at OR (state IN ('waiting', 'ready', 'signed') AND deadline_at < ",
+        );
+        query.push_bind(now).push("))");
+    }
+    if let Some(within) = filter.at_risk_within {
+        query.push(" AND state IN ('waiting', 'ready', 'signed') AND deadline_at >= ").push_bind(now);
+        query.push(" AND deadline_at < ").push_bind(now.saturating_add(within));
+    }
+    let (columns, direction, beyond) = match filter.sort {
+        Sort::Received => ("received_at", "DESC", "<"),
+        Sort::Deadline => ("deadline_at", "ASC", ">"),
+    };
+    if let Some(after) = &filter.after {
+        query.push(format!(" AND ({columns}, session_id) {beyond} (SELECT {columns}, session_id FROM requests WHERE session_id = "));
+        query.push_bind(after.clone()).push(")");
+    }
+    query.push(format!(" ORDER BY {columns} {direction}, session_id {direction} LIMIT "));
+    // One more than asked, to learn whether another page exists.
+    query.push_bind(filter.limit + 1);
+    query
 }

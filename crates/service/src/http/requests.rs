@@ -4,7 +4,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use customs179_store::{ListFilter, RequestDetail, RequestPage, State as QueueState};
+use customs179_store::{ListFilter, RequestDetail, RequestPage, Sort, State as QueueState};
 use serde::{Deserialize, Serialize};
 
 use super::ApiError;
@@ -27,11 +27,43 @@ struct ListQuery {
     state: Option<String>,
     order_no: Option<String>,
     session_id: Option<String>,
+    session_prefix: Option<String>,
+    /// Received at or after, unix ms.
+    since: Option<String>,
+    /// Received before, unix ms.
+    until: Option<String>,
+    late: Option<String>,
+    at_risk: Option<String>,
+    sort: Option<String>,
     limit: Option<i64>,
     after: Option<String>,
 }
 
-/// Newest first, keyset paging: pass the answer's `next` as `after`.
+/// A query parameter given, and not blank.
+fn given(value: Option<String>) -> Option<String> {
+    value.filter(|s| !s.is_empty())
+}
+
+fn flag(name: &str, value: Option<String>) -> Result<bool, ApiError> {
+    match given(value).as_deref() {
+        None | Some("false") => Ok(false),
+        Some("true") => Ok(true),
+        Some(other) => Err(ApiError::BadRequest(format!("{name} must be true or false, got {other:?}"))),
+    }
+}
+
+fn millis(name: &str, value: Option<String>) -> Result<Option<i64>, ApiError> {
+    given(value)
+        .map(|text| {
+            text.parse::<i64>().ok().filter(|ms| *ms >= 0).ok_or_else(|| {
+                ApiError::BadRequest(format!("{name} must be unix milliseconds, got {text:?}"))
+            })
+        })
+        .transpose()
+}
+
+/// Filtered and sorted (newest first by default), keyset paging: pass the
+/// answer's `next` as `after`.
 async fn list(
     State(ctx): State<ApiContext>,
     headers: HeaderMap,
@@ -39,22 +71,42 @@ async fn list(
 ) -> Result<Json<RequestPage>, ApiError> {
     authorize(&ctx, &headers, Caller::Viewer)?;
     let Query(query) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-    let state = match query.state.as_deref().filter(|s| !s.is_empty()) {
+    let state = match given(query.state).as_deref() {
         Some(text) => Some(QueueState::parse(text).ok_or_else(|| {
             let known: Vec<_> = QueueState::ALL.iter().map(|s| s.as_str()).collect();
             ApiError::BadRequest(format!("unknown state {text:?}; known: {}", known.join(", ")))
         })?),
         None => None,
     };
+    let sort = match given(query.sort).as_deref() {
+        None | Some("received") => Sort::Received,
+        Some("deadline") => Sort::Deadline,
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!("sort must be received or deadline, got {other:?}")));
+        }
+    };
+    let (since, until) = (millis("since", query.since)?, millis("until", query.until)?);
+    if let (Some(since), Some(until)) = (since, until)
+        && since > until
+    {
+        return Err(ApiError::BadRequest(format!("since ({since}) is after until ({until})")));
+    }
     let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
     if !(1..=MAX_LIMIT).contains(&limit) {
         return Err(ApiError::BadRequest(format!("limit must be between 1 and {MAX_LIMIT}")));
     }
+    let at_risk_ms = i64::try_from(ctx.config.customs.at_risk_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
     let filter = ListFilter {
         state,
-        order_no: query.order_no.filter(|s| !s.is_empty()),
-        session_id: query.session_id.filter(|s| !s.is_empty()),
-        after: query.after.filter(|s| !s.is_empty()),
+        order_no: given(query.order_no),
+        session_id: given(query.session_id),
+        session_prefix: given(query.session_prefix),
+        since,
+        until,
+        late: flag("late", query.late)?,
+        at_risk_within: flag("at_risk", query.at_risk)?.then_some(at_risk_ms),
+        sort,
+        after: given(query.after),
         limit,
     };
     Ok(Json(ctx.store.list_requests(&filter, now_ms()).await?))
