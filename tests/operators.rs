@@ -150,3 +150,41 @@ async fn the_command_line_audits_its_actions_too() {
     assert_eq!(entries[0]["count"], 1);
     let _ = serve.terminate(std::time::Duration::from_secs(15)).await;
 }
+
+#[tokio::test]
+async fn lists_take_every_filter_and_refuse_bad_ones() {
+    let h = Harness::start(&sections()).await;
+    for (order, session) in [("SO-1", "A-1"), ("SO-2", "A-2"), ("SO-3", "B-3")] {
+        h.customs_call(order, session).await;
+    }
+    let ids = |page: &serde_json::Value| -> Vec<String> {
+        page["requests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["session_id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(ids(&h.get("/api/requests?sort=deadline").await), ["A-1", "A-2", "B-3"]);
+    assert_eq!(ids(&h.get("/api/requests?session_prefix=A-").await), ["A-2", "A-1"]);
+    assert_eq!(ids(&h.get("/api/requests?at_risk=true&sort=deadline&limit=2").await), Vec::<String>::new());
+    assert_eq!(ids(&h.get("/api/requests?late=false&state=waiting&order_no=SO-3").await), ["B-3"]);
+    let since = common::now_ms() - 60_000;
+    assert_eq!(ids(&h.get(&format!("/api/requests?since={since}&until=99999999999999")).await).len(), 3);
+    for bad in [
+        "sort=soonest",
+        "late=yes",
+        "at_risk=1",
+        "since=yesterday",
+        "since=-5",
+        "since=10&until=5",
+        "state=lost",
+        "limit=0",
+        "colour=red",
+    ] {
+        let (status, answer) = h.get_as(Some(VIEWER), &format!("/api/requests?{bad}")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {answer}");
+        assert!(answer["error"].as_str().is_some_and(|e| !e.is_empty()), "{bad}: {answer}");
+    }
+    h.stop().await;
+}
