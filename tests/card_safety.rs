@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use customs179_eport::SignerClient;
 use customs179_sim::customs::{self, CustomsFaultsUpdate, CustomsSimOptions, RunningCustomsSim};
 use customs179_sim::eport::{self, Algo, EportSimOptions, FaultsUpdate, RunningEportSim, Stats};
-use serde_json::Value;
+use serde_json::{Value, json};
 use tempfile::TempDir;
 
 mod common;
@@ -466,4 +466,54 @@ level = "trace"
         .filter(|line| (line.contains("TRACE") || line.contains("DEBUG")) && !line.contains("customs179"))
         .collect();
     assert!(noisy.is_empty(), "{:?}", &noisy[..noisy.len().min(5)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_shows_counts_risk_the_last_hour_the_card_customs_and_the_tasks() {
+    let rig = Rig::start().await;
+    let mut serve = ServeProcess::configure(
+        rig.dir.path(),
+        &format!(
+            "[signer]\nurl = \"{}\"\npin = \"{PIN}\"\n[customs]\nenvironment = \"test\"\nupload_url = \"{}\"\n\
+             at_risk_secs = 200\n",
+            rig.card.ws_url(),
+            rig.customs.upload_url()
+        ),
+    );
+    serve.start().await;
+    let delivered = serve.paid_request("1").await;
+    serve.wait_for_state(&delivered, "delivered", WAIT).await;
+    // Its payment never comes: pending, and with a 120 s deadline under 200 s, at risk.
+    serve.customs_call("SO-unpaid", "S-unpaid").await;
+
+    let status = serve.get("/api/status").await;
+    assert_eq!(
+        (status["states"]["delivered"].as_i64(), status["states"]["waiting"].as_i64()),
+        (Some(1), Some(1))
+    );
+    assert_eq!((status["at_risk"].as_i64(), status["late"].as_i64()), (Some(1), Some(0)), "{status:#}");
+    assert!(status["oldest_pending_ms"].as_i64().is_some_and(|age| (0..60_000).contains(&age)), "{status:#}");
+    let hour = &status["last_hour"];
+    assert_eq!(hour["delivered"], 1);
+    assert_eq!(
+        hour["delivered_per_minute"].as_array().unwrap().iter().map(|n| n.as_u64().unwrap()).sum::<u64>(),
+        1
+    );
+    assert!(hour["p99_ms"].as_i64().is_some_and(|ms| ms > 0 && ms < 120_000), "{hour}");
+    assert_eq!(hour["deadline_ms"], 120_000);
+    let card = &status["cards"][0];
+    assert_eq!(
+        (&card["connected"], &card["cert_no"], &card["algorithm"]),
+        (&json!(true), &json!(rig.card.cert_no().as_str()), &json!("SM2"))
+    );
+    assert!(card["days_left"].as_i64().is_some_and(|days| days > 0), "{card}");
+    assert!(card["last_signature_at"].as_i64().is_some(), "{card}");
+    let customs = &status["customs"];
+    assert_eq!(
+        (&customs["environment"], &customs["answers_last_hour"]),
+        (&json!("test"), &json!({"10000": 1}))
+    );
+    assert!(customs["last_success_at"].as_i64().is_some() && customs["stopped"].is_null(), "{customs}");
+    let tasks = status["tasks"].as_array().unwrap();
+    assert!(tasks.len() >= 8 && tasks.iter().all(|t| t["state"] == "ok"), "{tasks:?}");
 }

@@ -27,6 +27,8 @@ pub(crate) struct ApiContext {
     /// process must then exit non-zero.
     pub pause_lost: Arc<AtomicBool>,
     pub health: Arc<crate::health::Health>,
+    /// The card and customs as the workers last saw them.
+    pub live: Arc<crate::live::Live>,
 }
 
 /// What the preparer should look at next. Only the orders that changed are

@@ -9,6 +9,7 @@ mod context;
 mod customs;
 mod health;
 mod http;
+mod live;
 mod metrics;
 mod service;
 mod workers;

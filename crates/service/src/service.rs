@@ -82,6 +82,7 @@ impl Service {
                 "SIGNING PAUSED at start: a process stopped while the card may have been checking an unproven PIN"
             );
         }
+        let live = Arc::new(crate::live::Live::new(&config.signer.url));
         let ctx = ApiContext {
             config: Arc::new(config),
             store: store.clone(),
@@ -91,6 +92,7 @@ impl Service {
             metrics: Arc::default(),
             pause_lost: Arc::default(),
             health: Arc::default(),
+            live,
         };
         // Everything that can fail is done before a port is bound: a start
         // that fails must not have answered anyone.

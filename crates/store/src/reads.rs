@@ -229,16 +229,55 @@ impl Store {
         }))
     }
 
-    /// Requests delivered after their deadline, or still undelivered past it.
+    /// Requests delivered after their deadline, or still pending past it;
+    /// counted over two partial indexes, never the whole table.
     pub async fn count_late(&self, now: Millis) -> Result<i64, StoreError> {
         let late: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM requests
-             WHERE delivered_at > deadline_at OR (delivered_at IS NULL AND state <> 'failed' AND deadline_at < ?)",
+            "SELECT (SELECT COUNT(*) FROM requests WHERE delivered_at > deadline_at)
+                  + (SELECT COUNT(*) FROM requests
+                     WHERE state IN ('waiting', 'ready', 'signed') AND deadline_at < ?)",
         )
         .bind(now)
         .fetch_one(&self.pool)
         .await?;
         Ok(late)
+    }
+
+    /// Pending requests whose deadline is less than `within` ms away (not yet past).
+    pub async fn count_at_risk(&self, now: Millis, within: Millis) -> Result<i64, StoreError> {
+        let at_risk: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM requests
+             WHERE state IN ('waiting', 'ready', 'signed') AND deadline_at >= ?1 AND deadline_at < ?1 + ?2",
+        )
+        .bind(now)
+        .bind(within)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(at_risk)
+    }
+
+    /// When the oldest pending request was received, if any is pending.
+    pub async fn oldest_pending(&self) -> Result<Option<Millis>, StoreError> {
+        // One index lookup per state (requests_by_state), not a scan.
+        let oldest: Option<Millis> = sqlx::query_scalar(
+            "SELECT MIN(oldest) FROM (
+                 SELECT MIN(received_at) AS oldest FROM requests WHERE state = 'waiting'
+                 UNION ALL SELECT MIN(received_at) FROM requests WHERE state = 'ready'
+                 UNION ALL SELECT MIN(received_at) FROM requests WHERE state = 'signed')",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(oldest)
+    }
+
+    /// (delivered at, received at) of every request delivered since `since`.
+    pub async fn deliveries_since(&self, since: Millis) -> Result<Vec<(Millis, Millis)>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT delivered_at, received_at FROM requests WHERE delivered_at >= ? ORDER BY delivered_at",
+        )
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await?)
     }
 
     /// How many requests are in each state, for the status page and metrics.

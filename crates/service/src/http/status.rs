@@ -44,12 +44,76 @@ async fn style() -> impl IntoResponse {
 
 #[derive(Serialize)]
 struct Status {
-    /// Requests per state.
+    now: i64,
+    /// Requests per state, exact (kept in counter rows).
     states: serde_json::Map<String, serde_json::Value>,
+    /// Pending with less than `[customs] at_risk_secs` left before the deadline.
+    at_risk: i64,
+    at_risk_secs: u64,
+    /// Delivered after the deadline, or pending past it.
     late: i64,
+    /// How long the oldest pending request has waited since customs' call, ms.
+    oldest_pending_ms: Option<i64>,
+    last_hour: LastHour,
     signing: Option<Pause>,
     uploading: Option<Pause>,
-    now: i64,
+    cards: Vec<crate::live::CardView>,
+    customs: CustomsStatus,
+    tasks: Vec<crate::health::TaskHealth>,
+}
+
+#[derive(Serialize)]
+struct CustomsStatus {
+    environment: &'static str,
+    #[serde(flatten)]
+    seen: crate::live::CustomsView,
+    /// Uploads stopped after a 20004, with its reason.
+    stopped: Option<Pause>,
+}
+
+/// The last hour's deliveries.
+#[derive(Serialize, Default, Debug, PartialEq)]
+struct LastHour {
+    /// Deliveries in each minute, oldest first (60 values; the last is the current minute).
+    delivered_per_minute: Vec<u64>,
+    delivered: usize,
+    /// Customs' call to delivered, ms.
+    p50_ms: Option<i64>,
+    p95_ms: Option<i64>,
+    p99_ms: Option<i64>,
+    deadline_ms: i64,
+}
+
+const MINUTE_MS: i64 = 60_000;
+
+impl LastHour {
+    fn of(deliveries: &[(i64, i64)], now: i64, deadline_ms: i64) -> LastHour {
+        let this_minute = now.div_euclid(MINUTE_MS);
+        let mut per_minute = vec![0u64; 60];
+        let mut took: Vec<i64> = Vec::with_capacity(deliveries.len());
+        for &(delivered_at, received_at) in deliveries {
+            let ago = this_minute - delivered_at.div_euclid(MINUTE_MS);
+            if let Ok(ago) = usize::try_from(ago)
+                && ago < 60
+            {
+                per_minute[59 - ago] += 1;
+                took.push(delivered_at - received_at);
+            }
+        }
+        took.sort_unstable();
+        let rank = |q: f64| -> Option<i64> {
+            let n = took.len();
+            (n > 0).then(|| took[((n as f64 * q).ceil() as usize).clamp(1, n) - 1])
+        };
+        LastHour {
+            delivered: took.len(),
+            p50_ms: rank(0.50),
+            p95_ms: rank(0.95),
+            p99_ms: rank(0.99),
+            delivered_per_minute: per_minute,
+            deadline_ms,
+        }
+    }
 }
 
 async fn status(State(ctx): State<ApiContext>, headers: HeaderMap) -> Result<Json<Status>, ApiError> {
@@ -62,13 +126,52 @@ async fn status(State(ctx): State<ApiContext>, headers: HeaderMap) -> Result<Jso
         .into_iter()
         .map(|(state, count)| (state.as_str().to_owned(), count.into()))
         .collect();
+    let customs = &ctx.config.customs;
+    let at_risk_ms = i64::try_from(customs.at_risk_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+    let deadline_ms = i64::try_from(customs.deadline_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+    // From the start of the minute an hour ago, so that the first bar is whole.
+    let hour_ago = (now.div_euclid(MINUTE_MS) - 59) * MINUTE_MS;
+    let deliveries = ctx.store.deliveries_since(hour_ago).await?;
+    let uploading = ctx.store.pause_of(Stage::Uploading).await?;
     Ok(Json(Status {
-        states,
-        late: ctx.store.count_late(now).await?,
-        signing: ctx.store.pause_of(Stage::Signing).await?,
-        uploading: ctx.store.pause_of(Stage::Uploading).await?,
         now,
+        states,
+        at_risk: ctx.store.count_at_risk(now, at_risk_ms).await?,
+        at_risk_secs: customs.at_risk_secs,
+        late: ctx.store.count_late(now).await?,
+        oldest_pending_ms: ctx.store.oldest_pending().await?.map(|received| now - received),
+        last_hour: LastHour::of(&deliveries, now, deadline_ms),
+        signing: ctx.store.pause_of(Stage::Signing).await?,
+        cards: ctx.live.cards(),
+        customs: CustomsStatus {
+            environment: customs.environment.as_str(),
+            seen: ctx.live.customs(now),
+            stopped: uploading.clone(),
+        },
+        uploading,
+        tasks: ctx.health.report(),
     }))
+}
+
+#[cfg(test)]
+mod last_hour_tests {
+    use super::*;
+
+    #[test]
+    fn the_last_hour_is_counted_per_minute_with_percentiles() {
+        let now = 100 * MINUTE_MS + 30_000;
+        let deliveries: Vec<(i64, i64)> = (1..=100)
+            .map(|i| (now - i * 1_000, now - i * 1_000 - i * 100))
+            .chain([(now - 2 * 3_600_000, 0)])
+            .collect();
+        let hour = LastHour::of(&deliveries, now, 120_000);
+        assert_eq!(hour.delivered, 100, "the one from two hours ago is out");
+        assert_eq!(hour.delivered_per_minute.len(), 60);
+        // 30 in this minute (1..=30 s ago), 60 in the one before, 10 before that.
+        assert_eq!(&hour.delivered_per_minute[57..], [10, 60, 30]);
+        assert_eq!((hour.p50_ms, hour.p95_ms, hour.p99_ms), (Some(5_000), Some(9_500), Some(9_900)));
+        assert_eq!(LastHour::of(&[], now, 120_000).p99_ms, None);
+    }
 }
 
 #[cfg(test)]
@@ -101,6 +204,7 @@ mod tests {
             metrics: Arc::default(),
             pause_lost: Arc::default(),
             health: Arc::default(),
+            live: Arc::default(),
         }
     }
 

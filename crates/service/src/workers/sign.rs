@@ -84,13 +84,23 @@ pub(crate) async fn run(ctx: ApiContext, signer: Arc<SignerClient>, mut shutdown
         // the service is stopping: an abandoned Sign is an unknown outcome.
         let attempt = match session {
             Ok(session) => {
+                if let Some(identity) = session.identity() {
+                    ctx.live.card_connected(identity, now_ms());
+                }
                 card::sign(session, &ctx.store, SERVICE_HOLDER, &job.presign, ctx.config.signer.pin.expose())
                     .await
             }
             Err(e) => card::Attempt { result: Err(e), pin_proven: false, pause: None },
         };
-        if attempt.result.is_ok() {
-            ctx.metrics.signed(started.elapsed());
+        match &attempt.result {
+            Ok(_) => {
+                ctx.metrics.signed(started.elapsed());
+                ctx.live.card_signed(now_ms());
+            }
+            Err(e) => {
+                let connected = !matches!(e, SignerError::Unavailable(_) | SignerError::NoAnswer(_));
+                ctx.live.card_failed(&e.to_string(), connected, now_ms());
+            }
         }
         unusable_in_a_row = match &attempt.result {
             Err(SignerError::BadSignature(_)) => unusable_in_a_row + 1,

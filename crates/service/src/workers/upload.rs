@@ -76,6 +76,8 @@ async fn settle(ctx: &ApiContext, job: &UploadJob, answer: crate::customs::Answe
     let session_id = job.claim.session_id.as_str();
     let late = now > job.claim.deadline_at;
     ctx.metrics.customs_answer(&answer.code);
+    let stored = matches!(answer.class, AnswerClass::Delivered | AnswerClass::AlreadyStored);
+    ctx.live.customs_answered(&answer.code, stored, now);
     let since_call = Duration::from_millis(u64::try_from(now - job.claim.received_at).unwrap_or(0));
     match answer.class {
         AnswerClass::Delivered => {

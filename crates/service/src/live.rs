@@ -1,0 +1,140 @@
+//! What the workers last saw of the card and of customs, for the status:
+//! kept in memory (it is this process's view, and starts empty).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Mutex, PoisonError};
+
+use customs179_eport::CardIdentity;
+use customs179_store::Millis;
+use serde::Serialize;
+
+/// Answers are counted per minute for this long.
+const WINDOW_MINUTES: i64 = 60;
+const MINUTE_MS: i64 = 60_000;
+const DAY_SECS: i64 = 86_400;
+
+/// One card, as the signer last saw it.
+#[derive(Debug, Clone, Default, Serialize)]
+pub(crate) struct CardView {
+    /// Its name in the configuration (one card today: "card").
+    pub name: &'static str,
+    pub url: String,
+    pub connected: bool,
+    pub cert_no: Option<String>,
+    /// "SM2" or "RSA".
+    pub algorithm: Option<&'static str>,
+    /// The certificate's notAfter, unix seconds, and the whole days left until then.
+    pub valid_until: Option<i64>,
+    pub days_left: Option<i64>,
+    /// When the last signature was made and verified.
+    pub last_signature_at: Option<Millis>,
+    pub last_error: Option<String>,
+    pub last_error_at: Option<Millis>,
+}
+
+/// Customs, as the uploader last saw it.
+#[derive(Debug, Default)]
+struct CustomsSeen {
+    last_success_at: Option<Millis>,
+    /// (minute, answer code) → uploads, for the last hour.
+    answers: VecDeque<(i64, String, u64)>,
+}
+
+/// What `GET /api/status` shows of customs.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct CustomsView {
+    pub last_success_at: Option<Millis>,
+    /// Uploads per answer code in the last hour ("http 503", "timeout"… for answers without one).
+    pub answers_last_hour: BTreeMap<String, u64>,
+}
+
+#[derive(Default)]
+pub(crate) struct Live {
+    card: Mutex<CardView>,
+    customs: Mutex<CustomsSeen>,
+}
+
+impl Live {
+    pub fn new(card_url: &str) -> Live {
+        let card = CardView { name: "card", url: card_url.to_owned(), ..CardView::default() };
+        Live { card: Mutex::new(card), customs: Mutex::default() }
+    }
+
+    pub fn card_connected(&self, identity: &CardIdentity, now: Millis) {
+        let mut card = self.card.lock().unwrap_or_else(PoisonError::into_inner);
+        card.connected = true;
+        card.cert_no = Some(identity.cert_no.to_string());
+        card.algorithm = Some(match identity.verifier.algorithm() {
+            customs179_core::Algorithm::Sm2Sm3 => "SM2",
+            customs179_core::Algorithm::RsaSha1 => "RSA",
+        });
+        if let Some((_, not_after)) = identity.verifier.validity() {
+            card.valid_until = Some(not_after);
+            card.days_left = Some((not_after - now / 1000).div_euclid(DAY_SECS));
+        }
+    }
+
+    pub fn card_signed(&self, now: Millis) {
+        self.card.lock().unwrap_or_else(PoisonError::into_inner).last_signature_at = Some(now);
+    }
+
+    /// A failure at the card; `connected` says whether the connection stands.
+    pub fn card_failed(&self, error: &str, connected: bool, now: Millis) {
+        let mut card = self.card.lock().unwrap_or_else(PoisonError::into_inner);
+        card.connected = connected;
+        card.last_error = Some(error.to_owned());
+        card.last_error_at = Some(now);
+    }
+
+    pub fn cards(&self) -> Vec<CardView> {
+        vec![self.card.lock().unwrap_or_else(PoisonError::into_inner).clone()]
+    }
+
+    /// An answer from customs: its code, or what stood for one.
+    pub fn customs_answered(&self, code: &str, stored: bool, now: Millis) {
+        let mut customs = self.customs.lock().unwrap_or_else(PoisonError::into_inner);
+        if stored {
+            customs.last_success_at = Some(now);
+        }
+        let minute = now.div_euclid(MINUTE_MS);
+        match customs.answers.iter_mut().find(|(m, c, _)| *m == minute && c == code) {
+            Some((_, _, n)) => *n += 1,
+            None => customs.answers.push_back((minute, code.to_owned(), 1)),
+        }
+        while customs.answers.front().is_some_and(|(m, _, _)| *m <= minute - WINDOW_MINUTES) {
+            customs.answers.pop_front();
+        }
+    }
+
+    pub fn customs(&self, now: Millis) -> CustomsView {
+        let customs = self.customs.lock().unwrap_or_else(PoisonError::into_inner);
+        let since = now.div_euclid(MINUTE_MS) - WINDOW_MINUTES;
+        let mut answers_last_hour = BTreeMap::new();
+        for (_, code, n) in customs.answers.iter().filter(|(m, _, _)| *m > since) {
+            *answers_last_hour.entry(code.clone()).or_insert(0) += n;
+        }
+        CustomsView { last_success_at: customs.last_success_at, answers_last_hour }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn customs_answers_are_counted_for_the_last_hour() {
+        let live = Live::new("ws://x/");
+        let hour = 60 * MINUTE_MS;
+        live.customs_answered("10000", true, 1_000);
+        live.customs_answered("20000", false, 2_000);
+        live.customs_answered("10000", true, MINUTE_MS + 5);
+        let view = live.customs(MINUTE_MS + 10);
+        assert_eq!(view.answers_last_hour, BTreeMap::from([("10000".into(), 2), ("20000".into(), 1)]));
+        assert_eq!(view.last_success_at, Some(MINUTE_MS + 5));
+        // An hour on, the first minute has gone.
+        let later = live.customs(hour + 10);
+        assert_eq!(later.answers_last_hour, BTreeMap::from([("10000".into(), 1)]));
+        live.customs_answered("20004", false, 3 * hour);
+        assert_eq!(live.customs(3 * hour).answers_last_hour, BTreeMap::from([("20004".into(), 1)]));
+    }
+}
