@@ -148,7 +148,29 @@ async fn the_command_line_audits_its_actions_too() {
     assert_eq!(entries[0]["action"], "resume signing");
     assert_eq!(entries[0]["reason"], "card changed");
     assert_eq!(entries[0]["count"], 1);
+
+    // `status`: all well (the request waits, with its deadline far off), then a pause.
+    let status = |serve: &ServeProcess| {
+        Command::new(env!("CARGO_BIN_EXE_customs179"))
+            .args(["status", "--config"])
+            .arg(&serve.config)
+            .output()
+            .unwrap()
+    };
+    let quiet = status(&serve);
+    assert_eq!(quiet.status.code(), Some(0), "{}", output_text(&quiet));
+    assert!(common::stdout(&quiet).contains("waiting 1"), "{}", output_text(&quiet));
+    let (code, _) = serve
+        .post_as(Some(ALICE), "/api/control/uploading/pause", json!({"reason": "test"}).to_string())
+        .await;
+    assert_eq!(code, StatusCode::OK);
+    let paused = status(&serve);
+    assert_eq!(paused.status.code(), Some(1), "{}", output_text(&paused));
+    assert!(output_text(&paused).contains("uploading    PAUSED by alice: test"), "{}", output_text(&paused));
     let _ = serve.terminate(std::time::Duration::from_secs(15)).await;
+    let gone = status(&serve);
+    assert_eq!(gone.status.code(), Some(1));
+    assert!(common::stderr(&gone).contains("does not answer"), "{}", output_text(&gone));
 }
 
 #[tokio::test]

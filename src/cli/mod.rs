@@ -16,6 +16,7 @@ mod resume;
 mod serve;
 mod sign;
 mod sim;
+mod status;
 mod verify;
 
 #[derive(Parser)]
@@ -35,6 +36,7 @@ enum Command {
     Check(check::Args),
     Doctor(doctor::Args),
     Serve(serve::Args),
+    Status(status::Args),
     Sign(sign::Args),
     Resume(resume::Args),
     Replay(replay::Args),
@@ -59,6 +61,7 @@ pub fn run() -> ExitCode {
         Command::Check(args) => check::run(args),
         Command::Doctor(args) => doctor::run(args),
         Command::Serve(args) => serve::run(args),
+        Command::Status(args) => status::run(args),
         Command::Sign(args) => sign::run(args),
         Command::Resume(args) => resume::run(args),
         Command::Replay(args) => replay::run(args),
