@@ -397,10 +397,13 @@ impl Store {
 
     /// Releases every lease, for a process that knows their holders are all
     /// gone (see [`Store::open_exclusive`]). The generation moves on too, so
-    /// that nothing a holder might still write could apply.
+    /// that nothing a holder might still write could apply. The claim that
+    /// was cut short does not count as an attempt: crashes must not lengthen
+    /// the backoff of the work they interrupted.
     pub(crate) async fn release_all_leases(&self, now: Millis) -> Result<u64, StoreError> {
         let released = sqlx::query(
-            "UPDATE requests SET lease_until = NULL, generation = generation + 1, updated_at = ?
+            "UPDATE requests SET lease_until = NULL, generation = generation + 1, updated_at = ?,
+                                 attempts = MAX(attempts - 1, 0)
              WHERE lease_until IS NOT NULL",
         )
         .bind(now)

@@ -72,6 +72,37 @@ pub(crate) async fn watch_changes(ctx: crate::context::ApiContext, mut shutdown:
     }
 }
 
+/// Retries a store operation until the database takes it: a commit that
+/// fails (the disk busy past the busy timeout) would otherwise leave its
+/// request claimed until the lease runs out. Gives up after [`DB_PATIENCE`],
+/// leaving the lease to expire (or the next start to release it).
+pub(crate) struct DbRetry {
+    what: &'static str,
+    started: std::time::Instant,
+    wait: Duration,
+}
+
+impl DbRetry {
+    pub fn new(what: &'static str) -> DbRetry {
+        DbRetry { what, started: std::time::Instant::now(), wait: Duration::from_millis(100) }
+    }
+
+    /// After a failed attempt: waits and answers true to try again, or false to give up.
+    pub async fn again(&mut self, e: &customs179_store::StoreError) -> bool {
+        if self.started.elapsed() >= DB_PATIENCE {
+            tracing::error!(error = %e, "{}: database error; giving up", self.what);
+            return false;
+        }
+        tracing::warn!(error = %e, retry_in_ms = self.wait.as_millis(), "{}: database error; retrying", self.what);
+        tokio::time::sleep(self.wait).await;
+        self.wait = (self.wait * 2).min(Duration::from_secs(2));
+        true
+    }
+}
+
+/// How long [`DbRetry`] keeps trying.
+const DB_PATIENCE: Duration = Duration::from_secs(30);
+
 /// Exponential backoff as data: `first_ms × 2^(attempts − 1)`, capped at
 /// `cap_ms` (and never below `first_ms`).
 pub(crate) fn backoff(first_ms: i64, attempts: i64, cap_ms: i64) -> i64 {

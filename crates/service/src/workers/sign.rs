@@ -48,9 +48,16 @@ pub(crate) async fn run(ctx: ApiContext, signer: Arc<SignerClient>, mut shutdown
         tokio::spawn(async move {
             while let Some((job, result)) = to_commit.recv().await {
                 let span = super::request_span(&job.claim);
-                if let Err(e) = commit(&ctx, &job, result).instrument(span).await {
-                    tracing::error!(session_id = job.claim.session_id, error = %e, "signer: database error");
+                let mut retry = super::DbRetry::new("signer");
+                async {
+                    while let Err(e) = commit(&ctx, &job, result.clone()).await {
+                        if !retry.again(&e).await {
+                            break;
+                        }
+                    }
                 }
+                .instrument(span)
+                .await;
             }
         })
     };

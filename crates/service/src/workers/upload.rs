@@ -60,8 +60,12 @@ pub(crate) async fn run(ctx: ApiContext, client: CustomsClient, mut shutdown: Sh
             uploads.spawn(
                 async move {
                     let answer = client.upload(&job.upload_body).await;
-                    if let Err(e) = settle(&ctx, &job, answer).await {
-                        tracing::error!(error = %e, "uploader: database error");
+                    note_answer(&ctx, &answer);
+                    let mut retry = super::DbRetry::new("uploader");
+                    while let Err(e) = settle(&ctx, &job, answer.clone()).await {
+                        if !retry.again(&e).await {
+                            break;
+                        }
                     }
                 }
                 .instrument(span),
@@ -71,13 +75,20 @@ pub(crate) async fn run(ctx: ApiContext, client: CustomsClient, mut shutdown: Sh
     }
 }
 
+/// Counts an answer once, however often its settling is retried.
+fn note_answer(ctx: &ApiContext, answer: &crate::customs::Answer) {
+    ctx.metrics.customs_answer(&answer.code);
+    let stored = matches!(answer.class, AnswerClass::Delivered | AnswerClass::AlreadyStored);
+    ctx.live.customs_answered(&answer.code, stored, now_ms());
+}
+
+/// Records what an answer means for the request. Every write is guarded by
+/// the claim's generation, so running it again after a database error
+/// does not apply a change twice.
 async fn settle(ctx: &ApiContext, job: &UploadJob, answer: crate::customs::Answer) -> Result<(), StoreError> {
     let now = now_ms();
     let session_id = job.claim.session_id.as_str();
     let late = now > job.claim.deadline_at;
-    ctx.metrics.customs_answer(&answer.code);
-    let stored = matches!(answer.class, AnswerClass::Delivered | AnswerClass::AlreadyStored);
-    ctx.live.customs_answered(&answer.code, stored, now);
     let since_call = Duration::from_millis(u64::try_from(now - job.claim.received_at).unwrap_or(0));
     match answer.class {
         AnswerClass::Delivered => {
