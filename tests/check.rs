@@ -51,7 +51,7 @@ fn a_valid_config_is_ok_with_its_summary() {
     let out = stdout(&output);
     assert!(out.starts_with(&format!("config OK: {}\n", path.display())), "{out}");
     assert!(out.contains("production environment (https://customs.chinaport.gov.cn/"), "{out}");
-    assert!(out.contains("admin token: set"), "{out}");
+    assert!(out.contains("tokens: admin (operator)"), "{out}");
     assert_no_secret(&output);
 }
 

@@ -188,6 +188,12 @@ async fn lists_take_every_filter_and_refuse_bad_ones() {
             .collect()
     };
     assert_eq!(ids(&h.get("/api/requests?sort=deadline").await), ["A-1", "A-2", "B-3"]);
+    // A request's detail carries each key once (its summary is flattened into it).
+    let raw =
+        h.client.get(format!("{}/api/requests/A-1", h.admin)).bearer_auth(ADMIN_TOKEN).send().await.unwrap();
+    let raw = raw.text().await.unwrap();
+    assert_eq!(raw.matches("\"attempts\":").count(), 1, "{raw}");
+    assert_eq!(raw.matches("\"step_attempts\":").count(), 1, "{raw}");
     assert_eq!(ids(&h.get("/api/requests?session_prefix=A-").await), ["A-2", "A-1"]);
     assert_eq!(ids(&h.get("/api/requests?at_risk=true&sort=deadline&limit=2").await), Vec::<String>::new());
     assert_eq!(ids(&h.get("/api/requests?late=false&state=waiting&order_no=SO-3").await), ["B-3"]);

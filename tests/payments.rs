@@ -346,7 +346,7 @@ async fn a_request_whose_data_never_comes_is_given_up() {
     let h = start("give_up_after_secs = 1").await;
     h.customs_call("SO-NEVER-1", "S-NEVER-1").await;
     assert_eq!(h.detail("S-NEVER-1").await["state"], "waiting");
-    let detail = h.wait_for_state("S-NEVER-1", "failed", Duration::from_secs(3)).await;
+    let detail = h.wait_for_state("S-NEVER-1", "failed", Duration::from_secs(10)).await;
     let error = detail["last_error"].as_str().unwrap_or_else(|| panic!("{detail:#}"));
     assert!(error.contains("no payment data"), "{error}");
     assert_eq!(detail["uploads"], json!([]));
@@ -415,7 +415,7 @@ async fn pulled_records_are_fetched_until_the_platform_has_them() {
     h.customs_call(order_no, "S-PULL-1").await;
 
     let detail = h
-        .wait_until("S-PULL-1", Duration::from_secs(3), |d| {
+        .wait_until("S-PULL-1", Duration::from_secs(10), |d| {
             d["last_error"].as_str().is_some_and(|e| e.contains("404"))
         })
         .await;
@@ -427,7 +427,7 @@ async fn pulled_records_are_fetched_until_the_platform_has_them() {
     assert_eq!(detail["attempts"].as_array().unwrap().len(), 0, "{detail:#}");
 
     platform.answer(200, &record("T-PULL-1", &[order_no]).to_string());
-    let detail = h.wait_for_state("S-PULL-1", "ready", Duration::from_secs(3)).await;
+    let detail = h.wait_for_state("S-PULL-1", "ready", Duration::from_secs(10)).await;
     check_upload(&detail, "S-PULL-1", &[order_no]);
     assert_eq!(detail["payment"]["payExchangeInfoHead"]["payTransactionId"], "T-PULL-1");
 
@@ -452,7 +452,7 @@ async fn an_invalid_pulled_record_fails_the_request() {
     let h = start(&pull_config(&pull_url)).await;
     h.customs_call("SO-PULL-2", "S-PULL-2").await;
 
-    let detail = h.wait_for_state("S-PULL-2", "failed", Duration::from_secs(3)).await;
+    let detail = h.wait_for_state("S-PULL-2", "failed", Duration::from_secs(10)).await;
     let error = detail["last_error"].as_str().unwrap();
     assert!(error.contains("/payExchangeInfoHead/currency"), "{error}");
     assert!(error.contains("/payExchangeInfoLists/0/goodsInfo/0/gname"), "{error}");
@@ -471,12 +471,12 @@ async fn a_failing_platform_is_asked_again() {
     h.customs_call("SO-PULL-3", "S-PULL-3").await;
 
     let detail = h
-        .wait_until("S-PULL-3", Duration::from_secs(3), |d| {
+        .wait_until("S-PULL-3", Duration::from_secs(10), |d| {
             d["last_error"].as_str().is_some_and(|e| e.contains("500"))
         })
         .await;
     assert_eq!(detail["state"], "waiting", "{detail:#}");
-    let deadline = Instant::now() + Duration::from_secs(4);
+    let deadline = Instant::now() + Duration::from_secs(10);
     while platform.calls().len() < 2 {
         assert!(Instant::now() < deadline, "not asked again: {:?}", platform.calls());
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -484,6 +484,6 @@ async fn a_failing_platform_is_asked_again() {
     assert_eq!(h.detail("S-PULL-3").await["state"], "waiting");
 
     platform.answer(200, &record("T-PULL-3", &["SO-PULL-3"]).to_string());
-    h.wait_for_state("S-PULL-3", "ready", Duration::from_secs(4)).await;
+    h.wait_for_state("S-PULL-3", "ready", Duration::from_secs(10)).await;
     h.stop().await;
 }

@@ -114,7 +114,7 @@ function row(r) {
     el("td", { class: "id" }, r.order_no),
     el("td", {}, r.state),
     el("td", { class: r.late ? "late" : null }, time(r.deadline_at), r.late ? " (late)" : null),
-    el("td", {}, r.attempts),
+    el("td", {}, r.step_attempts),
     el("td", { class: "err" }, r.last_error),
     el("td", {}, replay));
 }

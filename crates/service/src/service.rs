@@ -124,6 +124,8 @@ impl Service {
         let intake_writer = supervise(&health, "intake writer", SLACK, writing);
         // Requests left waiting by an earlier run are looked at once.
         ctx.prepare.sweep();
+        // Bulk replays a stop or a crash cut short go on.
+        crate::http::replays::resume_unfinished(&ctx);
         let stop_within = Duration::from_secs(ctx.config.shutdown_timeout_secs);
         let servers = vec![
             supervise(

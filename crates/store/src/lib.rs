@@ -21,12 +21,17 @@ mod export;
 mod payments;
 mod queue;
 mod reads;
+mod replays;
 
 pub use controls::{AuditEntry, Pause, PinInFlight, Stage};
 pub use export::{ExportCursor, ExportPage, ExportRange, ExportRow};
 pub use payments::{PutError, PutOutcome};
 pub use queue::{Claim, Delivery, NewRequest, Pending, PreparedUpload, SigningJob, State, UploadJob};
 pub use reads::{AttemptView, ListFilter, RequestDetail, RequestPage, RequestSummary, Sort, UploadView};
+pub use replays::{
+    DryRun, FailureExample, FailureGroup, NotTaken, REPLAY_CAP, REPLAY_CHUNK, REPLAY_TOKEN_TTL, ReplayError,
+    ReplayFilter, ReplayJob, ReplayProgress, ReplaySelection, ReplayStatus, failure_group_id, failure_kind,
+};
 
 /// Unix time in milliseconds, the unit of every time the store keeps.
 pub type Millis = i64;

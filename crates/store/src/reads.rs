@@ -50,7 +50,9 @@ pub struct RequestSummary {
     pub deadline_at: Millis,
     /// Delivered after its deadline, or not delivered and past it.
     pub late: bool,
-    /// Attempts at the current step.
+    /// Attempts at the current step. Named apart from a detail's `attempts`
+    /// (the history), which flattens this summary: one JSON key each.
+    #[serde(rename = "step_attempts")]
     pub attempts: i64,
     pub next_attempt_at: Millis,
     /// A worker holds the request until then.

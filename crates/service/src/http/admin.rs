@@ -18,7 +18,9 @@ pub(crate) fn router(ctx: ApiContext) -> Router {
         .route("/metrics", get(metrics))
         .merge(super::payments::router(&ctx))
         .merge(super::requests::router())
+        .merge(super::export::router())
         .merge(super::controls::router())
+        .merge(super::replays::router())
         .merge(super::status::router())
         .with_state(ctx)
         // Outermost, so every answer has them: pages, the JSON API, /metrics,

@@ -4,9 +4,11 @@
 pub(crate) mod admin;
 mod controls;
 mod error;
+mod export;
 pub(crate) mod intake;
 pub(crate) mod listener;
 mod payments;
+pub(crate) mod replays;
 mod requests;
 mod status;
 
