@@ -6,7 +6,6 @@ use customs179_core::CustomsAnswer;
 use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
 
-use crate::queue::State;
 use crate::reads::RequestSummary;
 use crate::{Millis, Store, StoreError};
 
@@ -104,32 +103,9 @@ impl Store {
 }
 
 fn export_row(row: &SqliteRow, now: Millis) -> Result<ExportRow, StoreError> {
-    let state: String = row.get("state");
-    let state =
-        State::parse(&state).ok_or_else(|| StoreError::Corrupt(format!("unknown state {state:?}")))?;
-    let deadline_at: Millis = row.get("deadline_at");
-    let delivered_at: Option<Millis> = row.get("delivered_at");
-    let lease_until: Option<Millis> = row.get("lease_until");
-    // The rule of the requests list (`reads::summary`).
-    let late = match delivered_at {
-        Some(at) => at > deadline_at,
-        None => state != State::Failed && now > deadline_at,
-    };
     let last_answer: Option<String> = row.get("last_answer");
     Ok(ExportRow {
-        summary: RequestSummary {
-            session_id: row.get("session_id"),
-            order_no: row.get("order_no"),
-            state,
-            received_at: row.get("received_at"),
-            deadline_at,
-            late,
-            attempts: row.get("attempts"),
-            next_attempt_at: row.get("next_attempt_at"),
-            claimed_until: lease_until.filter(|&until| until > now),
-            last_error: row.get("last_error"),
-            delivered_at,
-        },
+        summary: crate::reads::summary(row, now)?,
         customs_answer: last_answer.as_deref().and_then(answer_code),
         guid: row.get("guid"),
         cert_no: row.get("cert_no"),

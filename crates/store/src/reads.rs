@@ -111,7 +111,7 @@ const SUMMARY_COLUMNS: &str =
     "session_id, order_no, state, received_at, deadline_at, attempts, next_attempt_at,
      lease_until, last_error, delivered_at";
 
-fn summary(row: &SqliteRow, now: Millis) -> Result<RequestSummary, StoreError> {
+pub(crate) fn summary(row: &SqliteRow, now: Millis) -> Result<RequestSummary, StoreError> {
     let state: String = row.get("state");
     let state =
         State::parse(&state).ok_or_else(|| StoreError::Corrupt(format!("unknown state {state:?}")))?;
