@@ -198,6 +198,9 @@ async fn a_wrong_pin_and_a_locked_card_pause_signing_at_the_first_refusal() {
     }
     let reason = serve.wait_signing_paused().await;
     assert!(reason.contains("the card refused") && reason.contains("Err:Sim61001"), "{reason}");
+    let card = serve.get("/api/status").await["cards"][0].clone();
+    assert_eq!(card["paused"]["reason"], reason.as_str(), "{card}");
+    assert!(card["last_error"].as_str().is_some_and(|e| e.contains("Err:Sim61001")), "{card}");
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!((rig.card.stats().sign_requests, rig.card.stats().wrong_pins), (1, 1));
     // Each resume is one more try: the operator decides, the service never retries alone.
@@ -508,6 +511,7 @@ async fn the_status_shows_counts_risk_the_last_hour_the_card_customs_and_the_tas
     );
     assert!(card["days_left"].as_i64().is_some_and(|days| days > 0), "{card}");
     assert!(card["last_signature_at"].as_i64().is_some(), "{card}");
+    assert!(card["paused"].is_null(), "{card}");
     let customs = &status["customs"];
     assert_eq!(
         (&customs["environment"], &customs["answers_last_hour"]),

@@ -133,6 +133,7 @@ async fn status(State(ctx): State<ApiContext>, headers: HeaderMap) -> Result<Jso
     let hour_ago = (now.div_euclid(MINUTE_MS) - 59) * MINUTE_MS;
     let deliveries = ctx.store.deliveries_since(hour_ago).await?;
     let uploading = ctx.store.pause_of(Stage::Uploading).await?;
+    let signing = ctx.store.pause_of(Stage::Signing).await?;
     Ok(Json(Status {
         now,
         states,
@@ -141,8 +142,13 @@ async fn status(State(ctx): State<ApiContext>, headers: HeaderMap) -> Result<Jso
         late: ctx.store.count_late(now).await?,
         oldest_pending_ms: ctx.store.oldest_pending().await?.map(|received| now - received),
         last_hour: LastHour::of(&deliveries, now, deadline_ms),
-        signing: ctx.store.pause_of(Stage::Signing).await?,
-        cards: ctx.live.cards(),
+        signing: signing.clone(),
+        cards: ctx
+            .live
+            .cards()
+            .into_iter()
+            .map(|card| crate::live::CardView { paused: signing.clone(), ..card })
+            .collect(),
         customs: CustomsStatus {
             environment: customs.environment.as_str(),
             seen: ctx.live.customs(now),
