@@ -275,13 +275,16 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
         // Kept only if the guarded change below applies.
-        sqlx::query("UPDATE uploads SET cert_no = ?, sign_value = ?, upload_body = ? WHERE id = ?")
-            .bind(cert_no)
-            .bind(sign_value)
-            .bind(upload_body)
-            .bind(job.upload_id)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "UPDATE uploads SET cert_no = ?, sign_value = ?, upload_body = ?, signed_at = ? WHERE id = ?",
+        )
+        .bind(cert_no)
+        .bind(sign_value)
+        .bind(upload_body)
+        .bind(now)
+        .bind(job.upload_id)
+        .execute(&mut *tx)
+        .await?;
         let change = sqlx::query(
             "UPDATE requests
              SET state = 'signed', generation = generation + 1, lease_until = NULL, attempts = 0,

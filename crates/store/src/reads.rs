@@ -76,10 +76,15 @@ pub struct UploadView {
     pub guid: String,
     pub service_time: Millis,
     pub presign: String,
+    /// SHA-256 of the pre-sign string's UTF-8 bytes, lower-case hex: what to
+    /// compare with another system's copy without pasting 20 KB around.
+    pub presign_sha256: String,
     pub cert_no: Option<String>,
     pub sign_value: Option<String>,
     pub upload_body: Option<String>,
     pub created_at: Millis,
+    /// When its signature was made and verified.
+    pub signed_at: Option<Millis>,
 }
 
 /// One entry of a request's history.
@@ -187,7 +192,7 @@ impl Store {
             .transpose()
             .map_err(|e| StoreError::Corrupt(format!("a stored payment record is not JSON: {e}")))?;
         let uploads = sqlx::query(
-            "SELECT id, guid, service_time, presign, cert_no, sign_value, upload_body, created_at
+            "SELECT id, guid, service_time, presign, cert_no, sign_value, upload_body, created_at, signed_at
              FROM uploads WHERE session_id = ? ORDER BY id = ? DESC, id DESC",
         )
         .bind(session_id)
@@ -195,15 +200,20 @@ impl Store {
         .fetch_all(&self.pool)
         .await?
         .into_iter()
-        .map(|row| UploadView {
-            id: row.get(0),
-            guid: row.get(1),
-            service_time: row.get(2),
-            presign: row.get(3),
-            cert_no: row.get(4),
-            sign_value: row.get(5),
-            upload_body: row.get(6),
-            created_at: row.get(7),
+        .map(|row| {
+            let presign: String = row.get(3);
+            UploadView {
+                id: row.get(0),
+                guid: row.get(1),
+                service_time: row.get(2),
+                presign_sha256: sha256_hex(presign.as_bytes()),
+                presign,
+                cert_no: row.get(4),
+                sign_value: row.get(5),
+                upload_body: row.get(6),
+                created_at: row.get(7),
+                signed_at: row.get(8),
+            }
         })
         .collect();
         let attempts = sqlx::query(
@@ -344,4 +354,9 @@ fn list_query(prefix: &str, filter: &ListFilter, now: Millis) -> sqlx::QueryBuil
     // One more than asked, to learn whether another page exists.
     query.push_bind(filter.limit + 1);
     query
+}
+
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -247,6 +247,11 @@ async fn signing_then_uploading_then_replaying_keeps_every_step() {
     let body = presign.upload_body("0123abcd", "c2ln");
     assert!(f.store.signed(&jobs[0], "0123abcd", "c2ln", body.as_str(), 101).await.unwrap());
     assert!(!f.store.signed(&jobs[0], "0123abcd", "c2ln", body.as_str(), 102).await.unwrap(), "only once");
+    let signed =
+        f.store.request_detail(&jobs[0].claim.session_id, 102).await.unwrap().unwrap().uploads.remove(0);
+    assert_eq!(signed.signed_at, Some(101), "the first signature's time");
+    assert_eq!(signed.presign_sha256, crate::reads::sha256_hex(signed.presign.as_bytes()));
+    assert_eq!(signed.presign_sha256.len(), 64);
 
     let uploads = f.store.claim_uploads(103, 1_000, 4).await.unwrap();
     assert_eq!(uploads[0].upload_body, body.as_str());
@@ -626,4 +631,13 @@ async fn every_list_is_served_by_an_index() {
         }
     }
     assert!(unindexed.is_empty(), "{unindexed:#?}");
+}
+
+#[test]
+fn presign_digests_are_sha256_in_lower_case_hex() {
+    // FIPS 180-2's example.
+    assert_eq!(
+        crate::reads::sha256_hex(b"abc"),
+        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    );
 }
