@@ -108,6 +108,12 @@ pub enum Delivery {
     AlreadyStored,
 }
 
+/// What a replay sets (`?1` is now): back to `waiting`, its give-up clocks
+/// restarted, so the queue takes it after live work. One replay or many.
+pub(crate) const BACK_TO_WAITING: &str =
+    "state = 'waiting', generation = generation + 1, lease_until = NULL, attempts = 0,
+     waiting_since = ?1, next_attempt_at = ?1, last_error = NULL, delivered_at = NULL, updated_at = ?1";
+
 /// A request claimed for signing, with the exact text to sign.
 #[derive(Debug, Clone)]
 pub struct SigningJob {
@@ -379,14 +385,9 @@ impl Store {
         if !matches!(current, State::Failed | State::Delivered) {
             return Ok(Some(Err(current)));
         }
-        sqlx::query(
-            "UPDATE requests
-             SET state = 'waiting', generation = generation + 1, lease_until = NULL, attempts = 0,
-                 waiting_since = ?, next_attempt_at = ?, last_error = NULL, delivered_at = NULL, updated_at = ?
-             WHERE session_id = ?",
-        )
-        .bind(now)
-        .bind(now)
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE requests SET {BACK_TO_WAITING} WHERE session_id = ?2"
+        )))
         .bind(now)
         .bind(session_id)
         .execute(&mut *tx)

@@ -22,7 +22,7 @@ use std::collections::{BTreeMap, HashSet};
 use serde::Serialize;
 use sqlx::Row;
 
-use crate::queue::State;
+use crate::queue::{BACK_TO_WAITING, State};
 use crate::{Millis, Store, StoreError};
 
 /// At most this many requests in one bulk replay: a dry run selecting more is refused.
@@ -593,16 +593,14 @@ impl Store {
         .fetch_all(&mut *tx)
         .await?;
         let chunk_json = serde_json::to_string(&chunk).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        // The same change as Store::replay's, for the requests unchanged since the dry run.
-        let replayed: Vec<String> = sqlx::query_scalar(
-            "UPDATE requests
-             SET state = 'waiting', generation = generation + 1, lease_until = NULL, attempts = 0,
-                 waiting_since = ?1, next_attempt_at = ?1, last_error = NULL, delivered_at = NULL, updated_at = ?1
+        // Store::replay's change, for the requests unchanged since the dry run.
+        let replayed: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "UPDATE requests SET {BACK_TO_WAITING}
              WHERE session_id IN (SELECT value FROM json_each(?2)) AND state = 'failed'
                AND generation = (SELECT i.generation FROM replay_items i
                                  WHERE i.replay_id = ?3 AND i.session_id = requests.session_id)
-             RETURNING session_id",
-        )
+             RETURNING session_id"
+        )))
         .bind(now)
         .bind(&chunk_json)
         .bind(id)
