@@ -74,7 +74,7 @@ async fn main() -> ExitCode {
         options.requests, options.rate_per_s, options.kills
     );
     if let Some(dir) = &options.keep_in {
-        println!("database and logs (serve-N.log, one per start) in {}", dir.display());
+        println!("database and logs (serve-*-N.log, one per start) in {}", dir.display());
     }
     let report = chaos::run(options).await;
     println!();

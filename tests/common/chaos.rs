@@ -30,9 +30,7 @@
 //!   is not proven yet (rule 1 must then pause signing); and wherever a drawn moment falls.
 
 use std::collections::{HashMap, HashSet};
-use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use customs179_sim::customs::{self, CUSTOMS_USER_AGENT, CustomsFaults, CustomsSimOptions, FaultKind};
@@ -45,7 +43,8 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use super::{ADMIN_TOKEN, EBP_CODE, closed_port, developer_overrides, http_client, now_ms, open_db};
+use super::serve::ServeProcess;
+use super::{ADMIN_TOKEN, EBP_CODE, http_client, now_ms, open_db};
 
 const PIN: &str = "88888888";
 /// The service's deadline (`[customs] deadline_secs`, set to this in the configuration).
@@ -176,7 +175,7 @@ pub struct ChaosReport {
     /// Pushes the service refused (other than for being down).
     pub refused_pushes: Vec<String>,
     pub customs: CustomsSummary,
-    /// Where the database and the service's logs (`serve-N.log`, one per start) were kept:
+    /// Where the database and the service's logs (`serve-*-N.log`, one per start) were kept:
     /// `keep_in`, or the temporary directory of a run that found problems.
     pub kept_in: Option<PathBuf>,
 }
@@ -536,143 +535,9 @@ impl Plan {
     }
 }
 
-/// `customs179 serve` as a child process, started again and again on one configuration (one
-/// database, the same ports); each start logs to a file of its own.
-struct Serve {
-    dir: PathBuf,
-    config: PathBuf,
-    intake_port: u16,
-    admin_port: u16,
-    child: Option<Child>,
-    starts: usize,
-    /// When the running process was spawned, unix ms: claims made since are its own.
-    spawned_ms: i64,
-}
-
-impl Serve {
-    /// Writes the configuration: fresh ports, the database `db`, the card at `signer_url`,
-    /// customs at `upload_url`.
-    fn configure(dir: &Path, db: &Path, signer_url: &str, upload_url: &str) -> Serve {
-        let (intake_port, admin_port) = (closed_port(), closed_port());
-        let config = dir.join("customs179.toml");
-        std::fs::write(
-            &config,
-            format!(
-                r#"
-[intake]
-listen = "127.0.0.1:{intake_port}"
-
-[admin]
-listen = "127.0.0.1:{admin_port}"
-token = "{ADMIN_TOKEN}"
-
-[store]
-path = {db:?}
-
-[enterprise]
-ebp_code = "{EBP_CODE}"
-
-[signer]
-url = "{signer_url}"
-pin = "{PIN}"
-
-[customs]
-environment = "test"
-upload_url = "{upload_url}"
-deadline_secs = {deadline_secs}
-
-[log]
-level = "info"
-"#,
-                db = db.to_str().unwrap(),
-                deadline_secs = DEADLINE_MS / 1_000,
-            ),
-        )
-        .unwrap();
-        Serve { dir: dir.to_owned(), config, intake_port, admin_port, child: None, starts: 0, spawned_ms: 0 }
-    }
-
-    /// Starts a process and waits until both ports accept connections (customs' calls are
-    /// answered from then on); returns how long that took.
-    async fn start(&mut self) -> Duration {
-        assert!(self.child.is_none(), "one process at a time");
-        self.starts += 1;
-        let mut command = Command::new(env!("CARGO_BIN_EXE_customs179"));
-        command
-            .args(["serve", "--config"])
-            .arg(&self.config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(File::create(self.log()).unwrap());
-        for name in developer_overrides() {
-            command.env_remove(name);
-        }
-        let began = Instant::now();
-        self.spawned_ms = now_ms();
-        self.child = Some(command.spawn().unwrap());
-        let deadline = began + Duration::from_secs(30);
-        for port in [self.intake_port, self.admin_port] {
-            while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-                if let Some(status) = self.exited() {
-                    panic!("start {} exited ({status}) before listening:\n{}", self.starts, self.log_tail());
-                }
-                assert!(Instant::now() < deadline, "start {} does not listen on {port}", self.starts);
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            }
-        }
-        began.elapsed()
-    }
-
-    /// SIGKILL: no chance to finish anything. Returns the status of a process that had
-    /// already exited on its own.
-    fn kill(&mut self) -> Option<ExitStatus> {
-        let mut child = self.child.take().expect("a running process");
-        if let Some(status) = child.try_wait().unwrap() {
-            return Some(status);
-        }
-        child.kill().unwrap();
-        child.wait().unwrap();
-        None
-    }
-
-    /// The exit status of a process that ended; it is then no longer running.
-    fn exited(&mut self) -> Option<ExitStatus> {
-        let status = self.child.as_mut()?.try_wait().unwrap()?;
-        self.child = None;
-        Some(status)
-    }
-
-    fn log(&self) -> PathBuf {
-        self.dir.join(format!("serve-{}.log", self.starts))
-    }
-
-    fn log_tail(&self) -> String {
-        let log = std::fs::read_to_string(self.log()).unwrap_or_default();
-        let lines: Vec<&str> = log.lines().collect();
-        lines[lines.len().saturating_sub(20)..].join("\n")
-    }
-
-    fn intake_url(&self) -> String {
-        format!("http://127.0.0.1:{}/platDataOpen", self.intake_port)
-    }
-
-    fn admin_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.admin_port)
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        if let Some(child) = &mut self.child {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
 /// The service and the card, which sees what each process of the service sends it.
 struct Rig {
-    serve: Serve,
+    serve: ServeProcess,
     card: RunningEportSim,
     db: PathBuf,
     /// The card's count of Sign requests when the running process was spawned.
@@ -685,7 +550,7 @@ impl Rig {
     /// Starts the service; returns how long until it listened.
     async fn start(&mut self) -> Duration {
         self.signs_before_start = self.card.stats().sign_requests;
-        self.serve.start().await
+        self.serve.start_listening().await
     }
 
     /// Waits until `until`, restarting the service whenever it exits on its own (recorded:
@@ -1120,8 +985,16 @@ pub async fn run(options: ChaosOptions) -> ChaosReport {
     customs_options.seed = Some(options.seed);
     let customs = customs::start(customs_options).await.expect("the customs simulator starts");
 
-    let serve = Serve::configure(&dir, &db, &card.ws_url(), &customs.upload_url());
-    let (intake_url, admin_url) = (serve.intake_url(), serve.admin_url());
+    let sections = format!(
+        "[signer]\nurl = \"{}\"\npin = \"{PIN}\"\n[customs]\nenvironment = \"test\"\nupload_url = \"{}\"\n\
+         deadline_secs = {}\n[log]\nlevel = \"info\"\n",
+        card.ws_url(),
+        customs.upload_url(),
+        DEADLINE_MS / 1_000
+    );
+    // Customs keeps calling one address across the restarts.
+    let serve = ServeProcess::configure(&dir, &sections).keep_ports();
+    let (intake_url, admin_url) = (format!("{}/platDataOpen", serve.intake), serve.admin.clone());
     let mut rig = Rig { serve, card, db: db.clone(), signs_before_start: 0, exits: Vec::new() };
     rig.start().await;
     let start = Instant::now();

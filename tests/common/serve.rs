@@ -2,6 +2,7 @@
 //! database and ports, or start a second one beside it.
 
 use std::fs::File;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -18,8 +19,13 @@ pub struct ServeProcess {
     /// More lines of `[intake]`.
     pub intake_keys: String,
     extra_toml: String,
+    /// Ports every start listens on, when the test wants them kept (see [`ServeProcess::keep_ports`]).
+    kept_ports: Option<(SocketAddr, SocketAddr)>,
     child: Option<Child>,
-    starts: usize,
+    /// How many times it was started.
+    pub starts: usize,
+    /// When the running process was spawned, unix ms: claims made since are its own.
+    pub spawned_ms: i64,
 }
 
 impl ServeProcess {
@@ -34,6 +40,7 @@ impl ServeProcess {
             db: dir.join("customs179.sqlite"),
             intake_keys: String::new(),
             extra_toml: extra_toml.to_owned(),
+            kept_ports: None,
             api: Api {
                 client: http_client(Some(Duration::from_secs(15))),
                 intake: String::new(),
@@ -41,7 +48,27 @@ impl ServeProcess {
             },
             child: None,
             starts: 0,
+            spawned_ms: 0,
         }
+    }
+
+    /// Every start listens on the same two ports from now on, as a real deployment does (a
+    /// caller keeps calling one address across restarts). A port released by one start could be
+    /// taken by another process before the next: only for tests that need it.
+    pub fn keep_ports(mut self) -> ServeProcess {
+        let (intake, admin) = (free_addr(), free_addr());
+        self.kept_ports = Some((intake, admin));
+        self.api.intake = format!("http://{intake}");
+        self.api.admin = format!("http://{admin}");
+        self
+    }
+
+    /// Spawns `serve` and waits until both ports accept connections; how long that took.
+    pub async fn start_listening(&mut self) -> Duration {
+        let began = Instant::now();
+        self.spawn();
+        self.wait_until_listening().await;
+        began.elapsed()
     }
 
     /// Spawns `serve` and returns once its log says it started (both ports listen, the
@@ -78,7 +105,7 @@ impl ServeProcess {
     pub fn spawn(&mut self) {
         assert!(self.child.is_none(), "one process at a time");
         self.starts += 1;
-        let (intake, admin) = (free_addr(), free_addr());
+        let (intake, admin) = self.kept_ports.unwrap_or_else(|| (free_addr(), free_addr()));
         std::fs::write(
             &self.config,
             service_toml(intake, admin, &self.db, &self.intake_keys, &self.extra_toml),
@@ -96,14 +123,20 @@ impl ServeProcess {
         for name in developer_overrides() {
             command.env_remove(name);
         }
+        self.spawned_ms = super::now_ms();
         self.child = Some(command.spawn().unwrap());
     }
 
-    /// SIGKILL: no chance to finish anything.
-    pub fn kill(&mut self) {
+    /// SIGKILL: no chance to finish anything. Returns the status of a process that had
+    /// already exited on its own.
+    pub fn kill(&mut self) -> Option<ExitStatus> {
         let mut child = self.child.take().expect("a running process");
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
         let _ = child.kill();
         child.wait().unwrap();
+        None
     }
 
     /// Sends SIGTERM and waits (up to `within`) for the exit.
@@ -136,6 +169,13 @@ impl ServeProcess {
     /// What the latest start logged so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// The last 20 lines of [`ServeProcess::log`].
+    pub fn log_tail(&self) -> String {
+        let log = self.log();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
     }
 
     fn log_path(&self) -> PathBuf {
