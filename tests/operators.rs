@@ -10,31 +10,17 @@ use serde_json::json;
 mod common;
 
 use common::serve::ServeProcess;
-use common::{ADMIN_TOKEN, Harness, output_text};
-
-const ALICE: &str = "alice-operator-token-0123";
-const VIEWER: &str = "wall-screen-viewer-token-0123";
+use common::{ADMIN_TOKEN, ALICE, Harness, VIEWER, output_text};
 
 fn sections() -> String {
-    format!(
-        r#"
-[[admin.tokens]]
-name = "alice"
-token = "{ALICE}"
-role = "operator"
-
-[[admin.tokens]]
-name = "wall screen"
-token = "{VIEWER}"
-role = "viewer"
-
+    common::named_tokens()
+        + r#"
 [signer]
 pin = "1"
 
 [customs]
 environment = "test"
 "#
-    )
 }
 
 #[tokio::test]

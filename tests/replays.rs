@@ -11,26 +11,14 @@ use serde_json::{Value, json};
 mod common;
 
 use common::serve::ServeProcess;
-use common::{Api, Harness, output_text, stdout};
+use common::{ALICE, Api, Harness, VIEWER, output_text, stdout};
 
-const ALICE: &str = "alice-operator-token-0123";
-const VIEWER: &str = "wall-screen-viewer-token-0123";
 const NO_DATA: &str = "no payment data for this order after # s";
 
 /// Requests whose payment never comes fail after a second; nothing is ever signed.
 fn sections() -> String {
-    format!(
-        r#"
-[[admin.tokens]]
-name = "alice"
-token = "{ALICE}"
-role = "operator"
-
-[[admin.tokens]]
-name = "wall screen"
-token = "{VIEWER}"
-role = "viewer"
-
+    common::named_tokens()
+        + r#"
 [signer]
 url = "ws://127.0.0.1:1/"
 pin = "12345678"
@@ -41,7 +29,6 @@ environment = "test"
 [payments]
 give_up_after_secs = 1
 "#
-    )
 }
 
 impl Api {

@@ -22,6 +22,17 @@ pub mod chaos;
 pub mod serve;
 
 pub const ADMIN_TOKEN: &str = "admin-token-0123456789";
+/// Tokens of [`named_tokens`]: an operator named "alice" and a viewer named "wall screen".
+pub const ALICE: &str = "alice-operator-token-0123";
+pub const VIEWER: &str = "wall-screen-viewer-token-0123";
+
+/// `[[admin.tokens]]` for [`ALICE`] and [`VIEWER`], beside [`ADMIN_TOKEN`] (an operator named "admin").
+pub fn named_tokens() -> String {
+    format!(
+        "[[admin.tokens]]\nname = \"alice\"\ntoken = \"{ALICE}\"\nrole = \"operator\"\n\n\
+         [[admin.tokens]]\nname = \"wall screen\"\ntoken = \"{VIEWER}\"\nrole = \"viewer\"\n"
+    )
+}
 pub const EBP_CODE: &str = "EBP4401960ABC";
 
 /// Port 0 on loopback: the OS picks a free port, so tests can run side by side.
