@@ -372,13 +372,21 @@ mod tests {
         let states: Vec<(&str, &str)> = health.report().iter().map(|t| (t.name, t.state)).collect();
         assert_eq!(states, [("broken", "dead"), ("quiet", "ok")]);
 
+        quiet.abort();
+
         // At the stop, tasks ending (or dropped at the deadline) are no failure.
         let health = Arc::new(Health::default());
-        let mut returning = supervise(&health, "returning", SLACK, async {});
+        let (go, gone) = tokio::sync::oneshot::channel::<()>();
+        let mut returning = supervise(&health, "returning", SLACK, async {
+            let _ = gone.await;
+        });
+        let mut dropped = supervise(&health, "dropped", SLACK, std::future::pending());
         health.stopping();
+        let _ = go.send(());
         returning.wait().await;
-        quiet.abort();
-        quiet.wait().await;
+        dropped.abort();
+        dropped.wait().await;
         assert!(health.failure().borrow().is_none());
+        assert!(health.report().iter().all(|t| t.state == "ok"), "{:?}", health.report());
     }
 }
