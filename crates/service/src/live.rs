@@ -30,8 +30,6 @@ pub(crate) struct CardView {
     pub last_signature_at: Option<Millis>,
     pub last_error: Option<String>,
     pub last_error_at: Option<Millis>,
-    /// Signing paused (for every card, today): why, since when, by whom.
-    pub paused: Option<customs179_store::Pause>,
 }
 
 /// Customs, as the uploader last saw it.

@@ -57,9 +57,18 @@ struct Status {
     last_hour: LastHour,
     signing: Option<Pause>,
     uploading: Option<Pause>,
-    cards: Vec<crate::live::CardView>,
+    cards: Vec<CardStatus>,
     customs: CustomsStatus,
     tasks: Vec<crate::health::TaskHealth>,
+}
+
+/// A card as the signer last saw it, and whether its signing is paused.
+#[derive(Serialize)]
+struct CardStatus {
+    #[serde(flatten)]
+    seen: crate::live::CardView,
+    /// Signing paused (for every card, today): why, since when, by whom.
+    paused: Option<Pause>,
 }
 
 #[derive(Serialize)]
@@ -147,7 +156,7 @@ async fn status(State(ctx): State<ApiContext>, headers: HeaderMap) -> Result<Jso
             .live
             .cards()
             .into_iter()
-            .map(|card| crate::live::CardView { paused: signing.clone(), ..card })
+            .map(|seen| CardStatus { seen, paused: signing.clone() })
             .collect(),
         customs: CustomsStatus {
             environment: customs.environment.as_str(),
