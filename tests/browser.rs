@@ -16,7 +16,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use customs179_sim::customs::{self, CustomsSimOptions};
 use customs179_sim::eport::{self, Algo, EportSimOptions};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -24,7 +23,7 @@ use tempfile::TempDir;
 
 mod common;
 
-use common::{ADMIN_TOKEN, Api, EBP_CODE, Harness, closed_port, http_client, loopback, payment_record};
+use common::{ADMIN_TOKEN, Api, Harness, closed_port, http_client, loopback, payment_record};
 
 const PIN: &str = "88888888";
 /// Generous: the machine may be busy; a pass takes seconds.
@@ -71,9 +70,7 @@ async fn hostile_data_renders_as_text_and_runs_nothing() {
     let card = tempfile::tempdir().unwrap();
     let eport = eport::start(EportSimOptions::new(loopback(), Algo::Sm2, PIN, card.path())).await.unwrap();
     let certs = tempfile::tempdir().unwrap();
-    std::fs::write(certs.path().join("card.pem"), eport.keys().cert_pem().unwrap()).unwrap();
-    let options = CustomsSimOptions::new(loopback(), certs.path(), [EBP_CODE]);
-    let customs = customs::start(options).await.unwrap();
+    let customs = common::customs_registering(&eport, certs.path()).await;
     let h = Harness::start(&format!(
         r#"
 [signer]

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use customs179_eport::SignerClient;
-use customs179_sim::customs::{self, CustomsFaultsUpdate, CustomsSimOptions, RunningCustomsSim};
+use customs179_sim::customs::{CustomsFaultsUpdate, RunningCustomsSim};
 use customs179_sim::eport::{self, Algo, EportSimOptions, FaultsUpdate, RunningEportSim, Stats};
 use serde_json::{Value, json};
 use tempfile::TempDir;
@@ -15,7 +15,7 @@ use tempfile::TempDir;
 mod common;
 
 use common::serve::ServeProcess;
-use common::{ADMIN_TOKEN, Api, EBP_CODE, loopback, now_ms};
+use common::{ADMIN_TOKEN, Api, loopback, now_ms};
 
 const PIN: &str = "pin-5d81c2e7";
 const WRONG_PIN: &str = "pin-00000000";
@@ -33,12 +33,7 @@ impl Rig {
     async fn start() -> Rig {
         let (dir, card_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let card = start_card(loopback(), card_dir.path()).await;
-        let certs = dir.path().join("certs");
-        std::fs::create_dir(&certs).unwrap();
-        std::fs::write(certs.join("card.pem"), card.keys().cert_pem().unwrap()).unwrap();
-        let mut options = CustomsSimOptions::new(loopback(), &certs, [EBP_CODE]);
-        options.seed = Some(9);
-        let customs = customs::start(options).await.unwrap();
+        let customs = common::customs_registering(&card, &dir.path().join("certs")).await;
         Rig { dir, card_dir, card, customs }
     }
 

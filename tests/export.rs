@@ -6,11 +6,8 @@
 //! `until`, refuse what is not a time, and stream a long export page by page.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::SocketAddr;
-use std::path::Path;
 use std::time::Duration;
 
-use customs179_sim::customs::{self, CustomsFaults, CustomsSimOptions, RunningCustomsSim};
 use customs179_sim::eport::{self, Algo, EportSimOptions};
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -18,7 +15,7 @@ use sqlx::Connection;
 
 mod common;
 
-use common::{ADMIN_TOKEN, EBP_CODE, Harness, listed_requests, loopback, open_db};
+use common::{ADMIN_TOKEN, Harness, listed_requests, loopback, open_db};
 
 const PIN: &str = "88888888";
 const VIEWER: &str = "wall-screen-viewer-token-0123";
@@ -47,14 +44,6 @@ timeout_ms = 2000
 retry_max_secs = 2
 "#
     )
-}
-
-/// A customs simulator at `addr` registering the certificates of `certs` and our ebpCode.
-async fn start_customs(addr: SocketAddr, certs: &Path) -> RunningCustomsSim {
-    let mut options = CustomsSimOptions::new(addr, certs, [EBP_CODE]);
-    options.faults = CustomsFaults::default();
-    options.seed = Some(179);
-    customs::start(options).await.expect("the customs simulator starts")
 }
 
 /// An export as `token` with `query` (the text after `?`, sent as given).
@@ -174,8 +163,7 @@ async fn the_export_opens_right_in_excel() {
     let card = tempfile::tempdir().unwrap();
     let eport = eport::start(EportSimOptions::new(loopback(), Algo::Sm2, PIN, card.path())).await.unwrap();
     let certs = tempfile::tempdir().unwrap();
-    std::fs::write(certs.path().join("card.pem"), eport.keys().cert_pem().unwrap()).unwrap();
-    let customs = start_customs(loopback(), certs.path()).await;
+    let customs = common::customs_registering(&eport, certs.path()).await;
     let h = Harness::start(&sections(&eport.ws_url(), &customs.upload_url()))
         .await
         .with_client_timeout(Duration::from_secs(20));

@@ -422,3 +422,16 @@ pub fn payment_record(transaction: &str, orders: &[&str]) -> Value {
         "payExchangeInfoLists": lists,
     })
 }
+
+/// The customs simulator registering `card`'s certificate (written into `certs`) and our
+/// ebpCode, without faults and with a fixed seed.
+pub async fn customs_registering(
+    card: &customs179_sim::eport::RunningEportSim,
+    certs: &Path,
+) -> customs179_sim::customs::RunningCustomsSim {
+    std::fs::create_dir_all(certs).unwrap();
+    std::fs::write(certs.join("card.pem"), card.keys().cert_pem().unwrap()).unwrap();
+    let mut options = customs179_sim::customs::CustomsSimOptions::new(loopback(), certs, [EBP_CODE]);
+    options.seed = Some(179);
+    customs179_sim::customs::start(options).await.expect("the customs simulator starts")
+}
