@@ -876,23 +876,17 @@ impl Settings {
         let admin_listen = self
             .text(&ADMIN_LISTEN, socket_addr)
             .unwrap_or(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8179));
+        // `[admin] token` is required unless named tokens stand in for it.
         let named_tokens = self.admin_tokens();
-        let admin_token = if named_tokens.as_ref().is_some_and(|tokens| !tokens.is_empty())
+        let admin_tokens: Option<Vec<AdminToken>> = if named_tokens.as_ref().is_some_and(|t| !t.is_empty())
             && !self.values.contains_key(ADMIN_TOKEN.name)
         {
-            None
+            named_tokens
         } else {
-            self.required(&ADMIN_TOKEN, "a random token of at least 16 characters", token)
-        };
-        let admin_tokens: Option<Vec<AdminToken>> = match (admin_token, named_tokens) {
-            (None, Some(named)) if !named.is_empty() && !self.values.contains_key(ADMIN_TOKEN.name) => {
-                Some(named)
-            }
-            (Some(admin), named) => {
+            self.required(&ADMIN_TOKEN, "a random token of at least 16 characters", token).map(|admin| {
                 let admin = AdminToken { name: "admin".to_owned(), token: admin, role: Role::Operator };
-                Some(std::iter::once(admin).chain(named.unwrap_or_default()).collect())
-            }
-            _ => None,
+                std::iter::once(admin).chain(named_tokens.unwrap_or_default()).collect()
+            })
         };
         if let Some(tokens) = &admin_tokens {
             self.check_distinct_tokens(tokens);
