@@ -716,25 +716,14 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use customs179_core::OpenReq;
 
     use super::*;
-    use crate::NewRequest;
+    use crate::tests::request;
 
     async fn store() -> (Store, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("queue.sqlite")).await.unwrap();
         (store, dir)
-    }
-
-    fn request(session_id: &str, order_no: &str, received_at: Millis) -> NewRequest {
-        let raw = format!(r#"{{"orderNo":"{order_no}","sessionID":"{session_id}","serviceTime":1}}"#);
-        NewRequest {
-            open_req: OpenReq::parse(&raw).unwrap(),
-            raw,
-            received_at,
-            deadline_at: received_at + 120_000,
-        }
     }
 
     /// Receives `session_id` at `at` and fails it at `at + 10` at `step` with `reason`.

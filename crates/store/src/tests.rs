@@ -19,7 +19,8 @@ async fn fixture() -> Fixture {
     Fixture { store, _dir: dir, path }
 }
 
-fn request(session_id: &str, order_no: &str, received_at: Millis) -> NewRequest {
+/// A customs call for `order_no`, received at `received_at`, due 120 s later.
+pub(crate) fn request(session_id: &str, order_no: &str, received_at: Millis) -> NewRequest {
     let raw = format!(r#"{{"orderNo":"{order_no}","sessionID":"{session_id}","serviceTime":1}}"#);
     NewRequest {
         open_req: OpenReq::parse(&raw).unwrap(),
