@@ -364,7 +364,7 @@ mod tests {
     async fn a_task_that_dies_before_the_stop_fails_the_service() {
         let health = Arc::new(Health::default());
         let mut failure = health.failure();
-        let mut quiet = supervise(&health, "quiet", SLACK, std::future::pending());
+        let quiet = supervise(&health, "quiet", SLACK, std::future::pending());
         let mut broken = supervise(&health, "broken", SLACK, async { panic!("a bug") });
         broken.wait().await;
         let reason = failure.wait_for(Option::is_some).await.unwrap().clone().unwrap();
