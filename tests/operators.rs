@@ -195,6 +195,7 @@ async fn lists_take_every_filter_and_refuse_bad_ones() {
         "state=lost",
         "limit=0",
         "colour=red",
+        "code=20001%0A",
     ] {
         let (status, answer) = h.get_as(Some(VIEWER), &format!("/api/requests?{bad}")).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {answer}");

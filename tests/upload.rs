@@ -16,7 +16,7 @@ use customs179_sim::customs::{
 };
 use customs179_sim::eport::{self, Algo, EportSimOptions, RunningEportSim};
 use reqwest::StatusCode;
-use serde_json::Value;
+use serde_json::{Value, json};
 use tempfile::TempDir;
 
 mod common;
@@ -421,12 +421,35 @@ async fn a_failed_request_is_delivered_by_a_replay() {
     assert!(uploads_before >= 1);
     assert_eq!(rig.customs.report().totals.stored, 0);
 
+    // Found by customs' answer code; each attempt says its code and how long it took.
+    assert_eq!(failed["code"], "HTTP 503", "{failed:#}");
+    for query in ["code=HTTP%20503", "code=HTTP%20503&state=failed&sort=deadline"] {
+        let listed = h.get(&format!("/api/requests?{query}")).await;
+        assert_eq!(listed["requests"][0]["session_id"], session_id.as_str(), "{query}: {listed:#}");
+    }
+    assert_eq!(h.get("/api/requests?code=HTTP%20503&state=waiting").await["requests"], json!([]));
+    let attempts = failed["attempts"].as_array().unwrap();
+    for upload in attempts.iter().filter(|a| a["step"] == "upload") {
+        assert_eq!(upload["code"], "HTTP 503", "{upload:#}");
+        assert!(upload["took_ms"].as_i64().is_some_and(|ms| (0..10_000).contains(&ms)), "{upload:#}");
+    }
+    let signed = attempts.iter().find(|a| a["step"] == "sign").unwrap();
+    assert_eq!(signed["cert_no"], rig.eport.cert_no().as_str(), "{signed:#}");
+    assert!(signed["took_ms"].as_i64().is_some(), "{signed:#}");
+    let timeline = failed["timeline"].as_array().unwrap();
+    let steps: Vec<&str> = timeline.iter().map(|e| e["step"].as_str().unwrap()).collect();
+    assert_eq!(steps[..2], ["customs call", "payment data"], "{timeline:#?}");
+    assert_eq!(timeline.len(), attempts.len() + 2, "{timeline:#?}");
+    assert!(timeline.windows(2).all(|w| w[0]["at"].as_i64() <= w[1]["at"].as_i64()), "{timeline:#?}");
+
     // Only a failed or delivered request can be replayed; this one is failed.
     rig.customs.update_faults(&CustomsFaultsUpdate { next_http_5xx: Some(0), ..Default::default() }).unwrap();
     let (status, replayed) = h.post(&format!("/api/requests/{session_id}/replay"), String::new()).await;
     assert_eq!(status, StatusCode::OK, "{replayed}");
     assert_eq!(replayed["was"], "failed", "{replayed}");
     let delivered = h.wait_for_state(&session_id, "delivered", WAIT).await;
+    assert_eq!(delivered["code"], Value::Null, "nothing is wrong any more: {delivered:#}");
+    assert_eq!(delivered["attempts"].as_array().unwrap().last().unwrap()["code"], "10000");
 
     let uploads = delivered["uploads"].as_array().unwrap();
     assert_eq!(uploads.len(), 2, "a replay adds an upload and keeps the old one: {delivered:#}");

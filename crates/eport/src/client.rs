@@ -47,6 +47,22 @@ pub enum SignerError {
     BadSignature(String),
 }
 
+impl SignerError {
+    /// What went wrong, as a code operators find requests by (the `code` of
+    /// `GET /api/requests`; OPERATIONS.md lists them).
+    pub fn code(&self) -> &'static str {
+        match self {
+            SignerError::Unavailable(_) => "signer_unavailable",
+            SignerError::NoAnswer(_) => "signer_no_answer",
+            SignerError::Failed { class: FailureClass::ReaderUnwell, .. } => "reader_unwell",
+            SignerError::Failed { class: FailureClass::BadArguments, .. } => "item_refused",
+            SignerError::Failed { class: FailureClass::Refused, .. } => "card_refused",
+            SignerError::Certificate(_) => "certificate",
+            SignerError::BadSignature(_) => "bad_signature",
+        }
+    }
+}
+
 /// The card as last seen after a connect.
 #[derive(Debug, Clone)]
 pub struct CardIdentity {

@@ -51,7 +51,7 @@ pub struct ExportPage {
 /// (`received_at, session_id`, walked forwards), from a bound that index
 /// can seek to, so each page costs its own rows only.
 const COLUMNS: &str = "r.session_id, r.order_no, r.state, r.received_at, r.deadline_at, r.attempts,
-     r.next_attempt_at, r.lease_until, r.last_error, r.delivered_at, u.guid, u.cert_no,
+     r.next_attempt_at, r.lease_until, r.last_error, r.last_code, r.delivered_at, u.guid, u.cert_no,
      (SELECT p.pay_transaction_id FROM payments p
       WHERE p.id = COALESCE(u.payment_id, (SELECT o.payment_id FROM payment_orders o WHERE o.order_no = r.order_no)))
         AS pay_transaction_id,

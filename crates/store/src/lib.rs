@@ -26,7 +26,9 @@ mod replays;
 pub use controls::{AuditEntry, Pause, PinInFlight, Stage};
 pub use export::{ExportCursor, ExportPage, ExportRange, ExportRow};
 pub use payments::{PutError, PutOutcome};
-pub use queue::{Claim, Delivery, NewRequest, Pending, PreparedUpload, SigningJob, State, UploadJob};
+pub use queue::{
+    Claim, Delivery, NewRequest, Outcome, Pending, PreparedUpload, SigningJob, State, UploadJob,
+};
 pub use reads::{AttemptView, ListFilter, RequestDetail, RequestPage, RequestSummary, Sort, UploadView};
 pub use replays::{
     DryRun, FailureExample, FailureGroup, NotTaken, REPLAY_CAP, REPLAY_CHUNK, REPLAY_TOKEN_TTL, ReplayError,

@@ -108,11 +108,33 @@ pub enum Delivery {
     AlreadyStored,
 }
 
+/// What an attempt came to: its text (an error, customs' answer as
+/// received), the code it is found by (customs' answer code, or a kind of
+/// error of ours; OPERATIONS.md lists them), and how long its step took,
+/// where that was timed (a signature, an upload, a pull).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome<'a> {
+    pub code: &'a str,
+    pub text: &'a str,
+    pub took_ms: Option<Millis>,
+}
+
+impl<'a> Outcome<'a> {
+    pub fn new(code: &'a str, text: &'a str) -> Outcome<'a> {
+        Outcome { code, text, took_ms: None }
+    }
+
+    pub fn took(self, took_ms: Millis) -> Outcome<'a> {
+        Outcome { took_ms: Some(took_ms), ..self }
+    }
+}
+
 /// What a replay sets (`?1` is now): back to `waiting`, its give-up clocks
 /// restarted, so the queue takes it after live work. One replay or many.
 pub(crate) const BACK_TO_WAITING: &str =
     "state = 'waiting', generation = generation + 1, lease_until = NULL, attempts = 0,
-     waiting_since = ?1, next_attempt_at = ?1, last_error = NULL, delivered_at = NULL, updated_at = ?1";
+     waiting_since = ?1, next_attempt_at = ?1, last_error = NULL, last_code = NULL, delivered_at = NULL,
+     updated_at = ?1";
 
 /// A request claimed for signing, with the exact text to sign.
 #[derive(Debug, Clone)]
@@ -225,7 +247,7 @@ impl Store {
         let change = sqlx::query(
             "UPDATE requests
              SET state = 'ready', upload_id = ?, generation = generation + 1, lease_until = NULL,
-                 attempts = 0, next_attempt_at = ?, last_error = NULL, updated_at = ?
+                 attempts = 0, next_attempt_at = ?, last_error = NULL, last_code = NULL, updated_at = ?
              WHERE session_id = ? AND state = 'waiting' AND generation = ?",
         )
         .bind(upload_id)
@@ -270,13 +292,15 @@ impl Store {
     }
 
     /// ready → signed: keeps the card's signature and the upload body
-    /// assembled from the signed bytes. False when the claim was lost.
+    /// assembled from the signed bytes; `took_ms` is how long the card took.
+    /// False when the claim was lost.
     pub async fn signed(
         &self,
         job: &SigningJob,
         cert_no: &str,
         sign_value: &str,
         upload_body: &str,
+        took_ms: Millis,
         now: Millis,
     ) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
@@ -294,7 +318,7 @@ impl Store {
         let change = sqlx::query(
             "UPDATE requests
              SET state = 'signed', generation = generation + 1, lease_until = NULL, attempts = 0,
-                 next_attempt_at = ?, last_error = NULL, updated_at = ?
+                 next_attempt_at = ?, last_error = NULL, last_code = NULL, updated_at = ?
              WHERE session_id = ? AND generation = ? AND state = 'ready' AND upload_id = ?",
         )
         .bind(now)
@@ -302,7 +326,8 @@ impl Store {
         .bind(&job.claim.session_id)
         .bind(job.claim.generation)
         .bind(job.upload_id);
-        let entry = Entry::new(&job.claim.session_id, "sign", "signed", now).upload(job.upload_id);
+        let entry =
+            Entry::new(&job.claim.session_id, "sign", "signed", now).upload(job.upload_id).took(took_ms);
         guarded(tx, change, Some(entry)).await
     }
 
@@ -331,19 +356,20 @@ impl Store {
         Ok(jobs)
     }
 
-    /// signed → delivered, recording customs' answer. False when the claim was lost.
+    /// signed → delivered, recording customs' answer (its code and text as
+    /// received). False when the claim was lost.
     pub async fn delivered(
         &self,
         job: &UploadJob,
         delivery: Delivery,
-        answer: &str,
+        answer: &Outcome<'_>,
         now: Millis,
     ) -> Result<bool, StoreError> {
         let tx = self.pool.begin().await?;
         let change = sqlx::query(
             "UPDATE requests
              SET state = 'delivered', generation = generation + 1, lease_until = NULL, delivered_at = ?,
-                 last_error = NULL, updated_at = ?
+                 last_error = NULL, last_code = NULL, updated_at = ?
              WHERE session_id = ? AND generation = ? AND state = 'signed'",
         )
         .bind(now)
@@ -358,7 +384,7 @@ impl Store {
             Delivery::AlreadyStored => "already stored by an earlier attempt",
         };
         let entry =
-            Entry::new(&job.claim.session_id, "upload", outcome, now).upload(job.upload_id).detail(answer);
+            Entry::new(&job.claim.session_id, "upload", outcome, now).upload(job.upload_id).of(answer);
         guarded(tx, change, Some(entry)).await
     }
 
@@ -469,10 +495,10 @@ impl Store {
         claim: &Claim,
         step: &str,
         next_attempt_at: Millis,
-        error: &str,
+        problem: &Outcome<'_>,
         now: Millis,
     ) -> Result<bool, StoreError> {
-        self.release(claim, next_attempt_at, error, Some(step), now).await
+        self.release(claim, next_attempt_at, problem, Some(step), now).await
     }
 
     /// Like [`Store::retry_later`] for an expected "not yet" (the platform
@@ -483,7 +509,7 @@ impl Store {
         &self,
         claim: &Claim,
         next_attempt_at: Millis,
-        note: &str,
+        note: &Outcome<'_>,
         now: Millis,
     ) -> Result<bool, StoreError> {
         self.release(claim, next_attempt_at, note, None, now).await
@@ -493,23 +519,24 @@ impl Store {
         &self,
         claim: &Claim,
         next_attempt_at: Millis,
-        error: &str,
+        problem: &Outcome<'_>,
         history_step: Option<&str>,
         now: Millis,
     ) -> Result<bool, StoreError> {
         let tx = self.pool.begin().await?;
         let change = sqlx::query(
-            "UPDATE requests SET lease_until = NULL, next_attempt_at = ?, last_error = ?, updated_at = ?,
-                                 attempts = CASE WHEN ? THEN attempts ELSE 0 END
+            "UPDATE requests SET lease_until = NULL, next_attempt_at = ?, last_error = ?, last_code = ?,
+                                 updated_at = ?, attempts = CASE WHEN ? THEN attempts ELSE 0 END
              WHERE session_id = ? AND generation = ?",
         )
         .bind(next_attempt_at)
-        .bind(error)
+        .bind(problem.text)
+        .bind(problem.code)
         .bind(now)
         .bind(history_step.is_some())
         .bind(&claim.session_id)
         .bind(claim.generation);
-        let entry = history_step.map(|step| Entry::new(&claim.session_id, step, "retry", now).detail(error));
+        let entry = history_step.map(|step| Entry::new(&claim.session_id, step, "retry", now).of(problem));
         guarded(tx, change, entry).await
     }
 
@@ -519,20 +546,21 @@ impl Store {
         &self,
         claim: &Claim,
         step: &str,
-        reason: &str,
+        reason: &Outcome<'_>,
         now: Millis,
     ) -> Result<bool, StoreError> {
         let tx = self.pool.begin().await?;
         let change = sqlx::query(
-            "UPDATE requests SET state = 'failed', lease_until = NULL, last_error = ?, updated_at = ?,
-                                 generation = generation + 1
+            "UPDATE requests SET state = 'failed', lease_until = NULL, last_error = ?, last_code = ?,
+                                 updated_at = ?, generation = generation + 1
              WHERE session_id = ? AND generation = ? AND state <> 'delivered'",
         )
-        .bind(reason)
+        .bind(reason.text)
+        .bind(reason.code)
         .bind(now)
         .bind(&claim.session_id)
         .bind(claim.generation);
-        guarded(tx, change, Some(Entry::new(&claim.session_id, step, "failed", now).detail(reason))).await
+        guarded(tx, change, Some(Entry::new(&claim.session_id, step, "failed", now).of(reason))).await
     }
 
     /// waiting → failed for requests waiting since `waiting_since` or
@@ -540,23 +568,24 @@ impl Store {
     pub async fn give_up_waiting(
         &self,
         waiting_since: Millis,
-        reason: &str,
+        reason: &Outcome<'_>,
         now: Millis,
     ) -> Result<Vec<String>, StoreError> {
         let mut tx = self.pool.begin().await?;
         let gave_up: Vec<String> = sqlx::query_scalar(
-            "UPDATE requests SET state = 'failed', lease_until = NULL, last_error = ?, updated_at = ?,
-                                 generation = generation + 1
+            "UPDATE requests SET state = 'failed', lease_until = NULL, last_error = ?, last_code = ?,
+                                 updated_at = ?, generation = generation + 1
              WHERE state = 'waiting' AND waiting_since <= ?
              RETURNING session_id",
         )
-        .bind(reason)
+        .bind(reason.text)
+        .bind(reason.code)
         .bind(now)
         .bind(waiting_since)
         .fetch_all(&mut *tx)
         .await?;
         for session_id in &gave_up {
-            record_attempt(&mut tx, &Entry::new(session_id, "payment data", "failed", now).detail(reason))
+            record_attempt(&mut tx, &Entry::new(session_id, "payment data", "failed", now).of(reason))
                 .await?;
         }
         tx.commit().await?;
@@ -596,12 +625,14 @@ pub(crate) struct Entry<'a> {
     step: &'a str,
     outcome: &'a str,
     detail: Option<&'a str>,
+    code: Option<&'a str>,
+    took_ms: Option<Millis>,
     at: Millis,
 }
 
 impl<'a> Entry<'a> {
     pub fn new(session_id: &'a str, step: &'a str, outcome: &'a str, at: Millis) -> Entry<'a> {
-        Entry { session_id, upload_id: None, step, outcome, detail: None, at }
+        Entry { session_id, upload_id: None, step, outcome, detail: None, code: None, took_ms: None, at }
     }
 
     pub fn upload(self, upload_id: i64) -> Entry<'a> {
@@ -610,6 +641,15 @@ impl<'a> Entry<'a> {
 
     pub fn detail(self, detail: &'a str) -> Entry<'a> {
         Entry { detail: Some(detail), ..self }
+    }
+
+    /// Its text, code and duration.
+    fn of(self, outcome: &Outcome<'a>) -> Entry<'a> {
+        Entry { detail: Some(outcome.text), code: Some(outcome.code), took_ms: outcome.took_ms, ..self }
+    }
+
+    fn took(self, took_ms: Millis) -> Entry<'a> {
+        Entry { took_ms: Some(took_ms), ..self }
     }
 }
 
@@ -638,8 +678,8 @@ pub(crate) async fn record_attempt(
     entry: &Entry<'_>,
 ) -> Result<(), StoreError> {
     sqlx::query(
-        "INSERT INTO attempts (session_id, upload_id, step, at, outcome, detail)
-         VALUES (?, COALESCE(?, (SELECT upload_id FROM requests WHERE session_id = ?)), ?, ?, ?, ?)",
+        "INSERT INTO attempts (session_id, upload_id, step, at, outcome, detail, code, took_ms)
+         VALUES (?, COALESCE(?, (SELECT upload_id FROM requests WHERE session_id = ?)), ?, ?, ?, ?, ?, ?)",
     )
     .bind(entry.session_id)
     .bind(entry.upload_id)
@@ -648,6 +688,8 @@ pub(crate) async fn record_attempt(
     .bind(entry.at)
     .bind(entry.outcome)
     .bind(entry.detail)
+    .bind(entry.code)
+    .bind(entry.took_ms)
     .execute(tx)
     .await?;
     Ok(())

@@ -24,6 +24,8 @@ pub struct ListFilter {
     pub late: bool,
     /// Only pending requests whose deadline is less than this many ms away (and not past).
     pub at_risk_within: Option<Millis>,
+    /// Only requests whose current problem has this code (see [`RequestSummary::code`]).
+    pub code: Option<String>,
     pub sort: Sort,
     /// Keyset paging: only requests after this sessionID's in the sort order.
     pub after: Option<String>,
@@ -58,6 +60,10 @@ pub struct RequestSummary {
     /// A worker holds the request until then.
     pub claimed_until: Option<Millis>,
     pub last_error: Option<String>,
+    /// The code of `last_error`: customs' answer code (`20001`, `HTTP 503`,
+    /// `transport`) or a kind of error of ours (`no_payment_data`,
+    /// `signer_unavailable`, …); None while nothing is wrong.
+    pub code: Option<String>,
     pub delivered_at: Option<Millis>,
 }
 
@@ -93,8 +99,18 @@ pub struct AttemptView {
     pub at: Millis,
     pub step: String,
     pub outcome: String,
+    /// The error, or customs' answer as received.
     pub detail: Option<String>,
+    /// Customs' answer code or a kind of error of ours (as
+    /// [`RequestSummary::code`]); None for steps that went well without an answer.
+    pub code: Option<String>,
+    /// How long the step took: the card's signature, customs' answer, the
+    /// platform's; None where it was not timed (or before migration 0011).
+    pub took_ms: Option<Millis>,
     pub upload_id: Option<i64>,
+    /// The certificate that made a signature (on a `sign` step that signed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cert_no: Option<String>,
 }
 
 /// Everything known about one request.
@@ -109,12 +125,17 @@ pub struct RequestDetail {
     pub payment: Option<Box<RawValue>>,
     /// The current upload first, then earlier ones.
     pub uploads: Vec<UploadView>,
+    /// Every attempt at a step, oldest first.
     pub attempts: Vec<AttemptView>,
+    /// The whole story in time order: customs' call (step `customs call`),
+    /// the payment data's arrival (step `payment data`, outcome `received`,
+    /// whenever it came), then every attempt.
+    pub timeline: Vec<AttemptView>,
 }
 
 const SUMMARY_COLUMNS: &str =
     "session_id, order_no, state, received_at, deadline_at, attempts, next_attempt_at,
-     lease_until, last_error, delivered_at";
+     lease_until, last_error, last_code, delivered_at";
 
 pub(crate) fn summary(row: &SqliteRow, now: Millis) -> Result<RequestSummary, StoreError> {
     let state: String = row.get("state");
@@ -138,6 +159,7 @@ pub(crate) fn summary(row: &SqliteRow, now: Millis) -> Result<RequestSummary, St
         next_attempt_at: row.get("next_attempt_at"),
         claimed_until: lease_until.filter(|&until| until > now),
         last_error: row.get("last_error"),
+        code: row.get("last_code"),
         delivered_at,
     })
 }
@@ -178,8 +200,8 @@ impl Store {
         };
         let summary = summary(&row, now)?;
         let upload_id: Option<i64> = row.get("upload_id");
-        let payment: Option<String> = sqlx::query_scalar(
-            "SELECT record FROM payments WHERE id = COALESCE(
+        let payment: Option<(String, Millis, String)> = sqlx::query_as(
+            "SELECT record, received_at, pay_transaction_id FROM payments WHERE id = COALESCE(
                  (SELECT payment_id FROM uploads WHERE id = ?),
                  (SELECT payment_id FROM payment_orders WHERE order_no = ?))",
         )
@@ -187,11 +209,12 @@ impl Store {
         .bind(&summary.order_no)
         .fetch_optional(&self.pool)
         .await?;
+        let payment_came = payment.as_ref().map(|(_, at, id)| (*at, format!("payTransactionId {id}")));
         let payment = payment
-            .map(RawValue::from_string)
+            .map(|(record, _, _)| RawValue::from_string(record))
             .transpose()
             .map_err(|e| StoreError::Corrupt(format!("a stored payment record is not JSON: {e}")))?;
-        let uploads = sqlx::query(
+        let uploads: Vec<UploadView> = sqlx::query(
             "SELECT id, guid, service_time, presign, cert_no, sign_value, upload_body, created_at, signed_at
              FROM uploads WHERE session_id = ? ORDER BY id = ? DESC, id DESC",
         )
@@ -216,21 +239,33 @@ impl Store {
             }
         })
         .collect();
-        let attempts = sqlx::query(
-            "SELECT at, step, outcome, detail, upload_id FROM attempts WHERE session_id = ? ORDER BY id",
+        let attempts: Vec<AttemptView> = sqlx::query(
+            "SELECT at, step, outcome, detail, code, took_ms, upload_id FROM attempts
+             WHERE session_id = ? ORDER BY id",
         )
         .bind(session_id)
         .fetch_all(&self.pool)
         .await?
         .into_iter()
-        .map(|row| AttemptView {
-            at: row.get(0),
-            step: row.get(1),
-            outcome: row.get(2),
-            detail: row.get(3),
-            upload_id: row.get(4),
+        .map(|row| {
+            let (step, outcome, upload_id): (String, String, Option<i64>) =
+                (row.get(1), row.get(2), row.get(6));
+            let cert_no = (step == "sign" && outcome == "signed")
+                .then(|| uploads.iter().find(|u| Some(u.id) == upload_id).and_then(|u| u.cert_no.clone()))
+                .flatten();
+            AttemptView {
+                at: row.get(0),
+                step,
+                outcome,
+                detail: row.get(3),
+                code: row.get(4),
+                took_ms: row.get(5),
+                upload_id,
+                cert_no,
+            }
         })
         .collect();
+        let timeline = timeline(summary.received_at, payment_came, &attempts);
         Ok(Some(RequestDetail {
             summary,
             open_req: row.get("open_req"),
@@ -238,6 +273,7 @@ impl Store {
             payment,
             uploads,
             attempts,
+            timeline,
         }))
     }
 
@@ -338,6 +374,9 @@ fn list_query(prefix: &str, filter: &ListFilter, now: Millis) -> sqlx::QueryBuil
         );
         query.push_bind(now).push("))");
     }
+    if let Some(code) = &filter.code {
+        query.push(" AND last_code = ").push_bind(code.clone());
+    }
     if let Some(within) = filter.at_risk_within {
         query.push(" AND state IN ('waiting', 'ready', 'signed') AND deadline_at >= ").push_bind(now);
         query.push(" AND deadline_at < ").push_bind(now.saturating_add(within));
@@ -354,6 +393,34 @@ fn list_query(prefix: &str, filter: &ListFilter, now: Millis) -> sqlx::QueryBuil
     // One more than asked, to learn whether another page exists.
     query.push_bind(filter.limit + 1);
     query
+}
+
+/// A request's story in time order (see [`RequestDetail::timeline`]); what
+/// happened at the same millisecond keeps its order of happening.
+fn timeline(
+    received_at: Millis,
+    payment_came: Option<(Millis, String)>,
+    attempts: &[AttemptView],
+) -> Vec<AttemptView> {
+    let event = |at: Millis, step: &str, outcome: &str, detail: Option<String>| AttemptView {
+        at,
+        step: step.to_owned(),
+        outcome: outcome.to_owned(),
+        detail,
+        code: None,
+        took_ms: None,
+        upload_id: None,
+        cert_no: None,
+    };
+    let mut timeline = Vec::with_capacity(attempts.len() + 2);
+    timeline.push(event(received_at, "customs call", "received", None));
+    if let Some((at, payment)) = payment_came {
+        timeline.push(event(at, "payment data", "received", Some(payment)));
+    }
+    timeline.extend(attempts.iter().cloned());
+    // Stable: equal times keep the order above (the call before what it caused).
+    timeline.sort_by_key(|entry| entry.at);
+    timeline
 }
 
 pub(crate) fn sha256_hex(bytes: &[u8]) -> String {

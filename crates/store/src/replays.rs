@@ -718,6 +718,7 @@ impl Store {
 mod tests {
 
     use super::*;
+    use crate::queue::Outcome;
     use crate::tests::request;
 
     async fn store() -> (Store, tempfile::TempDir) {
@@ -732,7 +733,7 @@ mod tests {
         store.insert_requests(&[request(session_id, &order_no, at)]).await.unwrap();
         let claims = store.claim_pulls(at + 10, 1_000, 100).await.unwrap();
         let claim = claims.iter().find(|c| c.session_id == session_id).unwrap();
-        assert!(store.fail(claim, step, reason, at + 10).await.unwrap());
+        assert!(store.fail(claim, step, &Outcome::new("test", reason), at + 10).await.unwrap());
     }
 
     async fn no_data(store: &Store, session_id: &str, at: Millis) {
@@ -887,7 +888,14 @@ mod tests {
             assert_eq!(store.replay(sid, 2_200).await.unwrap(), Some(Ok(State::Failed)));
         }
         let cutoff = 2_200;
-        assert_eq!(store.give_up_waiting(cutoff, "no payment data again", 2_300).await.unwrap().len(), 2);
+        assert_eq!(
+            store
+                .give_up_waiting(cutoff, &Outcome::new("no_payment_data", "no payment data again"), 2_300)
+                .await
+                .unwrap()
+                .len(),
+            2
+        );
         assert_eq!(store.replay("B", 2_400).await.unwrap(), Some(Ok(State::Failed)));
 
         let changes = store.changes().await.unwrap();

@@ -157,8 +157,23 @@ async fn claims_lease_fence_and_expire() {
     assert_eq!(taken_over[0].session_id, "early");
     assert_eq!(taken_over[0].attempts, 2);
     // ...and the first worker's late answer no longer counts.
-    assert!(!f.store.retry_later(&claims[0], "pull", 5_000, "404", 1_200).await.unwrap());
-    assert!(f.store.poll_again(&taken_over[0], 5_000, "platform has no record yet", 1_200).await.unwrap());
+    assert!(
+        !f.store
+            .retry_later(&claims[0], "pull", 5_000, &Outcome::new("pull_failed", "404"), 1_200)
+            .await
+            .unwrap()
+    );
+    assert!(
+        f.store
+            .poll_again(
+                &taken_over[0],
+                5_000,
+                &Outcome::new("no_payment_data", "platform has no record yet"),
+                1_200
+            )
+            .await
+            .unwrap()
+    );
 
     assert!(f.store.claim_pulls(4_999, 1_000, 10).await.unwrap().iter().all(|c| c.session_id != "early"));
     assert_eq!(f.store.claim_pulls(5_000, 1_000, 10).await.unwrap()[0].session_id, "early");
@@ -179,10 +194,24 @@ async fn failing_and_giving_up_are_visible() {
         .await
         .unwrap();
     let claim = f.store.claim_pulls(40, 1_000, 1).await.unwrap().remove(0);
-    assert!(f.store.fail(&claim, "pull", "the platform's record is invalid: /x: bad", 41).await.unwrap());
+    assert!(
+        f.store
+            .fail(
+                &claim,
+                "pull",
+                &Outcome::new("invalid_record", "the platform's record is invalid: /x: bad"),
+                41
+            )
+            .await
+            .unwrap()
+    );
     assert_eq!(state_of(&f.store, "A").await, State::Failed);
 
-    let gave_up = f.store.give_up_waiting(20, "no payment data after 10 s", 50).await.unwrap();
+    let gave_up = f
+        .store
+        .give_up_waiting(20, &Outcome::new("no_payment_data", "no payment data after 10 s"), 50)
+        .await
+        .unwrap();
     assert_eq!(gave_up, ["B"]);
     let detail = f.store.request_detail("B", 60).await.unwrap().unwrap();
     assert_eq!(detail.summary.state, State::Failed);
@@ -246,8 +275,11 @@ async fn signing_then_uploading_then_replaying_keeps_every_step() {
     assert_eq!(jobs.len(), 1);
     let presign = PreSign::parse(&jobs[0].presign).unwrap();
     let body = presign.upload_body("0123abcd", "c2ln");
-    assert!(f.store.signed(&jobs[0], "0123abcd", "c2ln", body.as_str(), 101).await.unwrap());
-    assert!(!f.store.signed(&jobs[0], "0123abcd", "c2ln", body.as_str(), 102).await.unwrap(), "only once");
+    assert!(f.store.signed(&jobs[0], "0123abcd", "c2ln", body.as_str(), 48, 101).await.unwrap());
+    assert!(
+        !f.store.signed(&jobs[0], "0123abcd", "c2ln", body.as_str(), 48, 102).await.unwrap(),
+        "only once"
+    );
     let signed =
         f.store.request_detail(&jobs[0].claim.session_id, 102).await.unwrap().unwrap().uploads.remove(0);
     assert_eq!(signed.signed_at, Some(101), "the first signature's time");
@@ -258,14 +290,28 @@ async fn signing_then_uploading_then_replaying_keeps_every_step() {
     assert_eq!(uploads[0].upload_body, body.as_str());
     // A retry keeps the request signed, with the answer in its history.
     assert!(
-        f.store.retry_later(&uploads[0].claim, "upload", 200, "HTTP 502: Bad Gateway", 104).await.unwrap()
+        f.store
+            .retry_later(
+                &uploads[0].claim,
+                "upload",
+                200,
+                &Outcome::new("HTTP 502", "HTTP 502: Bad Gateway").took(7),
+                104
+            )
+            .await
+            .unwrap()
     );
     assert!(f.store.claim_uploads(150, 1_000, 4).await.unwrap().is_empty());
     let again = f.store.claim_uploads(200, 1_000, 4).await.unwrap();
     assert_eq!(again[0].claim.attempts, 2);
     assert!(
         f.store
-            .delivered(&again[0], Delivery::AlreadyStored, "HTTP 200: {\"code\":\"20006\"}", 201)
+            .delivered(
+                &again[0],
+                Delivery::AlreadyStored,
+                &Outcome::new("20006", "HTTP 200: {\"code\":\"20006\"}"),
+                201
+            )
             .await
             .unwrap()
     );
@@ -304,9 +350,9 @@ async fn a_first_attempt_20006_is_recorded_as_an_anomaly() {
     let f = fixture().await;
     ready(&f.store, "S1", "O1", "T1").await;
     let job = f.store.claim_signing(100, 1_000, 1).await.unwrap().remove(0);
-    f.store.signed(&job, "c", "s", "{}", 101).await.unwrap();
+    f.store.signed(&job, "c", "s", "{}", 1, 101).await.unwrap();
     let upload = f.store.claim_uploads(102, 1_000, 1).await.unwrap().remove(0);
-    f.store.delivered(&upload, Delivery::AlreadyStored, "20006", 103).await.unwrap();
+    f.store.delivered(&upload, Delivery::AlreadyStored, &Outcome::new("20006", "20006"), 103).await.unwrap();
     let detail = f.store.request_detail("S1", 104).await.unwrap().unwrap();
     assert_eq!(detail.attempts.last().unwrap().outcome, "already stored on a first attempt (anomaly)");
 }
@@ -343,7 +389,12 @@ async fn one_process_holds_the_database_and_releases_the_leases_of_the_dead() {
     // Claimable at once, and the dead holder's writes no longer apply.
     let again = service.claim_pulls(201, 120_000, 2).await.unwrap();
     assert_eq!(again.len(), 2);
-    assert!(!service.retry_later(&claims[0], "pull", 300, "late write", 202).await.unwrap());
+    assert!(
+        !service
+            .retry_later(&claims[0], "pull", 300, &Outcome::new("pull_failed", "late write"), 202)
+            .await
+            .unwrap()
+    );
     // Commands still open the database beside the service.
     assert_eq!(Store::open(&f.path).await.unwrap().changes().await.unwrap(), 0);
 
@@ -388,7 +439,7 @@ async fn operators_changes_move_the_change_counter() {
     f.store.insert_requests(&[request("S1", "O1", 100)]).await.unwrap();
     assert_eq!(f.store.changes().await.unwrap(), resumed, "customs' calls are not operators' changes");
     let claim = f.store.claim_pulls(100, 1_000, 1).await.unwrap().remove(0);
-    f.store.fail(&claim, "pull", "gone", 101).await.unwrap();
+    f.store.fail(&claim, "pull", &Outcome::new("invalid_record", "gone"), 101).await.unwrap();
     f.store.replay("S1", 102).await.unwrap().unwrap().unwrap();
     let replayed = f.store.changes().await.unwrap();
     assert!(
@@ -458,20 +509,23 @@ async fn counts_by_state_stay_exact_through_random_transitions_and_replays() {
             }
             3 => {
                 for job in f.store.claim_signing(now, 1, 2).await.unwrap() {
-                    f.store.signed(&job, "c", "s", "b", now).await.unwrap();
+                    f.store.signed(&job, "c", "s", "b", 1, now).await.unwrap();
                 }
             }
             4 => {
                 for job in f.store.claim_uploads(now, 1, 2).await.unwrap() {
                     let delivery = if roll(2) == 0 { Delivery::Stored } else { Delivery::AlreadyStored };
-                    f.store.delivered(&job, delivery, "10000", now).await.unwrap();
+                    f.store.delivered(&job, delivery, &Outcome::new("10000", "10000"), now).await.unwrap();
                 }
             }
             5 => {
                 for claim in f.store.claim_pulls(now, 1, 2).await.unwrap() {
-                    f.store.fail(&claim, "pull", "gone", now).await.unwrap();
+                    f.store.fail(&claim, "pull", &Outcome::new("invalid_record", "gone"), now).await.unwrap();
                 }
-                f.store.give_up_waiting(now - 200, "no data", now).await.unwrap();
+                f.store
+                    .give_up_waiting(now - 200, &Outcome::new("no_payment_data", "no data"), now)
+                    .await
+                    .unwrap();
             }
             _ => {
                 let _ = f.store.replay(&format!("S{}", roll(60)), now).await.unwrap();
@@ -494,7 +548,7 @@ async fn live_work_comes_first_then_late_work_then_replays() {
     f.store.insert_requests(&requests).await.unwrap();
     let claim = f.store.claim_pulls(10, 1_000, 1).await.unwrap().remove(0);
     assert_eq!(claim.session_id, "replayed");
-    f.store.fail(&claim, "pull", "gone", 11).await.unwrap();
+    f.store.fail(&claim, "pull", &Outcome::new("invalid_record", "gone"), 11).await.unwrap();
     f.store.replay("replayed", 12).await.unwrap().unwrap().unwrap();
 
     let now = 150_000;
@@ -573,12 +627,36 @@ async fn lists_filter_by_each_key_sort_by_deadline_and_page_both_ways() {
     assert_eq!(list(late.clone(), now).await, ["S-0", "S-1", "S-2"]);
     let claim = f.store.claim_pulls(now, 1_000, 1).await.unwrap().remove(0);
     assert_eq!(claim.session_id, "S-3", "live work first");
-    f.store.fail(&claim, "pull", "gone", now).await.unwrap();
+    f.store.fail(&claim, "pull", &Outcome::new("invalid_record", "gone"), now).await.unwrap();
     assert_eq!(list(at_risk, now).await, ["X-4", "X-5"], "failed is not at risk");
     let failed =
         ListFilter { state: Some(State::Failed), sort: Sort::Deadline, limit: 100, ..Default::default() };
     assert_eq!(list(failed, now).await, ["S-3"]);
     assert_eq!(list(late, now).await, ["S-0", "S-1", "S-2"], "failed is not late");
+
+    // By the code of the current problem: set with it, cleared once the step goes well.
+    let retried = f.store.claim_pulls(now, 1_000, 1).await.unwrap().remove(0);
+    let problem = Outcome::new("pull_failed", "HTTP 502 from the platform").took(35);
+    assert!(f.store.retry_later(&retried, "pull", now, &problem, now).await.unwrap());
+    let code = |code: &str, state: Option<State>| ListFilter {
+        code: Some(code.into()),
+        state,
+        limit: 100,
+        ..Default::default()
+    };
+    assert_eq!(list(code("invalid_record", None), now).await, ["S-3"]);
+    assert_eq!(list(code("invalid_record", Some(State::Waiting)), now).await, Vec::<String>::new());
+    assert_eq!(
+        list(code("pull_failed", Some(State::Waiting)), now).await,
+        std::slice::from_ref(&retried.session_id)
+    );
+    assert_eq!(list(code("10000", None), now).await, Vec::<String>::new(), "nothing is wrong with them");
+    let detail = f.store.request_detail(&retried.session_id, now).await.unwrap().unwrap();
+    assert_eq!(detail.summary.code.as_deref(), Some("pull_failed"));
+    let last = detail.attempts.last().unwrap();
+    assert_eq!((last.code.as_deref(), last.took_ms), (Some("pull_failed"), Some(35)));
+    f.store.replay("S-3", now).await.unwrap().unwrap().unwrap();
+    assert_eq!(list(code("invalid_record", None), now).await, Vec::<String>::new(), "a replay clears it");
 
     // Keyset paging by deadline.
     let mut seen = Vec::new();
@@ -611,6 +689,7 @@ async fn every_list_is_served_by_an_index() {
         ("since", ListFilter { since: Some(1), until: Some(2), ..base.clone() }),
         ("late", ListFilter { late: true, ..base.clone() }),
         ("at_risk", ListFilter { at_risk_within: Some(60_000), ..base.clone() }),
+        ("code", ListFilter { code: Some("20001".into()), ..base.clone() }),
     ];
     let mut unindexed = Vec::new();
     for sort in [Sort::Received, Sort::Deadline] {

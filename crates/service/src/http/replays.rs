@@ -267,7 +267,10 @@ mod tests {
             })
             .collect();
         store.insert_requests(&requests).await.unwrap();
-        store.give_up_waiting(10, "no payment data", 30).await.unwrap();
+        store
+            .give_up_waiting(10, &customs179_store::Outcome::new("no_payment_data", "no payment data"), 30)
+            .await
+            .unwrap();
         let selection = ReplaySelection::Filter(ReplayFilter::default());
         store.capture_replay(&selection, "alice", "token", 10, 40).await.unwrap();
         let job = store.confirm_replay("token", "alice", "resent", 50).await.unwrap();

@@ -13,6 +13,8 @@ use crate::context::{ApiContext, now_ms};
 
 const DEFAULT_LIMIT: i64 = 50;
 const MAX_LIMIT: i64 = 500;
+/// Codes are customs' (`20001`, `HTTP 503`) or ours (`signer_unavailable`).
+const MAX_CODE_CHARS: usize = 64;
 
 pub(crate) fn router() -> Router<ApiContext> {
     Router::new()
@@ -34,6 +36,8 @@ struct ListQuery {
     until: Option<String>,
     late: Option<String>,
     at_risk: Option<String>,
+    /// The code of the current problem: customs' answer code or a kind of error.
+    code: Option<String>,
     sort: Option<String>,
     limit: Option<i64>,
     after: Option<String>,
@@ -91,6 +95,14 @@ async fn list(
     {
         return Err(ApiError::BadRequest(format!("since ({since}) is after until ({until})")));
     }
+    let code = given(query.code);
+    if let Some(code) = &code
+        && (code.chars().count() > MAX_CODE_CHARS || code.chars().any(char::is_control))
+    {
+        return Err(ApiError::BadRequest(format!(
+            "code must be at most {MAX_CODE_CHARS} characters without control characters"
+        )));
+    }
     let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
     if !(1..=MAX_LIMIT).contains(&limit) {
         return Err(ApiError::BadRequest(format!("limit must be between 1 and {MAX_LIMIT}")));
@@ -105,6 +117,7 @@ async fn list(
         until,
         late: flag("late", query.late)?,
         at_risk_within: flag("at_risk", query.at_risk)?.then_some(at_risk_ms),
+        code,
         sort,
         after: given(query.after),
         limit,

@@ -5,6 +5,28 @@ pub(crate) mod pull;
 pub(crate) mod sign;
 pub(crate) mod upload;
 
+/// The codes of problems that are not the card's or customs' answers (see
+/// `SignerError::code` for the card's; customs' are its answer codes).
+/// OPERATIONS.md lists them all.
+pub(crate) mod code {
+    /// The platform has no payment data for the order (yet), or never had it in time.
+    pub(crate) const NO_PAYMENT_DATA: &str = "no_payment_data";
+    /// The platform's pull URL could not be read (no connection, an HTTP error).
+    pub(crate) const PULL_FAILED: &str = "pull_failed";
+    /// The platform's payment data is unusable for this order.
+    pub(crate) const INVALID_RECORD: &str = "invalid_record";
+    /// The platform's payment data conflicts with what is stored.
+    pub(crate) const PAYMENT_CONFLICT: &str = "payment_conflict";
+    /// The database refused a write; retried.
+    pub(crate) const DATABASE: &str = "database_error";
+    /// The stored pre-sign string cannot be read back.
+    pub(crate) const UNREADABLE_PRESIGN: &str = "unreadable_presign";
+    /// Given back untried: signing is paused.
+    pub(crate) const SIGNING_PAUSED: &str = "signing_paused";
+    /// Given back untried: the service stopped.
+    pub(crate) const STOPPED: &str = "stopped";
+}
+
 use std::time::Duration;
 
 use tokio::sync::watch;

@@ -116,7 +116,8 @@ async fn give_up(ctx: &ApiContext) -> Result<(), customs179_store::StoreError> {
     let now = now_ms();
     let cutoff = now.saturating_sub(i64::try_from(after_secs.saturating_mul(1000)).unwrap_or(i64::MAX));
     let reason = format!("no payment data for this order after {after_secs} s");
-    for session_id in ctx.store.give_up_waiting(cutoff, &reason, now).await? {
+    let outcome = customs179_store::Outcome::new(super::code::NO_PAYMENT_DATA, &reason);
+    for session_id in ctx.store.give_up_waiting(cutoff, &outcome, now).await? {
         tracing::warn!(session_id, reason, "preparer: gave up waiting for payment data");
     }
     Ok(())

@@ -8,12 +8,12 @@
 
 use std::time::Duration;
 
-use customs179_store::{Claim, PutError, State};
+use customs179_store::{Claim, Outcome, PutError, State};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use tokio::task::JoinSet;
 use tracing::Instrument as _;
 
-use super::{Shutdown, backoff};
+use super::{Shutdown, backoff, code};
 use crate::context::{ApiContext, now_ms};
 use crate::http::ApiError;
 
@@ -63,7 +63,9 @@ enum Pulled {
 
 async fn pull_one(ctx: &ApiContext, client: &reqwest::Client, pull_url: &str, claim: &Claim) {
     let url = pull_url.replace("{orderNo}", &utf8_percent_encode(&claim.order_no, ORDER_NO).to_string());
+    let started = std::time::Instant::now();
     let outcome = fetch(ctx, client, &url, &claim.order_no).await;
+    let took_ms = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
     let now = now_ms();
     let stored = match outcome {
         Pulled::Record(records) => match ctx.store.put_payments(&records, now).await {
@@ -81,16 +83,20 @@ async fn pull_one(ctx: &ApiContext, client: &reqwest::Client, pull_url: &str, cl
                     "the platform's payment data conflicts with what is stored: {}",
                     conflicts.join("; ")
                 );
-                ctx.store.fail(claim, "pull", &reason, now).await
+                ctx.store
+                    .fail(claim, "pull", &Outcome::new(code::PAYMENT_CONFLICT, &reason).took(took_ms), now)
+                    .await
             }
             Err(PutError::Store(e)) => Err(e),
         },
         Pulled::NotYet => {
             let next = now + secs_to_ms(ctx.config.payments.pull_interval_secs);
             // Noted in last_error only: a day of polls would flood the history.
-            ctx.store
-                .poll_again(claim, next, "the platform has no payment data for this order yet (404)", now)
-                .await
+            let note = Outcome::new(
+                code::NO_PAYMENT_DATA,
+                "the platform has no payment data for this order yet (404)",
+            );
+            ctx.store.poll_again(claim, next, &note.took(took_ms), now).await
         }
         Pulled::Failed(why) => {
             tracing::warn!(
@@ -101,7 +107,9 @@ async fn pull_one(ctx: &ApiContext, client: &reqwest::Client, pull_url: &str, cl
             );
             let next = now
                 + backoff(secs_to_ms(ctx.config.payments.pull_interval_secs), claim.attempts, MAX_BACKOFF_MS);
-            ctx.store.retry_later(claim, "pull", next, &why, now).await
+            ctx.store
+                .retry_later(claim, "pull", next, &Outcome::new(code::PULL_FAILED, &why).took(took_ms), now)
+                .await
         }
         Pulled::Invalid(why) => {
             tracing::warn!(
@@ -110,14 +118,15 @@ async fn pull_one(ctx: &ApiContext, client: &reqwest::Client, pull_url: &str, cl
                 why,
                 "puller: invalid record"
             );
-            ctx.store.fail(claim, "pull", &why, now).await
+            ctx.store.fail(claim, "pull", &Outcome::new(code::INVALID_RECORD, &why).took(took_ms), now).await
         }
     };
     if let Err(e) = stored {
         tracing::error!(session_id = claim.session_id, error = %e, "puller: database error");
         // Give the claim back rather than leave it leased until it expires.
         let next = now + secs_to_ms(ctx.config.payments.pull_interval_secs);
-        let _ = ctx.store.retry_later(claim, "pull", next, &format!("database error: {e}"), now).await;
+        let why = format!("database error: {e}");
+        let _ = ctx.store.retry_later(claim, "pull", next, &Outcome::new(code::DATABASE, &why), now).await;
     }
 }
 

@@ -18,11 +18,11 @@ use std::time::Duration;
 
 use customs179_core::PreSign;
 use customs179_eport::{FailureClass, SignerClient, SignerError};
-use customs179_store::{SigningJob, Stage, State, StoreError};
+use customs179_store::{Outcome, SigningJob, Stage, State, StoreError};
 use tokio::sync::mpsc;
 use tracing::Instrument as _;
 
-use super::{Shutdown, backoff};
+use super::{Shutdown, backoff, code};
 use crate::card::{self, SERVICE_HOLDER};
 use crate::context::{ApiContext, now_ms};
 
@@ -41,16 +41,23 @@ const PAUSE_RETRY_AT_STOP: Duration = Duration::from_secs(5);
 
 type Signed = Result<customs179_eport::CardSignature, SignerError>;
 
+/// What the card answered, and how long the signing took (connecting
+/// included, should the connection have been down).
+struct CardAnswer {
+    result: Signed,
+    took_ms: i64,
+}
+
 pub(crate) async fn run(ctx: ApiContext, signer: Arc<SignerClient>, mut shutdown: Shutdown) {
-    let (results, mut to_commit) = mpsc::channel::<(SigningJob, Signed)>(64);
+    let (results, mut to_commit) = mpsc::channel::<(SigningJob, CardAnswer)>(64);
     let committer = {
         let ctx = ctx.clone();
         tokio::spawn(async move {
-            while let Some((job, result)) = to_commit.recv().await {
+            while let Some((job, answer)) = to_commit.recv().await {
                 let span = super::request_span(&job.claim);
                 let mut retry = super::DbRetry::new("signer");
                 async {
-                    while let Err(e) = commit(&ctx, &job, result.clone()).await {
+                    while let Err(e) = commit(&ctx, &job, answer.result.clone(), answer.took_ms).await {
                         if !retry.again(&e).await {
                             break;
                         }
@@ -76,14 +83,14 @@ pub(crate) async fn run(ctx: ApiContext, signer: Arc<SignerClient>, mut shutdown
         let Some(job) = job else { break };
         // A pause may have come after this job was claimed.
         if !matches!(ctx.store.pause_of(Stage::Signing).await, Ok(None)) {
-            give_back(&ctx, &job, 0, "signing is paused").await;
+            give_back(&ctx, &job, 0, code::SIGNING_PAUSED, "signing is paused").await;
             continue;
         }
         let started = std::time::Instant::now();
         let session = tokio::select! {
             session = signer.session() => session,
             () = shutdown.requested() => {
-                give_back(&ctx, &job, 0, "the service stopped").await;
+                give_back(&ctx, &job, 0, code::STOPPED, "the service stopped").await;
                 break;
             }
         };
@@ -99,9 +106,10 @@ pub(crate) async fn run(ctx: ApiContext, signer: Arc<SignerClient>, mut shutdown
             }
             Err(e) => card::Attempt { result: Err(e), pin_proven: false, pause: None },
         };
+        let took = started.elapsed();
         match &attempt.result {
             Ok(_) => {
-                ctx.metrics.signed(started.elapsed());
+                ctx.metrics.signed(took);
                 ctx.live.card_signed(now_ms());
             }
             Err(e) => {
@@ -128,25 +136,30 @@ pub(crate) async fn run(ctx: ApiContext, signer: Arc<SignerClient>, mut shutdown
         if let Some(reason) = pause_reason {
             pause(&ctx, &reason, &mut shutdown).await;
         }
-        let unwell = matches!(
-            &attempt.result,
-            Err(SignerError::Unavailable(_) | SignerError::Failed { class: FailureClass::ReaderUnwell, .. })
-        ) || (attempt.pause.is_none()
-            && matches!(&attempt.result, Err(SignerError::NoAnswer(_))));
-        if results.send((job, attempt.result)).await.is_err() {
+        // The code of an outage of the card or its reader, if this was one.
+        let unwell = match &attempt.result {
+            Err(
+                e @ (SignerError::Unavailable(_)
+                | SignerError::Failed { class: FailureClass::ReaderUnwell, .. }),
+            ) => Some(e.code()),
+            Err(e @ SignerError::NoAnswer(_)) if attempt.pause.is_none() => Some(e.code()),
+            _ => None,
+        };
+        let took_ms = i64::try_from(took.as_millis()).unwrap_or(i64::MAX);
+        if results.send((job, CardAnswer { result: attempt.result, took_ms })).await.is_err() {
             break;
         }
-        if unwell {
+        if let Some(unwell) = unwell {
             // The jobs claimed ahead would only wait out the client's
             // reconnection backoff, one after the other: give them back.
             while let Ok(job) = jobs.try_recv() {
-                give_back(&ctx, &job, 1_000, "the signer is unavailable").await;
+                give_back(&ctx, &job, 1_000, unwell, "the signer is unavailable").await;
             }
         }
     }
     jobs.close();
     while let Some(job) = jobs.recv().await {
-        give_back(&ctx, &job, 0, "the service stopped").await;
+        give_back(&ctx, &job, 0, code::STOPPED, "the service stopped").await;
     }
     let _ = claimer.await;
     drop(results);
@@ -196,9 +209,9 @@ async fn claim_ahead(ctx: ApiContext, claimed: mpsc::Sender<SigningJob>, mut shu
 }
 
 /// Releases a claimed job untried, due again in `delay_ms`.
-async fn give_back(ctx: &ApiContext, job: &SigningJob, delay_ms: i64, why: &str) {
+async fn give_back(ctx: &ApiContext, job: &SigningJob, delay_ms: i64, code: &str, why: &str) {
     let now = now_ms();
-    if let Err(e) = ctx.store.poll_again(&job.claim, now + delay_ms, why, now).await {
+    if let Err(e) = ctx.store.poll_again(&job.claim, now + delay_ms, &Outcome::new(code, why), now).await {
         tracing::error!(session_id = job.claim.session_id, error = %e, "signer: database error");
     }
 }
@@ -242,11 +255,7 @@ async fn wait(ctx: &ApiContext, shutdown: &mut Shutdown, at_most: Duration) {
     }
 }
 
-async fn commit(
-    ctx: &ApiContext,
-    job: &SigningJob,
-    result: Result<customs179_eport::CardSignature, SignerError>,
-) -> Result<(), StoreError> {
+async fn commit(ctx: &ApiContext, job: &SigningJob, result: Signed, took_ms: i64) -> Result<(), StoreError> {
     let now = now_ms();
     let session_id = job.claim.session_id.as_str();
     let error = match result {
@@ -254,18 +263,14 @@ async fn commit(
             let body = match PreSign::parse(&job.presign) {
                 Ok(presign) => presign.upload_body(&signature.cert_no, &signature.sign_value),
                 Err(e) => {
-                    ctx.store
-                        .fail(
-                            &job.claim,
-                            "sign",
-                            &format!("the stored pre-sign string is unreadable: {e}"),
-                            now,
-                        )
-                        .await?;
+                    let reason = format!("the stored pre-sign string is unreadable: {e}");
+                    let outcome = Outcome::new(code::UNREADABLE_PRESIGN, &reason);
+                    ctx.store.fail(&job.claim, "sign", &outcome, now).await?;
                     return Ok(());
                 }
             };
-            if ctx.store.signed(job, &signature.cert_no, &signature.sign_value, body.as_str(), now).await? {
+            let (cert_no, sign_value) = (&signature.cert_no, &signature.sign_value);
+            if ctx.store.signed(job, cert_no, sign_value, body.as_str(), took_ms, now).await? {
                 tracing::info!(session_id, cert_no = signature.cert_no, "signer: signed and verified");
                 ctx.upload.notify_one();
             }
@@ -274,6 +279,7 @@ async fn commit(
         Err(error) => error,
     };
     let reason = error.to_string();
+    let problem = Outcome::new(error.code(), &reason).took(took_ms);
     match error {
         SignerError::Unavailable(_)
         | SignerError::NoAnswer(_)
@@ -281,15 +287,15 @@ async fn commit(
         | SignerError::BadSignature(_) => {
             tracing::warn!(session_id, reason, "signer: will retry");
             let next = now + backoff(1_000, job.claim.attempts, MAX_BACKOFF_MS);
-            ctx.store.retry_later(&job.claim, "sign", next, &reason, now).await?;
+            ctx.store.retry_later(&job.claim, "sign", next, &problem, now).await?;
         }
         SignerError::Failed { class: FailureClass::BadArguments, .. } => {
             tracing::error!(session_id, reason, "signer: the item failed");
-            ctx.store.fail(&job.claim, "sign", &reason, now).await?;
+            ctx.store.fail(&job.claim, "sign", &problem, now).await?;
         }
         // The pause itself was persisted by the signing loop.
         SignerError::Failed { class: FailureClass::Refused, .. } | SignerError::Certificate(_) => {
-            ctx.store.retry_later(&job.claim, "sign", now, &reason, now).await?;
+            ctx.store.retry_later(&job.claim, "sign", now, &problem, now).await?;
         }
     }
     Ok(())

@@ -11,7 +11,7 @@
 use std::time::Duration;
 
 use customs179_core::AnswerClass;
-use customs179_store::{Delivery, Stage, State, StoreError, UploadJob};
+use customs179_store::{Delivery, Outcome, Stage, State, StoreError, UploadJob};
 use tokio::task::JoinSet;
 use tracing::Instrument as _;
 
@@ -59,10 +59,12 @@ pub(crate) async fn run(ctx: ApiContext, client: CustomsClient, mut shutdown: Sh
             let span = super::request_span(&job.claim);
             uploads.spawn(
                 async move {
+                    let started = std::time::Instant::now();
                     let answer = client.upload(&job.upload_body).await;
+                    let took_ms = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
                     note_answer(&ctx, &answer);
                     let mut retry = super::DbRetry::new("uploader");
-                    while let Err(e) = settle(&ctx, &job, answer.clone()).await {
+                    while let Err(e) = settle(&ctx, &job, answer.clone(), took_ms).await {
                         if !retry.again(&e).await {
                             break;
                         }
@@ -85,14 +87,20 @@ fn note_answer(ctx: &ApiContext, answer: &crate::customs::Answer) {
 /// Records what an answer means for the request. Every write is guarded by
 /// the claim's generation, so running it again after a database error
 /// does not apply a change twice.
-async fn settle(ctx: &ApiContext, job: &UploadJob, answer: crate::customs::Answer) -> Result<(), StoreError> {
+async fn settle(
+    ctx: &ApiContext,
+    job: &UploadJob,
+    answer: crate::customs::Answer,
+    took_ms: i64,
+) -> Result<(), StoreError> {
     let now = now_ms();
+    let outcome = Outcome::new(&answer.code, &answer.record).took(took_ms);
     let session_id = job.claim.session_id.as_str();
     let late = now > job.claim.deadline_at;
     let since_call = Duration::from_millis(u64::try_from(now - job.claim.received_at).unwrap_or(0));
     match answer.class {
         AnswerClass::Delivered => {
-            if ctx.store.delivered(job, Delivery::Stored, &answer.record, now).await? {
+            if ctx.store.delivered(job, Delivery::Stored, &outcome, now).await? {
                 ctx.metrics.delivered(since_call, late, false);
                 tracing::info!(session_id, late, "uploader: delivered");
             }
@@ -105,7 +113,7 @@ async fn settle(ctx: &ApiContext, job: &UploadJob, answer: crate::customs::Answe
                     "uploader: 20006 on a first attempt (anomaly)"
                 );
             }
-            if ctx.store.delivered(job, Delivery::AlreadyStored, &answer.record, now).await? {
+            if ctx.store.delivered(job, Delivery::AlreadyStored, &outcome, now).await? {
                 ctx.metrics.delivered(since_call, late, job.claim.attempts <= 1);
                 tracing::info!(session_id, late, "uploader: delivered by an earlier attempt (20006)");
             }
@@ -121,7 +129,7 @@ async fn settle(ctx: &ApiContext, job: &UploadJob, answer: crate::customs::Answe
             );
             // The attempt is on record before the pause shows; no new upload is
             // claimed before this settles (the claim loop waits for its batch).
-            ctx.store.retry_later(&job.claim, "upload", now, &answer.record, now).await?;
+            ctx.store.retry_later(&job.claim, "upload", now, &outcome, now).await?;
             ctx.store.pause(Stage::Uploading, &reason, now).await?;
         }
         AnswerClass::Retryable { .. } | AnswerClass::Unknown { .. } => {
@@ -133,7 +141,8 @@ async fn settle(ctx: &ApiContext, job: &UploadJob, answer: crate::customs::Answe
                     ctx.config.customs.give_up_after_secs, answer.record
                 );
                 tracing::error!(session_id, reason, "uploader: failed");
-                ctx.store.fail(&job.claim, "upload", &reason, now).await?;
+                let outcome = Outcome { text: &reason, ..outcome };
+                ctx.store.fail(&job.claim, "upload", &outcome, now).await?;
             } else {
                 let cap =
                     i64::try_from(ctx.config.customs.retry_max_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
@@ -144,7 +153,7 @@ async fn settle(ctx: &ApiContext, job: &UploadJob, answer: crate::customs::Answe
                     retry_in_ms = next - now,
                     "uploader: will retry"
                 );
-                ctx.store.retry_later(&job.claim, "upload", next, &answer.record, now).await?;
+                ctx.store.retry_later(&job.claim, "upload", next, &outcome, now).await?;
             }
         }
     }
