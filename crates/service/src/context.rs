@@ -29,6 +29,8 @@ pub(crate) struct ApiContext {
     pub health: Arc<crate::health::Health>,
     /// The card and customs as the workers last saw them.
     pub live: Arc<crate::live::Live>,
+    /// Set when the service stops: long answers (event streams) end then.
+    pub stopping: crate::workers::Shutdown,
 }
 
 /// What the preparer should look at next. Only the orders that changed are

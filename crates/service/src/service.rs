@@ -83,6 +83,7 @@ impl Service {
             );
         }
         let live = Arc::new(crate::live::Live::new(&config.signer.url));
+        let (stop, shutdown) = Shutdown::new();
         let ctx = ApiContext {
             config: Arc::new(config),
             store: store.clone(),
@@ -93,6 +94,7 @@ impl Service {
             pause_lost: Arc::default(),
             health: Arc::default(),
             live,
+            stopping: shutdown.clone(),
         };
         // Everything that can fail is done before a port is bound: a start
         // that fails must not have answered anyone.
@@ -117,7 +119,6 @@ impl Service {
         let intake_addr = local_addr("intake", &intake_listener)?;
         let admin_addr = local_addr("admin", &admin_listener)?;
 
-        let (stop, shutdown) = Shutdown::new();
         let health = ctx.health.clone();
         let (writer, writing) =
             intake::IntakeWriter::start(store.clone(), ctx.prepare.clone(), health.clone());

@@ -66,7 +66,17 @@ pub struct Store {
     /// Held by the service for its whole life; released by the OS when the
     /// process dies, however it dies.
     _lock: Option<Arc<File>>,
+    /// The requests each commit of this process changed, for live views.
+    feed: tokio::sync::broadcast::Sender<Changed>,
 }
+
+/// The sessionIDs of the requests one commit changed (in any way: state,
+/// claim, attempts, error).
+pub type Changed = Arc<[String]>;
+
+/// Commits a live view may fall behind by before it must start again from a
+/// fresh snapshot.
+const FEED_CAPACITY: usize = 1_024;
 
 impl Store {
     /// Opens (creating if needed) the database at `path` and applies the
@@ -122,7 +132,8 @@ impl Store {
             .pragma("wal_autocheckpoint", "0");
         let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
         sqlx::migrate!("../../migrations").run(&pool).await?;
-        let store = Store { pool, path: Arc::new(path.to_owned()), _lock: lock.map(Arc::new) };
+        let (feed, _) = tokio::sync::broadcast::channel(FEED_CAPACITY);
+        let store = Store { pool, path: Arc::new(path.to_owned()), _lock: lock.map(Arc::new), feed };
         store.apply_pending_pauses(path).await?;
         Ok(store)
     }
@@ -133,6 +144,22 @@ impl Store {
     pub async fn checkpoint(&self) -> Result<(), StoreError> {
         sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&self.pool).await?;
         Ok(())
+    }
+
+    /// The requests changed by this process's commits from now on. Changes
+    /// made by other processes (the command line) are not in it; they move
+    /// [`Store::changes`]. A receiver that falls more than
+    /// [`FEED_CAPACITY`] commits behind is told it lagged.
+    pub fn watch_requests(&self) -> tokio::sync::broadcast::Receiver<Changed> {
+        self.feed.subscribe()
+    }
+
+    /// Tells the watchers that these requests changed (after the commit).
+    pub(crate) fn changed(&self, session_ids: impl FnOnce() -> Vec<String>) {
+        // Nobody watching (the usual case): nothing to build.
+        if self.feed.receiver_count() > 0 {
+            let _ = self.feed.send(session_ids().into());
+        }
     }
 
     /// Closes every connection, waiting for those in use. The last one to

@@ -181,6 +181,14 @@ impl Store {
             inserted.extend(chunk.iter().map(|request| new.remove(&request.open_req.session_id)));
         }
         tx.commit().await?;
+        self.changed(|| {
+            batch
+                .iter()
+                .zip(&inserted)
+                .filter(|(_, new)| **new)
+                .map(|(r, _)| r.open_req.session_id.clone())
+                .collect()
+        });
         Ok(inserted)
     }
 
@@ -256,7 +264,7 @@ impl Store {
         .bind(&pending.session_id)
         .bind(pending.generation);
         let entry = Entry::new(&pending.session_id, "prepare", "prepared", now).upload(upload_id);
-        guarded(tx, change, Some(entry)).await
+        self.guarded(tx, change, Some(entry)).await
     }
 
     /// Claims up to `limit` waiting requests whose next pull is due, earliest
@@ -328,7 +336,7 @@ impl Store {
         .bind(job.upload_id);
         let entry =
             Entry::new(&job.claim.session_id, "sign", "signed", now).upload(job.upload_id).took(took_ms);
-        guarded(tx, change, Some(entry)).await
+        self.guarded(tx, change, Some(entry)).await
     }
 
     /// Claims up to `limit` signed requests for upload, earliest deadline first.
@@ -385,7 +393,7 @@ impl Store {
         };
         let entry =
             Entry::new(&job.claim.session_id, "upload", outcome, now).upload(job.upload_id).of(answer);
-        guarded(tx, change, Some(entry)).await
+        self.guarded(tx, change, Some(entry)).await
     }
 
     /// failed or delivered → waiting: the request is prepared again from its
@@ -422,6 +430,7 @@ impl Store {
         record_attempt(&mut tx, &Entry::new(session_id, "replay", "replayed", now).detail(&was)).await?;
         crate::controls::bump_changes(&mut tx).await?;
         tx.commit().await?;
+        self.changed(|| vec![session_id.to_owned()]);
         Ok(Some(Ok(current)))
     }
 
@@ -484,6 +493,9 @@ impl Store {
             .collect();
         // RETURNING gives no order; keep the claim's.
         claims.sort_by_key(|c| (queue_rank(c, now), c.deadline_at));
+        if !claims.is_empty() {
+            self.changed(|| claims.iter().map(|c| c.session_id.clone()).collect());
+        }
         Ok(claims)
     }
 
@@ -537,7 +549,7 @@ impl Store {
         .bind(&claim.session_id)
         .bind(claim.generation);
         let entry = history_step.map(|step| Entry::new(&claim.session_id, step, "retry", now).of(problem));
-        guarded(tx, change, entry).await
+        self.guarded_for(&claim.session_id, tx, change, entry).await
     }
 
     /// Any state but delivered → failed, with the reason. False when the
@@ -560,7 +572,7 @@ impl Store {
         .bind(now)
         .bind(&claim.session_id)
         .bind(claim.generation);
-        guarded(tx, change, Some(Entry::new(&claim.session_id, step, "failed", now).of(reason))).await
+        self.guarded(tx, change, Some(Entry::new(&claim.session_id, step, "failed", now).of(reason))).await
     }
 
     /// waiting → failed for requests waiting since `waiting_since` or
@@ -589,6 +601,9 @@ impl Store {
                 .await?;
         }
         tx.commit().await?;
+        if !gave_up.is_empty() {
+            self.changed(|| gave_up.clone());
+        }
         Ok(gave_up)
     }
 
@@ -653,23 +668,40 @@ impl<'a> Entry<'a> {
     }
 }
 
-/// Applies one change guarded by a claim's generation or a request's
-/// state. When it matched, its history entry is added and everything done
-/// in `tx` is committed; when it did not (the claim was lost, the request
-/// moved on), nothing of `tx` is kept.
-async fn guarded(
-    mut tx: sqlx::Transaction<'_, sqlx::Sqlite>,
-    change: sqlx::query::Query<'_, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
-    entry: Option<Entry<'_>>,
-) -> Result<bool, StoreError> {
-    let applied = change.execute(&mut *tx).await?.rows_affected() == 1;
-    if applied {
-        if let Some(entry) = entry {
-            record_attempt(&mut tx, &entry).await?;
-        }
-        tx.commit().await?;
+impl Store {
+    /// Applies one change of `entry`'s request guarded by a claim's
+    /// generation or the request's state. When it matched, the entry is
+    /// added to its history and everything done in `tx` is committed; when
+    /// it did not (the claim was lost, the request moved on), nothing of
+    /// `tx` is kept.
+    async fn guarded(
+        &self,
+        tx: sqlx::Transaction<'_, sqlx::Sqlite>,
+        change: sqlx::query::Query<'_, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
+        entry: Option<Entry<'_>>,
+    ) -> Result<bool, StoreError> {
+        let session_id = entry.as_ref().map(|e| e.session_id).unwrap_or_default();
+        self.guarded_for(session_id, tx, change, entry).await
     }
-    Ok(applied)
+
+    /// [`Store::guarded`] for a change of `session_id` with or without a history entry.
+    async fn guarded_for(
+        &self,
+        session_id: &str,
+        mut tx: sqlx::Transaction<'_, sqlx::Sqlite>,
+        change: sqlx::query::Query<'_, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
+        entry: Option<Entry<'_>>,
+    ) -> Result<bool, StoreError> {
+        let applied = change.execute(&mut *tx).await?.rows_affected() == 1;
+        if applied {
+            if let Some(entry) = entry {
+                record_attempt(&mut tx, &entry).await?;
+            }
+            tx.commit().await?;
+            self.changed(|| vec![session_id.to_owned()]);
+        }
+        Ok(applied)
+    }
 }
 
 /// Appends to a request's history.

@@ -177,6 +177,21 @@ impl Store {
         Ok(RequestPage { requests, next })
     }
 
+    /// The requests of these sessionIDs as they stand, in no particular
+    /// order; those unknown are left out.
+    pub async fn summaries(
+        &self,
+        session_ids: &[String],
+        now: Millis,
+    ) -> Result<Vec<RequestSummary>, StoreError> {
+        let ids = serde_json::to_string(session_ids).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let sql = format!(
+            "SELECT {SUMMARY_COLUMNS} FROM requests WHERE session_id IN (SELECT value FROM json_each(?))"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(ids).fetch_all(&self.pool).await?;
+        rows.iter().map(|row| summary(row, now)).collect()
+    }
+
     /// SQLite's plan for a list, for tests that check an index serves it.
     #[cfg(test)]
     pub(crate) async fn list_plan(&self, filter: &ListFilter) -> Result<Vec<String>, StoreError> {

@@ -647,6 +647,9 @@ impl Store {
             crate::controls::bump_changes(&mut tx).await?;
         }
         tx.commit().await?;
+        if !replayed.is_empty() {
+            self.changed(|| replayed);
+        }
         Ok(ReplayProgress { replayed: replayed_n, skipped: skipped_n, finished })
     }
 

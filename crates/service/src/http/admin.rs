@@ -22,6 +22,7 @@ pub(crate) fn router(ctx: ApiContext) -> Router {
         .merge(super::controls::router())
         .merge(super::replays::router())
         .merge(super::status::router())
+        .merge(super::events::router())
         .with_state(ctx)
         // Outermost, so every answer has them: pages, the JSON API, /metrics,
         // /healthz, refusals, 404s and 405s.

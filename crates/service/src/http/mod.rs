@@ -4,6 +4,7 @@
 pub(crate) mod admin;
 mod controls;
 mod error;
+mod events;
 mod export;
 pub(crate) mod intake;
 pub(crate) mod listener;

@@ -42,8 +42,9 @@ async fn style() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/css; charset=utf-8"), (header::CACHE_CONTROL, "no-store")], STYLE)
 }
 
+/// The summary of `GET /api/status`, also sent by `GET /api/events`.
 #[derive(Serialize)]
-struct Status {
+pub(crate) struct Status {
     now: i64,
     /// Requests per state, exact (kept in counter rows).
     states: serde_json::Map<String, serde_json::Value>,
@@ -127,6 +128,11 @@ impl LastHour {
 
 async fn status(State(ctx): State<ApiContext>, headers: HeaderMap) -> Result<Json<Status>, ApiError> {
     authorize(&ctx, &headers, Caller::Viewer)?;
+    Ok(Json(current(&ctx).await?))
+}
+
+/// The summary as it stands now.
+pub(crate) async fn current(ctx: &ApiContext) -> Result<Status, ApiError> {
     let now = now_ms();
     let states = ctx
         .store
@@ -143,7 +149,7 @@ async fn status(State(ctx): State<ApiContext>, headers: HeaderMap) -> Result<Jso
     let deliveries = ctx.store.deliveries_since(hour_ago).await?;
     let uploading = ctx.store.pause_of(Stage::Uploading).await?;
     let signing = ctx.store.pause_of(Stage::Signing).await?;
-    Ok(Json(Status {
+    Ok(Status {
         now,
         states,
         at_risk: ctx.store.count_at_risk(now, at_risk_ms).await?,
@@ -165,7 +171,7 @@ async fn status(State(ctx): State<ApiContext>, headers: HeaderMap) -> Result<Jso
         },
         uploading,
         tasks: ctx.health.report(),
-    }))
+    })
 }
 
 #[cfg(test)]
@@ -220,6 +226,7 @@ mod tests {
             pause_lost: Arc::default(),
             health: Arc::default(),
             live: Arc::default(),
+            stopping: crate::workers::Shutdown::new().1,
         }
     }
 
