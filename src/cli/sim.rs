@@ -9,6 +9,7 @@ use std::time::Duration;
 use customs179_service::config::LogFormat;
 use customs179_sim::customs::{self, CallError, CallOptions, CallResult, CustomsFaults, CustomsSimOptions};
 use customs179_sim::eport::{self, Algo, EportSimOptions, Faults};
+use customs179_sim::keys::CertValidity;
 
 use super::Failure;
 
@@ -115,6 +116,11 @@ struct EportArgs {
     /// The next N Signs with the right PIN answer a signature that does not verify.
     #[arg(long, value_name = "N", default_value_t = 0)]
     bad_signature: u64,
+    /// The card's certificate expires DAYS whole days from now (negative: expired that
+    /// long ago). A card already in --state-dir gets a new certificate (and certNo) if
+    /// its own says otherwise. Without it, a new card's certificate is valid ten years.
+    #[arg(long, value_name = "DAYS", allow_hyphen_values = true)]
+    cert_expires_in_days: Option<i64>,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -138,6 +144,11 @@ fn run_eport(args: EportArgs) -> Result<(), Failure> {
         return Err(Failure::BadInput("--pin must not be blank: the control refuses a blank passwd".into()));
     }
     super::serve::init_logging(LogFormat::Text, "info")?;
+    let cert_validity = args
+        .cert_expires_in_days
+        .map(CertValidity::ending_in_days)
+        .transpose()
+        .map_err(|e| Failure::BadInput(format!("--cert-expires-in-days: {e}")))?;
     let options = EportSimOptions {
         listen: args.listen,
         algo: match args.algo {
@@ -156,6 +167,7 @@ fn run_eport(args: EportArgs) -> Result<(), Failure> {
             hang: args.hang,
             bad_signature: args.bad_signature,
         },
+        cert_validity,
     };
     eport::run(options).map_err(|e| Failure::BadInput(format!("the EportClient simulator cannot run: {e}")))
 }

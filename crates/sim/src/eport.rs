@@ -33,7 +33,7 @@ use tokio_tungstenite::tungstenite::Message;
 use x509_cert::der::DateTime;
 
 pub use crate::keys::Algo;
-use crate::keys::{CardKeys, KeyError};
+use crate::keys::{CardKeys, CertValidity, KeyError};
 use crate::server::{self, Background, stopped};
 
 /// Wrong PINs in a row after which the card locks, as real cards do after "a few".
@@ -166,6 +166,9 @@ pub struct EportSimOptions {
     pub control: Option<SocketAddr>,
     /// Faults in force from the start.
     pub faults: Faults,
+    /// The certificate's validity; a stored card whose certificate says otherwise is
+    /// renewed. None: ten years from when the card is made.
+    pub cert_validity: Option<CertValidity>,
 }
 
 impl EportSimOptions {
@@ -183,6 +186,7 @@ impl EportSimOptions {
             state_dir: state_dir.into(),
             control: None,
             faults: Faults::default(),
+            cert_validity: None,
         }
     }
 }
@@ -258,10 +262,10 @@ impl RunningEportSim {
 
 /// Loads (or makes) the card, binds both listeners and serves in the background.
 pub async fn start(options: EportSimOptions) -> Result<RunningEportSim, SimError> {
-    let EportSimOptions { listen, algo, pin, state_dir, control, faults } = options;
+    let EportSimOptions { listen, algo, pin, state_dir, control, faults, cert_validity } = options;
     // RSA key generation takes a while: off the async threads.
     let dir = state_dir.clone();
-    let keys = tokio::task::spawn_blocking(move || CardKeys::load_or_create(&dir, algo))
+    let keys = tokio::task::spawn_blocking(move || CardKeys::load_or_create(&dir, algo, cert_validity))
         .await
         .map_err(|e| SimError::Task(e.to_string()))??;
     let verifier =

@@ -160,30 +160,63 @@ impl CardKeys {
                 CardSigner::Rsa(Box::new(rsa::pkcs1v15::SigningKey::new(key)))
             }
         };
-        let cert = self_signed_certificate(&signer).map_err(|e| generate(format!("certificate: {e}")))?;
+        let validity = CertValidity::from_now(CERT_LIFETIME).map_err(generate)?;
+        CardKeys::certify(signer, validity)
+    }
+
+    /// The same card (its key) with a new certificate valid over `validity`, as a renewal
+    /// gives: a new serial, so a new certNo to register.
+    pub fn renewed(&self, validity: CertValidity) -> Result<CardKeys, KeyError> {
+        CardKeys::certify(self.signer.clone(), validity)
+    }
+
+    fn certify(signer: CardSigner, validity: CertValidity) -> Result<CardKeys, KeyError> {
+        let generate = |detail: String| KeyError::Generate { algo: signer_algo(&signer), detail };
+        let cert =
+            self_signed_certificate(&signer, validity).map_err(|e| generate(format!("certificate: {e}")))?;
         let cert_der = cert.to_der().map_err(|e| generate(format!("certificate encoding: {e}")))?;
         Ok(CardKeys::assemble(signer, &cert, cert_der))
     }
 
-    /// The card kept in `dir`, made there on first use.
+    /// The card kept in `dir`, made there on first use. With `validity`, its certificate is
+    /// valid over exactly that: a stored card whose certificate says otherwise is renewed
+    /// (the same key, a new certificate and certNo, written back).
     ///
     /// A stored card of the other algorithm is an error rather than being replaced: its
     /// certNo may already be registered somewhere, and silently making a new card would
     /// break that registration.
-    pub fn load_or_create(dir: &Path, algo: Algo) -> Result<CardKeys, KeyError> {
+    pub fn load_or_create(
+        dir: &Path,
+        algo: Algo,
+        validity: Option<CertValidity>,
+    ) -> Result<CardKeys, KeyError> {
         let key_path = dir.join(KEY_FILE);
         let cert_path = dir.join(CERT_FILE);
-        match (key_path.exists(), cert_path.exists()) {
-            (true, true) => CardKeys::load(dir, algo),
-            (true, false) => Err(KeyError::Incomplete { present: key_path, missing: cert_path }),
-            (false, true) => Err(KeyError::Incomplete { present: cert_path, missing: key_path }),
+        let keys = match (key_path.exists(), cert_path.exists()) {
+            (true, true) => CardKeys::load(dir, algo)?,
+            (true, false) => return Err(KeyError::Incomplete { present: key_path, missing: cert_path }),
+            (false, true) => return Err(KeyError::Incomplete { present: cert_path, missing: key_path }),
             (false, false) => {
                 std::fs::create_dir_all(dir).map_err(|source| KeyError::Io { path: dir.into(), source })?;
                 let keys = CardKeys::generate(algo)?;
                 keys.write(dir)?;
                 tracing::info!(dir = %dir.display(), %algo, cert_no = %keys.cert_no, "made a new simulated card");
-                Ok(keys)
+                keys
             }
+        };
+        match validity {
+            Some(validity) if validity != keys.cert_validity() => {
+                let renewed = keys.renewed(validity)?;
+                renewed.replace_certificate(dir)?;
+                tracing::info!(
+                    dir = %dir.display(),
+                    cert_no = %renewed.cert_no,
+                    not_after = validity.not_after,
+                    "gave the simulated card a new certificate"
+                );
+                Ok(renewed)
+            }
+            _ => Ok(keys),
         }
     }
 
@@ -248,6 +281,17 @@ impl CardKeys {
         write_file(&cert_path, cert_pem.as_bytes(), false)
     }
 
+    /// Puts this card's certificate in place of the one in `dir` (the key stays): written
+    /// beside it, then renamed over it, so a crash leaves one or the other whole.
+    fn replace_certificate(&self, dir: &Path) -> Result<(), KeyError> {
+        let cert_path = dir.join(CERT_FILE);
+        let fresh = dir.join(format!("{CERT_FILE}.new"));
+        let _ = std::fs::remove_file(&fresh);
+        let pem = self.cert_pem().map_err(|detail| KeyError::Generate { algo: self.algo(), detail })?;
+        write_file(&fresh, pem.as_bytes(), false)?;
+        std::fs::rename(&fresh, &cert_path).map_err(|source| KeyError::Io { path: cert_path, source })
+    }
+
     pub fn algo(&self) -> Algo {
         signer_algo(&self.signer)
     }
@@ -276,6 +320,10 @@ impl CardKeys {
     /// Validity as unix seconds (not before, not after).
     pub fn validity(&self) -> (i64, i64) {
         self.validity
+    }
+
+    pub fn cert_validity(&self) -> CertValidity {
+        CertValidity { not_before: self.validity.0, not_after: self.validity.1 }
     }
 
     /// Signs the bytes as the card does and returns the signValue (base64): SM3withSM2 as
@@ -313,12 +361,12 @@ fn signer_spki(signer: &CardSigner) -> Result<SubjectPublicKeyInfoOwned, String>
 }
 
 /// A self-signed end-entity certificate shaped like a card's: an 8-byte serial that gives a
-/// 16-digit certNo, ten years of validity, signing key usage.
-fn self_signed_certificate(signer: &CardSigner) -> Result<Certificate, String> {
+/// 16-digit certNo, signing key usage.
+fn self_signed_certificate(signer: &CardSigner, validity: CertValidity) -> Result<Certificate, String> {
     let spki = signer_spki(signer)?;
     let subject = Name::from_str("CN=customs179 simulated card,O=customs179 simulator,C=CN")
         .map_err(|e| format!("subject name: {e}"))?;
-    let builder = CertificateBuilder::new(CardProfile { subject }, random_serial()?, validity()?, spki)
+    let builder = CertificateBuilder::new(CardProfile { subject }, random_serial()?, validity.x509()?, spki)
         .map_err(|e| e.to_string())?;
     match signer {
         CardSigner::Sm2(key) => {
@@ -345,14 +393,45 @@ fn random_serial() -> Result<SerialNumber, String> {
     SerialNumber::new(&bytes).map_err(|e| format!("serial: {e}"))
 }
 
-fn validity() -> Result<Validity, String> {
-    let now =
-        SystemTime::now().duration_since(UNIX_EPOCH).map_err(|_| "the clock is before 1970".to_owned())?;
-    let now = Duration::from_secs(now.as_secs());
-    let time = |at: Duration| {
-        DateTime::from_unix_duration(at).map(Time::from).map_err(|e| format!("validity time: {e}"))
-    };
-    Ok(Validity::new(time(now)?, time(now + CERT_LIFETIME)?))
+/// When a card's certificate is valid: from `not_before` to `not_after`, unix seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CertValidity {
+    pub not_before: i64,
+    pub not_after: i64,
+}
+
+impl CertValidity {
+    /// From now (to the second) for `lifetime`.
+    pub fn from_now(lifetime: Duration) -> Result<CertValidity, String> {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_err(|_| "the clock is before 1970".to_owned())?;
+        let now = i64::try_from(now.as_secs()).map_err(|_| "the clock is past 2262".to_owned())?;
+        let lifetime = i64::try_from(lifetime.as_secs()).map_err(|_| "a lifetime too long".to_owned())?;
+        Ok(CertValidity { not_before: now, not_after: now.saturating_add(lifetime) })
+    }
+
+    /// Ending `days` whole days from now (before now when negative, an expired
+    /// certificate), having begun a year before that or now, whichever is earlier.
+    pub fn ending_in_days(days: i64) -> Result<CertValidity, String> {
+        const DAY: i64 = 86_400;
+        let now = CertValidity::from_now(Duration::ZERO)?.not_before;
+        let not_after = now.saturating_add(days.saturating_mul(DAY));
+        Ok(CertValidity { not_before: now.min(not_after.saturating_sub(365 * DAY)), not_after })
+    }
+
+    fn x509(self) -> Result<Validity, String> {
+        let time = |at: i64| {
+            let at = u64::try_from(at).map_err(|_| format!("a validity time before 1970: {at}"))?;
+            DateTime::from_unix_duration(Duration::from_secs(at))
+                .map(Time::from)
+                .map_err(|e| format!("validity time: {e}"))
+        };
+        if self.not_before > self.not_after {
+            return Err(format!("notBefore ({}) is after notAfter ({})", self.not_before, self.not_after));
+        }
+        Ok(Validity::new(time(self.not_before)?, time(self.not_after)?))
+    }
 }
 
 struct CardProfile {

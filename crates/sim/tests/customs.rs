@@ -534,7 +534,7 @@ mod customs {
     async fn other_files_in_the_certificate_directory_are_skipped_never_loaded() {
         let dir = tempfile::tempdir().unwrap();
         // The eport simulator's state: a private key next to its certificate.
-        let keys = CardKeys::load_or_create(dir.path(), Algo::Sm2).unwrap();
+        let keys = CardKeys::load_or_create(dir.path(), Algo::Sm2, None).unwrap();
         std::fs::write(dir.path().join("notes.txt"), "registered 2024-05-01").unwrap();
         std::fs::write(dir.path().join("empty.pem"), "").unwrap();
         std::fs::create_dir(dir.path().join("old")).unwrap();

@@ -38,6 +38,9 @@ const CLIENT_MAX_BACKOFF_MS: i64 = 10_000;
 /// stopping; after that it stays in the file the store keeps for it, and the
 /// process exits non-zero.
 const PAUSE_RETRY_AT_STOP: Duration = Duration::from_secs(5);
+/// Who pauses signing for a certificate out of date: only such a pause is
+/// lifted by the service itself, once a card with a valid certificate connects.
+pub(crate) const CERTIFICATE_CHECK: &str = "certificate check";
 
 type Signed = Result<customs179_eport::CardSignature, SignerError>;
 
@@ -78,7 +81,10 @@ pub(crate) async fn run(ctx: ApiContext, signer: Arc<SignerClient>, mut shutdown
             job = jobs.recv() => job,
             () = shutdown.requested() => None,
             // Beats while nothing is to be signed, or signing is paused.
-            () = tokio::time::sleep(Duration::from_secs(1)) => continue,
+            () = tokio::time::sleep(Duration::from_secs(1)) => {
+                lift_certificate_pause(&ctx, &signer).await;
+                continue;
+            }
         };
         let Some(job) = job else { break };
         // A pause may have come after this job was claimed.
@@ -100,6 +106,14 @@ pub(crate) async fn run(ctx: ApiContext, signer: Arc<SignerClient>, mut shutdown
             Ok(session) => {
                 if let Some(identity) = session.identity() {
                     ctx.live.card_connected(identity, now_ms());
+                    // Checked before each signature: customs refuses what an
+                    // expired certificate signs, and every upload would fail.
+                    if let Some(reason) = certificate_out_of_date(identity.verifier.validity(), now_ms()) {
+                        drop(session);
+                        pause(&ctx, &reason, Some(CERTIFICATE_CHECK), &mut shutdown).await;
+                        give_back(&ctx, &job, 0, "certificate", &reason).await;
+                        continue;
+                    }
                 }
                 card::sign(session, &ctx.store, SERVICE_HOLDER, &job.presign, ctx.config.signer.pin.expose())
                     .await
@@ -134,7 +148,7 @@ pub(crate) async fn run(ctx: ApiContext, signer: Arc<SignerClient>, mut shutdown
         });
         // Paused before anything else reaches the card.
         if let Some(reason) = pause_reason {
-            pause(&ctx, &reason, &mut shutdown).await;
+            pause(&ctx, &reason, None, &mut shutdown).await;
         }
         // The code of an outage of the card or its reader, if this was one.
         let unwell = match &attempt.result {
@@ -221,14 +235,14 @@ async fn give_back(ctx: &ApiContext, job: &SigningJob, delay_ms: i64, code: &str
 /// stopping it is retried for [`PAUSE_RETRY_AT_STOP`] only, and if it is
 /// still not stored the process exits non-zero (the store keeps the pause
 /// in a file beside the database, which the next start applies).
-async fn pause(ctx: &ApiContext, reason: &str, shutdown: &mut Shutdown) {
+async fn pause(ctx: &ApiContext, reason: &str, by: Option<&str>, shutdown: &mut Shutdown) {
     tracing::error!(
         reason,
         "SIGNING PAUSED. Fix the cause, then resume signing \
          (customs179 resume signing, or POST /api/control/signing/resume)"
     );
     let mut give_up_at = None;
-    while let Err(e) = ctx.store.pause(Stage::Signing, reason, now_ms()).await {
+    while let Err(e) = ctx.store.pause_as(Stage::Signing, reason, by, now_ms()).await {
         tracing::error!(error = %e, "signer: cannot persist the pause; retrying");
         if shutdown.is_requested() {
             let give_up_at =
@@ -245,6 +259,62 @@ async fn pause(ctx: &ApiContext, reason: &str, shutdown: &mut Shutdown) {
     }
     if let Err(e) = ctx.store.clear_pin_in_flight(SERVICE_HOLDER).await {
         tracing::error!(error = %e, "signer: cannot clear the PIN-in-flight mark (the pause is stored)");
+    }
+}
+
+/// Why a certificate valid over `validity` (unix seconds) cannot sign at
+/// `now_ms`, if it cannot. A bare key (no certificate) has no dates to check.
+fn certificate_out_of_date(validity: Option<(i64, i64)>, now_ms: i64) -> Option<String> {
+    let (not_before, not_after) = validity?;
+    let now = now_ms.div_euclid(1000);
+    let date = |at: i64| crate::http::shanghai_time(at.saturating_mul(1000));
+    if now > not_after {
+        Some(format!(
+            "the card's certificate expired on {}: signatures made with it would be refused. \
+             Put in a card with a renewed certificate (register its certNo with customs first); \
+             signing resumes by itself once it connects",
+            date(not_after)
+        ))
+    } else if now < not_before {
+        Some(format!(
+            "the card's certificate is not valid before {}: check the machine's clock, or wait; \
+             signing resumes by itself once the certificate is valid",
+            date(not_before)
+        ))
+    } else {
+        None
+    }
+}
+
+/// Lifts a pause made for a certificate out of date once the card connected
+/// has a valid one. Other pauses are an operator's to lift.
+async fn lift_certificate_pause(ctx: &ApiContext, signer: &SignerClient) {
+    let Ok(Some(pause)) = ctx.store.pause_of(Stage::Signing).await else { return };
+    if pause.by.as_deref() != Some(CERTIFICATE_CHECK) {
+        return;
+    }
+    // A real exchange, so that a connection lost meanwhile (the card was
+    // changed) is noticed, and the next round connects to the new one.
+    let asked = signer.call(customs179_eport::Method::GetCertNo, serde_json::Map::new()).await;
+    let Ok(identity) = asked.and(signer.identity().await) else { return };
+    ctx.live.card_connected(&identity, now_ms());
+    if certificate_out_of_date(identity.verifier.validity(), now_ms()).is_some() {
+        return;
+    }
+    let cert_no = identity.cert_no.to_string();
+    let now = now_ms();
+    let why = format!("a card with a valid certificate (certNo {cert_no}) connected");
+    match ctx.store.resume(Stage::Signing).await {
+        Ok(_) => {
+            tracing::warn!(cert_no, "SIGNING RESUMED: {why}");
+            if let Err(e) =
+                ctx.store.audit(CERTIFICATE_CHECK, "resume signing", None, Some(&why), 1, now).await
+            {
+                tracing::error!(error = %e, "signer: cannot write the audit log");
+            }
+            ctx.sign.notify_one();
+        }
+        Err(e) => tracing::error!(error = %e, "signer: cannot lift the certificate pause"),
     }
 }
 
@@ -299,4 +369,23 @@ async fn commit(ctx: &ApiContext, job: &SigningJob, result: Signed, took_ms: i64
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::certificate_out_of_date;
+
+    #[test]
+    fn a_certificate_signs_from_its_first_second_to_its_last() {
+        // 2026-12-01T00:00:00+08:00 .. 2027-12-01T00:00:00+08:00
+        let (from, to) = (1_796_054_400, 1_827_590_400);
+        let validity = Some((from, to));
+        assert_eq!(certificate_out_of_date(validity, from * 1000), None);
+        assert_eq!(certificate_out_of_date(validity, to * 1000 + 999), None, "notAfter is inclusive");
+        let expired = certificate_out_of_date(validity, (to + 1) * 1000).unwrap();
+        assert!(expired.contains("expired on 2027-12-01T00:00:00.000+08:00"), "{expired}");
+        let early = certificate_out_of_date(validity, from * 1000 - 1).unwrap();
+        assert!(early.contains("not valid before 2026-12-01T00:00:00.000+08:00"), "{early}");
+        assert_eq!(certificate_out_of_date(None, 0), None, "a bare key has no dates");
+    }
 }
