@@ -320,6 +320,64 @@ fn sm2_key(spki: &SubjectPublicKeyInfoOwned) -> Result<sm2::dsa::VerifyingKey, K
         .map_err(|_| invalid("the key's identity hash cannot be computed"))
 }
 
+/// What registering a card with customs needs of its certificate (spec section 6), and the
+/// certificate itself.
+#[derive(Debug, Clone)]
+pub struct CertificateInfo {
+    /// As customs registers it: lower-case hex of the serial.
+    pub cert_no: CertNo,
+    /// RFC 4514 text of the subject and the issuer.
+    pub subject: String,
+    pub issuer: String,
+    pub algorithm: Algorithm,
+    /// Validity, unix seconds.
+    pub not_before: i64,
+    pub not_after: i64,
+    /// The certificate, DER.
+    pub der: Vec<u8>,
+}
+
+impl CertificateInfo {
+    /// A certificate as PEM, DER, or one line of base64 DER (as the card gives it). A bare
+    /// public key is refused: registration needs the certificate.
+    pub fn from_bytes(input: &[u8]) -> Result<CertificateInfo, KeyError> {
+        let der = match to_der(input)? {
+            Der::Certificate(der) | Der::Unlabelled(der) => der,
+            Der::PublicKey(_) => {
+                return Err(KeyError::NotRecognised("a public key, not a certificate".into()));
+            }
+        };
+        let cert = Certificate::from_der(&der)
+            .map_err(|e| KeyError::NotRecognised(format!("not an X.509 certificate: {e}")))?;
+        let verifier = SignatureVerifier::from_certificate(&cert)?;
+        let tbs = cert.tbs_certificate();
+        let validity = tbs.validity();
+        Ok(CertificateInfo {
+            cert_no: CertNo::from_serial_bytes(tbs.serial_number().as_bytes()),
+            subject: tbs.subject().to_string(),
+            issuer: tbs.issuer().to_string(),
+            algorithm: verifier.algorithm(),
+            not_before: unix_seconds(validity.not_before),
+            not_after: unix_seconds(validity.not_after),
+            der,
+        })
+    }
+
+    /// The certificate as PEM: base64 in lines of 64, LF line ends.
+    pub fn pem(&self) -> String {
+        let body = BASE64.encode(&self.der);
+        let mut pem = String::with_capacity(body.len() + body.len() / 64 + 60);
+        pem.push_str("-----BEGIN CERTIFICATE-----\n");
+        for line in body.as_bytes().chunks(64) {
+            // Base64 is ASCII: every chunk is text.
+            pem.push_str(std::str::from_utf8(line).unwrap_or_default());
+            pem.push('\n');
+        }
+        pem.push_str("-----END CERTIFICATE-----\n");
+        pem
+    }
+}
+
 fn unix_seconds(time: x509_cert::time::Time) -> i64 {
     // UTCTime and GeneralizedTime cannot go past year 9999, far below i64::MAX seconds.
     i64::try_from(time.to_unix_duration().as_secs()).unwrap_or(i64::MAX)

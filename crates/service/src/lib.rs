@@ -15,4 +15,5 @@ mod service;
 mod workers;
 
 pub use context::now_ms;
+pub use http::shanghai_time;
 pub use service::{Service, StartError, StopError};

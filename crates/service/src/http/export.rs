@@ -273,7 +273,7 @@ fn text_cell(value: &str) -> Cow<'_, str> {
 }
 
 /// `2026-12-01T16:03:07.123+08:00`.
-pub(crate) fn shanghai_time(at: Millis) -> String {
+pub fn shanghai_time(at: Millis) -> String {
     let local = at.saturating_add(SHANGHAI_OFFSET_MS);
     let (days, ms) = (local.div_euclid(DAY_MS), local.rem_euclid(DAY_MS));
     let (year, month, day) = civil_from_days(days);
