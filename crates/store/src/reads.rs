@@ -316,7 +316,11 @@ fn list_query(prefix: &str, filter: &ListFilter, now: Millis) -> sqlx::QueryBuil
         "{prefix}SELECT {SUMMARY_COLUMNS} FROM requests WHERE 1 = 1"
     ));
     if let Some(state) = filter.state {
-        query.push(" AND state = ").push_bind(state.as_str());
+        // With a filter that picks a few requests (an order, a sessionID, a prefix of one),
+        // `+state` keeps SQLite off the state's index: it would walk every request in the
+        // state (the whole history, for delivered) in the sort's order to find those few.
+        let few = filter.order_no.is_some() || filter.session_id.is_some() || filter.session_prefix.is_some();
+        query.push(if few { " AND +state = " } else { " AND state = " }).push_bind(state.as_str());
     }
     if let Some(order_no) = &filter.order_no {
         query.push(" AND order_no = ").push_bind(order_no.clone());
