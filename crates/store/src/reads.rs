@@ -340,10 +340,25 @@ fn list_query(prefix: &str, filter: &ListFilter, now: Millis) -> sqlx::QueryBuil
         query.push(" AND received_at < ").push_bind(until);
     }
     if filter.late {
-        query.push(
-            " AND (delivered_at > deadline_at OR (state IN ('waiting', 'ready', 'signed') AND deadline_at < ",
-        );
-        query.push_bind(now).push("))");
+        // With a state, only its half of "late" can hold: a failed request is never late, so
+        // the statement says so rather than read every failed request to find none.
+        match filter.state {
+            None => {
+                query.push(
+                    " AND (delivered_at > deadline_at OR (state IN ('waiting', 'ready', 'signed') AND deadline_at < ",
+                );
+                query.push_bind(now).push("))");
+            }
+            Some(State::Delivered) => {
+                query.push(" AND delivered_at > deadline_at");
+            }
+            Some(State::Failed) => {
+                query.push(" AND 0");
+            }
+            Some(State::Waiting | State::Ready | State::Signed) => {
+                query.push(" AND deadline_at < ").push_bind(now);
+            }
+        }
     }
     if let Some(within) = filter.at_risk_within {
         query.push(" AND state IN ('waiting', 'ready', 'signed') AND deadline_at >= ").push_bind(now);
