@@ -783,6 +783,8 @@ async fn intake(serve: &common::serve::ServeProcess, rate: u64, secs: u64) -> bo
         })
         .collect();
     let period = Duration::from_secs_f64(1.0 / rate as f64);
+    let service_pid = serve.pid().expect("the service runs");
+    let cpu_before = (cpu_secs("self"), cpu_secs(&service_pid.to_string()));
     let mut tasks = tokio::task::JoinSet::new();
     let mut latencies = Vec::with_capacity(bodies.len());
     let mut answered = Vec::with_capacity(bodies.len());
@@ -824,6 +826,7 @@ async fn intake(serve: &common::serve::ServeProcess, rate: u64, secs: u64) -> bo
         collect(done.unwrap());
     }
     let wall = start.elapsed();
+    let cpu = (cpu_secs("self") - cpu_before.0, cpu_secs(&service_pid.to_string()) - cpu_before.1);
     let mut conn = common::open_db(&serve.db).await;
     let prefix = format!("INTAKE-{run}-");
     let stored: HashSet<String> =
@@ -856,9 +859,25 @@ async fn intake(serve: &common::serve::ServeProcess, rate: u64, secs: u64) -> bo
         ms(latencies.last().copied().unwrap_or_default())
     );
     println!("| answered but not in the database | {missing} |");
+    println!(
+        "| CPU used meanwhile (of {:.0} core-seconds) | service {:.1} s, load generator {:.1} s |",
+        wall.as_secs_f64() * std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64),
+        cpu.1,
+        cpu.0
+    );
     let met = failures == 0 && missing == 0 && achieved >= rate as f64 * 0.99 && ms(p99) <= 10.0;
     println!("| target met | {} |", if met { "yes" } else { "**no**" });
     missing == 0
+}
+
+/// User and system CPU seconds a process (`self` or a pid) has used so far (Linux).
+fn cpu_secs(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command (which is in parentheses and may hold spaces).
+    let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the command; 100 ticks a second.
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 async fn state_table(db: &Path) {
