@@ -206,7 +206,7 @@ fn fate(i: u64) -> Fate {
 
 /// Replayed one by one some days after it failed (and then delivered).
 fn replayed_alone(i: u64) -> bool {
-    fate(i) == Fate::Gave503 && i % 3 == 0
+    fate(i) == Fate::Gave503 && i.is_multiple_of(3)
 }
 
 /// Random-looking sessionIDs, so that a prefix is not a time range.
@@ -362,7 +362,7 @@ async fn history_round(store: &Store, range: std::ops::Range<u64>, n: u64, end: 
     if !alone.is_empty() {
         pass(store, replay_at, true).await;
     }
-    if range.start % (ROUND * 20) == 0 {
+    if range.start.is_multiple_of(ROUND * 20) {
         let at = last + 3 * DAY_MS;
         let reason = Some("card reader maintenance");
         store.audit("bob", "pause signing", None, reason, 1, at).await.expect("audit");
