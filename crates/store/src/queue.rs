@@ -208,8 +208,12 @@ impl Store {
         let rows = match orders {
             Some(orders) => {
                 let orders = serde_json::to_string(orders).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                // `+r.state`: from the orders given (requests_by_order), not every waiting
+                // request in deadline order, which SQLite otherwise walks: intake asks this after
+                // each commit, while thousands wait.
                 let sql = format!(
-                    "{COLUMNS} AND r.order_no IN (SELECT value FROM json_each(?)) ORDER BY r.deadline_at LIMIT ?"
+                    "{} AND r.order_no IN (SELECT value FROM json_each(?)) ORDER BY r.deadline_at LIMIT ?",
+                    COLUMNS.replace("WHERE r.state", "WHERE +r.state")
                 );
                 sqlx::query(sqlx::AssertSqlSafe(sql)).bind(orders).bind(limit).fetch_all(&self.pool).await?
             }

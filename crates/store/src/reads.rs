@@ -293,10 +293,13 @@ impl Store {
     }
 
     /// Requests delivered after their deadline, or still pending past it;
-    /// counted over two partial indexes, never the whole table.
+    /// counted over two partial indexes, never the whole table. The first is
+    /// named: SQLite's planner otherwise walks `requests_by_delivered` (every
+    /// delivered request, the whole history) or the table.
     pub async fn count_late(&self, now: Millis) -> Result<i64, StoreError> {
         let late: i64 = sqlx::query_scalar(
-            "SELECT (SELECT COUNT(*) FROM requests WHERE delivered_at > deadline_at)
+            "SELECT (SELECT COUNT(*) FROM requests INDEXED BY requests_delivered_late
+                     WHERE delivered_at > deadline_at)
                   + (SELECT COUNT(*) FROM requests
                      WHERE state IN ('waiting', 'ready', 'signed') AND deadline_at < ?)",
         )
@@ -364,7 +367,11 @@ fn list_query(prefix: &str, filter: &ListFilter, now: Millis) -> sqlx::QueryBuil
         "{prefix}SELECT {SUMMARY_COLUMNS} FROM requests WHERE 1 = 1"
     ));
     if let Some(state) = filter.state {
-        query.push(" AND state = ").push_bind(state.as_str());
+        // With a filter that picks a few requests (an order, a sessionID, a prefix of one),
+        // `+state` keeps SQLite off the state's index: it would walk every request in the
+        // state (the whole history, for delivered) in the sort's order to find those few.
+        let few = filter.order_no.is_some() || filter.session_id.is_some() || filter.session_prefix.is_some();
+        query.push(if few { " AND +state = " } else { " AND state = " }).push_bind(state.as_str());
     }
     if let Some(order_no) = &filter.order_no {
         query.push(" AND order_no = ").push_bind(order_no.clone());
@@ -384,10 +391,25 @@ fn list_query(prefix: &str, filter: &ListFilter, now: Millis) -> sqlx::QueryBuil
         query.push(" AND received_at < ").push_bind(until);
     }
     if filter.late {
-        query.push(
-            " AND (delivered_at > deadline_at OR (state IN ('waiting', 'ready', 'signed') AND deadline_at < ",
-        );
-        query.push_bind(now).push("))");
+        // With a state, only its half of "late" can hold: a failed request is never late, so
+        // the statement says so rather than read every failed request to find none.
+        match filter.state {
+            None => {
+                query.push(
+                    " AND (delivered_at > deadline_at OR (state IN ('waiting', 'ready', 'signed') AND deadline_at < ",
+                );
+                query.push_bind(now).push("))");
+            }
+            Some(State::Delivered) => {
+                query.push(" AND delivered_at > deadline_at");
+            }
+            Some(State::Failed) => {
+                query.push(" AND 0");
+            }
+            Some(State::Waiting | State::Ready | State::Signed) => {
+                query.push(" AND deadline_at < ").push_bind(now);
+            }
+        }
     }
     if let Some(code) = &filter.code {
         query.push(" AND last_code = ").push_bind(code.clone());

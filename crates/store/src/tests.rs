@@ -713,6 +713,27 @@ async fn every_list_is_served_by_an_index() {
     assert!(unindexed.is_empty(), "{unindexed:#?}");
 }
 
+/// A state with a filter that picks a few requests reads those few, not every request in the
+/// state in the sort's order (an index too, but all of a million delivered requests).
+#[tokio::test]
+async fn a_state_with_an_order_or_a_session_reads_only_those() {
+    let f = fixture().await;
+    for sort in [Sort::Received, Sort::Deadline] {
+        let base = ListFilter { state: Some(State::Delivered), sort, limit: 50, ..Default::default() };
+        for (filter, index) in [
+            (ListFilter { order_no: Some("O".into()), ..base.clone() }, "requests_by_order (order_no=?)"),
+            (
+                ListFilter { session_prefix: Some("S".into()), ..base.clone() },
+                "(session_id>? AND session_id<?)",
+            ),
+            (ListFilter { session_id: Some("S".into()), ..base.clone() }, "(session_id=?)"),
+        ] {
+            let plan = f.store.list_plan(&filter).await.unwrap();
+            assert!(plan.iter().any(|step| step.contains(index)), "{sort:?} {filter:?}: {plan:?}");
+        }
+    }
+}
+
 #[test]
 fn presign_digests_are_sha256_in_lower_case_hex() {
     // FIPS 180-2's example.
