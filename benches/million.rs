@@ -101,7 +101,26 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Options, String> {
 /// Every call of a state transition the bench makes, so that a change of their signatures is
 /// fixed here only.
 mod transitions {
-    use customs179_store::{Claim, Delivery, Millis, Pending, PreparedUpload, SigningJob, Store, UploadJob};
+    use customs179_store::{
+        Claim, Delivery, Millis, Outcome, Pending, PreparedUpload, SigningJob, Store, UploadJob,
+    };
+
+    /// The code the service would give each text the bench writes (OPERATIONS.md, "Codes").
+    fn outcome(text: &str) -> Outcome<'_> {
+        let code = ["10000", "20006", "20001"]
+            .into_iter()
+            .find(|code| text.contains(&format!("\"code\":\"{code}\"")))
+            .unwrap_or(if text.contains("HTTP 503") {
+                "HTTP 503"
+            } else if text.contains("no payment data") {
+                "no_payment_data"
+            } else if text.contains("Base50000") {
+                "item_refused"
+            } else {
+                "invalid_record"
+            });
+        Outcome::new(code, text)
+    }
 
     pub async fn prepare(store: &Store, pending: &Pending, upload: &PreparedUpload, now: Millis) {
         assert!(store.prepare(pending, upload, now).await.expect("prepare"), "prepare lost its request");
@@ -116,14 +135,14 @@ mod transitions {
         now: Millis,
     ) {
         assert!(
-            store.signed(job, cert_no, sign_value, body, now).await.expect("signed"),
+            store.signed(job, cert_no, sign_value, body, 50, now).await.expect("signed"),
             "signed lost its claim"
         );
     }
 
     pub async fn delivered(store: &Store, job: &UploadJob, delivery: Delivery, answer: &str, now: Millis) {
         assert!(
-            store.delivered(job, delivery, answer, now).await.expect("delivered"),
+            store.delivered(job, delivery, &outcome(answer).took(120), now).await.expect("delivered"),
             "delivered lost its claim"
         );
     }
@@ -137,21 +156,21 @@ mod transitions {
         now: Millis,
     ) {
         assert!(
-            store.retry_later(claim, step, next, error, now).await.expect("retry_later"),
+            store.retry_later(claim, step, next, &outcome(error).took(120), now).await.expect("retry_later"),
             "retry lost its claim"
         );
     }
 
     pub async fn poll_again(store: &Store, claim: &Claim, next: Millis, note: &str, now: Millis) {
-        assert!(store.poll_again(claim, next, note, now).await.expect("poll_again"), "poll lost its claim");
+        assert!(store.poll_again(claim, next, &outcome(note), now).await.expect("poll_again"), "poll lost its claim");
     }
 
     pub async fn fail(store: &Store, claim: &Claim, step: &str, reason: &str, now: Millis) {
-        assert!(store.fail(claim, step, reason, now).await.expect("fail"), "fail lost its claim");
+        assert!(store.fail(claim, step, &outcome(reason), now).await.expect("fail"), "fail lost its claim");
     }
 
     pub async fn give_up_waiting(store: &Store, cutoff: Millis, reason: &str, now: Millis) -> usize {
-        store.give_up_waiting(cutoff, reason, now).await.expect("give_up_waiting").len()
+        store.give_up_waiting(cutoff, &outcome(reason), now).await.expect("give_up_waiting").len()
     }
 
     pub async fn replay(store: &Store, session_id: &str, now: Millis) {
@@ -634,6 +653,8 @@ const LIST_FILTERS: &[(&str, &str)] = &[
     ("since/until (a day)", "since={day_since}&until={day_until}"),
     ("late", "late=true"),
     ("at_risk", "at_risk=true"),
+    ("code (customs' 20001)", "code=20001"),
+    ("code (HTTP 503)", "code=HTTP%20503"),
 ];
 
 const STATES: [&str; 5] = ["waiting", "ready", "signed", "delivered", "failed"];
