@@ -293,6 +293,35 @@ give_up_after_secs = 600
         .wait_until("the failures gone", "return document.getElementById('failures-table').hidden || null")
         .await;
 
+    // Keyset paging: two rows a page (`#limit=2`), "More" reads on until the last.
+    browser.exec("location.hash = 'limit=2&sort=received'", json!([])).await;
+    browser.wait_until("a page of two", "return document.querySelectorAll('#rows tr').length === 2 && !document.getElementById('more').hidden || null").await;
+    let all = h.get("/api/requests?limit=500&sort=received").await["requests"].as_array().unwrap().len();
+    assert!(all > 4, "{all} requests");
+    for shown in (4..=all).step_by(2) {
+        browser.click(&browser.find("#more").await).await;
+        browser
+            .wait_until_with(
+                "the next page",
+                "return document.querySelectorAll('#rows tr').length >= arguments[0] || null",
+                json!([shown]),
+            )
+            .await;
+    }
+    if all % 2 == 1 {
+        browser.click(&browser.find("#more").await).await;
+    }
+    browser
+        .wait_until_with(
+            "every request, newest first, once",
+            "const ids = [...document.querySelectorAll('#rows tr')].map((tr) => tr.cells[1].textContent);
+             return ids.length === arguments[0] && new Set(ids).size === ids.length && document.getElementById('more').hidden || null",
+            json!([all]),
+        )
+        .await;
+    browser.click(&browser.find("#f-clear").await).await;
+    browser.wait_until("the filter cleared", "return location.hash === '' || null").await;
+
     // The detail: timeline with the card's certNo, the signed text, copy.
     browser.click(&browser.element(ROW_LINK, json!(["S-FAIL-1"])).await).await;
     browser

@@ -10,7 +10,7 @@ import { api } from "./api.js";
 const PENDING = new Set(["waiting", "ready", "signed"]);
 const PAGE = 50;
 /** Filter keys, as the hash holds them. */
-const KEYS = ["state", "late", "at_risk", "code", "since", "until", "by", "q", "sort"];
+const KEYS = ["state", "late", "at_risk", "code", "since", "until", "by", "q", "sort", "limit"];
 
 let options = { operator: false, openDetail: () => {}, onSelect: () => {} };
 let rows = new Map(); // session_id → { summary, tr }
@@ -69,6 +69,7 @@ function readForm() {
     by: $("f-by").value,
     q: $("f-q").value.trim(),
     sort: $("f-sort").value,
+    limit: filters().limit, // set in the URL only (`#limit=200`)
   };
 }
 
@@ -76,7 +77,8 @@ function readForm() {
 const ms = (local) => (local ? String(new Date(local).getTime()) : "");
 
 function query(f) {
-  const params = new URLSearchParams({ limit: String(PAGE), sort: f.sort });
+  const limit = Number(f.limit) >= 1 && Number(f.limit) <= 500 ? String(Math.floor(Number(f.limit))) : String(PAGE);
+  const params = new URLSearchParams({ limit, sort: f.sort });
   for (const key of ["state", "late", "at_risk", "code"]) if (f[key]) params.set(key, f[key]);
   if (f.since) params.set("since", ms(f.since));
   if (f.until) params.set("until", ms(f.until));
