@@ -139,6 +139,13 @@ function row(r) {
   return { summary: r, tr, clock };
 }
 
+/** The row of `r`: the one shown when nothing changed (a link or checkbox under the pointer
+ * or focus stays the same element), else a new one. */
+function keep(r) {
+  const old = rows.get(r.session_id);
+  return old && JSON.stringify(old.summary) === JSON.stringify(r) ? old : row(r);
+}
+
 function draw() {
   $("rows").replaceChildren(...order.map((id) => rows.get(id).tr));
   $("empty").hidden = order.length > 0 || loading > 0;
@@ -151,7 +158,7 @@ export async function reload() {
   loading += 1;
   try {
     const page = await api("/api/requests?" + query(f));
-    rows = new Map(page.requests.map((r) => [r.session_id, row(r)]));
+    rows = new Map(page.requests.map((r) => [r.session_id, keep(r)]));
     order = page.requests.map((r) => r.session_id);
     next = page.next || null;
     waiting.clear();
@@ -169,7 +176,7 @@ async function more() {
   const page = await api("/api/requests?" + params);
   for (const r of page.requests) {
     if (!rows.has(r.session_id)) order.push(r.session_id);
-    rows.set(r.session_id, row(r));
+    rows.set(r.session_id, keep(r));
   }
   next = page.next || null;
   draw();
@@ -194,7 +201,7 @@ function flush() {
     }
     // Beyond the last row shown while more pages exist: it will come with "more".
     if (!known && next && last && before(last, r, f.sort)) continue;
-    rows.set(r.session_id, row(r));
+    rows.set(r.session_id, keep(r));
     if (!known) order.push(r.session_id);
   }
   waiting.clear();
