@@ -1,11 +1,17 @@
 //! The operator's console in a real browser (Chromium driven by ChromeDriver, see
 //! tests/common/browser.rs) against the real service, the card and customs simulators:
-//! it loads in Chinese and in English; a request arrives live, over the event stream, and
-//! its countdown runs; a request near its deadline raises the at-risk banner and the tab's
-//! title; a failure group is replayed through the dry run and the confirmation, and its
-//! requests are delivered; a viewer's token shows no write buttons; two tabs share one
-//! stream (counted by the service: `customs179_events_streams`). Screenshots of each view
-//! (zh-CN and en, light and dark, and at phone width) go to `target/console-screenshots/`.
+//! it loads in English and, in a browser whose language is Chinese, in Chinese, and the
+//! switch is remembered; a request arrives live, over the event stream (no reload), and its
+//! countdown runs; a request near its deadline raises the at-risk banner and the tab's title;
+//! filters stay in the URL; rows wait while the pointer is over the list; "More" pages
+//! through everything; failed requests are replayed, ticked in the list and by group,
+//! through the dry run and the confirmation, and delivered; the detail shows the timeline
+//! and copies; uploading is paused and resumed from the customs tile with a reason; a
+//! viewer's token shows no write buttons; two tabs share one stream (counted by the
+//! service: `customs179_events_streams`), with Web Locks and without (the heartbeat); a
+//! hidden tab keeps its counts but not its list; the stale banner shows when the service
+//! goes away. Screenshots of each view (zh-CN and en, light and dark, and at phone width)
+//! go to `target/console-screenshots/`.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -23,6 +29,16 @@ const PIN: &str = "88888888";
 /// Short, so a pending request is at risk within seconds: 30 s to deliver, at risk with 25 s left.
 const DEADLINE_SECS: u64 = 30;
 const AT_RISK_SECS: u64 = 25;
+
+/// Before the page's scripts: records, in order, when the page became hidden or visible,
+/// when its waiting count first read 1 while hidden, and when the row of S-TWO-TABS first showed.
+const RECORD_SEEN: &str = "window.__seen = [];
+document.addEventListener('visibilitychange', () => window.__seen.push(document.visibilityState));
+new MutationObserver(() => {
+  const once = (what, yes) => { if (yes && !window.__seen.includes(what)) window.__seen.push(what); };
+  once('waiting 1 while hidden', document.hidden && document.querySelector('#cards .card b')?.textContent === '1');
+  once('row', [...(document.getElementById('rows')?.rows || [])].some((tr) => tr.cells[1]?.textContent === 'S-TWO-TABS'));
+}).observe(document, { subtree: true, childList: true, characterData: true });";
 
 /// Before the page's scripts: no Web Locks API, as in a page that is no secure context.
 const NO_LOCKS: &str = "delete Navigator.prototype.locks;";
@@ -73,6 +89,7 @@ give_up_after_secs = 600
 
     // An operator opens the console in English (the browser's language).
     let browser = Browser::start(&tools).await;
+    browser.cdp("Page.addScriptToEvaluateOnNewDocument", json!({ "source": RECORD_SEEN })).await;
     browser.goto(&format!("{}/", h.admin)).await;
     login(&browser, ALICE).await;
     let shown = browser
@@ -358,6 +375,22 @@ give_up_after_secs = 600
     browser.wait_until_with("the row in the second tab", COUNTDOWN, json!(["S-TWO-TABS"])).await;
     assert_eq!(browser.exec("return window.__customs179Events.leader", json!([])).await, false);
     assert_eq!(streams(&h).await, 1, "two tabs, one stream");
+    // The first tab, hidden behind the second, read the stream and passed the row on, and
+    // its counts kept coming, but its own list waited until it was shown again.
+    browser.switch_to(&first_tab).await;
+    let seen = browser
+        .wait_until(
+            "the row in the first tab",
+            "return window.__seen.includes('row') && window.__seen || null",
+        )
+        .await;
+    let at = |what: &str| seen.as_array().unwrap().iter().position(|s| s == what).unwrap_or(usize::MAX);
+    assert!(
+        at("hidden") < at("waiting 1 while hidden")
+            && at("waiting 1 while hidden") < at("visible")
+            && at("visible") < at("row"),
+        "{seen}"
+    );
     // The first tab closes: the second takes the stream over.
     browser.switch_to(&first_tab).await;
     browser.close_tab().await;
