@@ -31,6 +31,9 @@ const SESSION_B: &str = "</td><script>window.__pwned=1</script>";
 const ORDER_B: &str = "x' autofocus onfocus='window.__pwned=1' y='";
 const NOTE: &str = "</td><script>window.__pwned=1</script><img src=x onerror=window.__pwned=1>";
 const RECP_NAME: &str = r#"Shop" autofocus onfocus="window.__pwned=1"#;
+/// C waits at the paused upload, at risk: its ids show in the at-risk banner's links.
+const SESSION_C: &str = r#""><svg onload="window.__pwned=1"></svg>"#;
+const ORDER_C: &str = "javascript:window.__pwned=1//<b onmouseover=alert(1)>";
 const GNAME: &str = r#"<img src=x onerror="window.__pwned=1">保温杯 500ml"#;
 
 /// Collects the page's Content-Security-Policy violations from before its first script runs.
@@ -78,6 +81,8 @@ environment = "test"
 upload_url = "{upload}"
 timeout_ms = 1000
 retry_max_secs = 1
+# Every pending request is at risk (under 120 s of its 120 s left): C shows in the banner.
+at_risk_secs = 120
 
 [payments]
 give_up_after_secs = 1
@@ -258,6 +263,20 @@ give_up_after_secs = 1
     assert!(banner.starts_with("uploading paused since "), "{banner}");
     assert!(banner.contains(&format!(": {reason} Resume uploading")), "{banner}");
     assert_nothing_ran(&browser, "the pause").await;
+    // C comes while uploading is paused: signed, it waits, at risk; the banner names it.
+    h.customs_call(ORDER_C, SESSION_C).await;
+    let (status, answer) = h.push_payments(payment_record("T-HOSTILE-C", &[ORDER_C]).to_string()).await;
+    assert_eq!(status, StatusCode::CREATED, "{answer}");
+    wait_for(&h, SESSION_C, |d| d["state"] == "signed").await;
+    browser
+        .wait_until_with(
+            "C in the at-risk banner",
+            "const b = document.querySelector('#risk.alarm');
+             return b && [...b.querySelectorAll('a')].some((a) => a.textContent === arguments[0]) || null",
+            json!([SESSION_C]),
+        )
+        .await;
+    assert_nothing_ran(&browser, "the at-risk banner").await;
     let resume = browser.find("#banners .banner[data-stage=uploading] button").await;
     browser.click(&resume).await;
     // It asks why (optional for a resume); the question is built as text too.
@@ -270,6 +289,7 @@ give_up_after_secs = 1
         .await;
     let controls = h.controls().await;
     assert_eq!(controls["uploading"]["paused"], false, "{controls:#}");
+    wait_for(&h, SESSION_C, |d| d["state"] == "delivered").await;
     assert_nothing_ran(&browser, "the page after resuming").await;
 
     // No script error, no violation, in all the page did.
