@@ -30,9 +30,9 @@ pub(crate) fn router(ctx: ApiContext) -> Router {
         .layer(axum::middleware::map_response(security_headers))
 }
 
-/// The status page's policy: its script and style come from this listener
-/// only (`/app.js`, `/app.css`), never inline, and no other origin is
-/// reached. `require-trusted-types-for 'script'` makes the browser refuse
+/// The console's policy: its scripts and style come from this listener
+/// only (`/app.js` and the modules it imports, `/app.css`), never inline,
+/// and no other origin is reached. `require-trusted-types-for 'script'` makes the browser refuse
 /// HTML strings handed to `innerHTML` and the like, so data can only enter
 /// the page as text; no page may frame it.
 pub(crate) const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; \
