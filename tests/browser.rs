@@ -11,23 +11,18 @@
 //! `CUSTOMS179_CHROMIUM` and `CUSTOMS179_CHROMEDRIVER` override `/usr/bin/chromium` and
 //! `/usr/bin/chromedriver`.
 
-use std::io::{Read as _, Write as _};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use customs179_sim::eport::{self, Algo, EportSimOptions};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use tempfile::TempDir;
 
 mod common;
 
-use common::{ADMIN_TOKEN, Api, Harness, closed_port, http_client, loopback, payment_record};
+use common::browser::{Browser, WAIT, browser_tools};
+use common::{ADMIN_TOKEN, Api, Harness, loopback, payment_record};
 
 const PIN: &str = "88888888";
-/// Generous: the machine may be busy; a pass takes seconds.
-const WAIT: Duration = Duration::from_secs(60);
 
 /// Attribute breakers (both quotes), tags with handlers, a cell closed early with a script.
 const SESSION_A: &str = r#"x" autofocus onfocus="window.__pwned=1" y=""#;
@@ -36,6 +31,9 @@ const SESSION_B: &str = "</td><script>window.__pwned=1</script>";
 const ORDER_B: &str = "x' autofocus onfocus='window.__pwned=1' y='";
 const NOTE: &str = "</td><script>window.__pwned=1</script><img src=x onerror=window.__pwned=1>";
 const RECP_NAME: &str = r#"Shop" autofocus onfocus="window.__pwned=1"#;
+/// C waits at the paused upload, at risk: its ids show in the at-risk banner's links.
+const SESSION_C: &str = r#""><svg onload="window.__pwned=1"></svg>"#;
+const ORDER_C: &str = "javascript:window.__pwned=1//<b onmouseover=alert(1)>";
 const GNAME: &str = r#"<img src=x onerror="window.__pwned=1">保温杯 500ml"#;
 
 /// Collects the page's Content-Security-Policy violations from before its first script runs.
@@ -83,6 +81,8 @@ environment = "test"
 upload_url = "{upload}"
 timeout_ms = 1000
 retry_max_secs = 1
+# Every pending request is at risk (under 120 s of its 120 s left): C shows in the banner.
+at_risk_secs = 120
 
 [payments]
 give_up_after_secs = 1
@@ -202,7 +202,21 @@ give_up_after_secs = 1
     for hostile in [SESSION_A, ORDER_A, SESSION_B, ORDER_B] {
         assert!(text.contains(hostile), "{hostile:?} not shown as text:\n{text}");
     }
+    let timeline =
+        browser.exec("return document.querySelectorAll('#timeline tbody tr').length", json!([])).await;
+    assert_eq!(timeline, a["timeline"].as_array().unwrap().len(), "{a:#}");
     assert_nothing_ran(&browser, "A's detail").await;
+
+    // The failures view: B's group, its example B's hostile sessionID as text.
+    let group = browser
+        .wait_until(
+            "B's failure group",
+            "const row = document.querySelector('#failures-table tbody tr');
+             return row && { count: row.cells[2].textContent, example: row.cells[4].textContent }",
+        )
+        .await;
+    assert_eq!(group["count"], "1", "{group}");
+    assert_eq!(group["example"], SESSION_B, "{group}");
 
     // B's detail too: no upload, its history.
     browser.click(&browser.element(ROW_LINK, json!([SESSION_B])).await).await;
@@ -249,13 +263,33 @@ give_up_after_secs = 1
     assert!(banner.starts_with("uploading paused since "), "{banner}");
     assert!(banner.contains(&format!(": {reason} Resume uploading")), "{banner}");
     assert_nothing_ran(&browser, "the pause").await;
+    // C comes while uploading is paused: signed, it waits, at risk; the banner names it.
+    h.customs_call(ORDER_C, SESSION_C).await;
+    let (status, answer) = h.push_payments(payment_record("T-HOSTILE-C", &[ORDER_C]).to_string()).await;
+    assert_eq!(status, StatusCode::CREATED, "{answer}");
+    wait_for(&h, SESSION_C, |d| d["state"] == "signed").await;
+    browser
+        .wait_until_with(
+            "C in the at-risk banner",
+            "const b = document.querySelector('#risk.alarm');
+             return b && [...b.querySelectorAll('a')].some((a) => a.textContent === arguments[0]) || null",
+            json!([SESSION_C]),
+        )
+        .await;
+    assert_nothing_ran(&browser, "the at-risk banner").await;
     let resume = browser.find("#banners .banner[data-stage=uploading] button").await;
     browser.click(&resume).await;
+    // It asks why (optional for a resume); the question is built as text too.
+    browser.wait_until("the reason asked", "return document.getElementById('ask')?.open || null").await;
+    assert_nothing_ran(&browser, "the question").await;
+    browser.type_into(&browser.find("#ask-reason").await, "customs fixed the certificate").await;
+    browser.click(&browser.find("#ask-ok").await).await;
     browser
         .wait_until("the banner gone", "return document.querySelector('#banners .banner') ? null : true")
         .await;
     let controls = h.controls().await;
     assert_eq!(controls["uploading"]["paused"], false, "{controls:#}");
+    wait_for(&h, SESSION_C, |d| d["state"] == "delivered").await;
     assert_nothing_ran(&browser, "the page after resuming").await;
 
     // No script error, no violation, in all the page did.
@@ -352,248 +386,4 @@ fn path_segment(text: &str) -> String {
 fn header(response: &reqwest::Response, name: &str) -> String {
     let value = response.headers().get(name).unwrap_or_else(|| panic!("no {name} header"));
     value.to_str().unwrap().to_owned()
-}
-
-/// Chromium and its ChromeDriver.
-struct Tools {
-    chromium: PathBuf,
-    chromedriver: PathBuf,
-}
-
-/// The browser, or `None` (the test skips) when it is missing and `CUSTOMS179_SKIP_BROWSER=1`.
-fn browser_tools() -> Option<Tools> {
-    let path = |var: &str, default: &str| {
-        std::env::var_os(var).map_or_else(|| PathBuf::from(default), PathBuf::from)
-    };
-    let tools = Tools {
-        chromium: path("CUSTOMS179_CHROMIUM", "/usr/bin/chromium"),
-        chromedriver: path("CUSTOMS179_CHROMEDRIVER", "/usr/bin/chromedriver"),
-    };
-    let missing: Vec<&Path> = [&tools.chromium, &tools.chromedriver]
-        .into_iter()
-        .map(PathBuf::as_path)
-        .filter(|path| !path.is_file())
-        .collect();
-    if missing.is_empty() {
-        return Some(tools);
-    }
-    let message = format!(
-        "the browser test needs Chromium and ChromeDriver; missing: {missing:?}. \
-         Install them with `apt-get install -y chromium chromium-driver` (.ci/run does)"
-    );
-    if std::env::var("CUSTOMS179_SKIP_BROWSER").as_deref() == Ok("1") {
-        // Straight to stderr, past the test harness's capture: a skip must be seen.
-        let loud = format!("\n******** SKIPPED: {message}; CUSTOMS179_SKIP_BROWSER=1 is set ********\n");
-        let _ = std::io::stderr().write_all(loud.as_bytes());
-        return None;
-    }
-    panic!("{message}, or set CUSTOMS179_SKIP_BROWSER=1 to skip this test");
-}
-
-/// ChromeDriver running Chromium (headless, a fresh profile), one WebDriver session.
-struct Browser {
-    client: reqwest::Client,
-    /// `host:port` of ChromeDriver.
-    addr: String,
-    /// `http://host:port/session/ID`.
-    session: String,
-    driver: Child,
-    dir: TempDir,
-    quit: bool,
-}
-
-/// How WebDriver names an element in JSON.
-const ELEMENT_KEY: &str = "element-6066-11e4-a52e-4f735466cecf";
-
-impl Browser {
-    async fn start(tools: &Tools) -> Browser {
-        let dir = tempfile::tempdir().unwrap();
-        let log = std::fs::File::create(dir.path().join("chromedriver.log")).unwrap();
-        let addr = format!("127.0.0.1:{}", closed_port());
-        let port = addr.rsplit(':').next().unwrap();
-        let driver = Command::new(&tools.chromedriver)
-            .arg(format!("--port={port}"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("{}: {e}", tools.chromedriver.display()));
-        let client = http_client(Some(Duration::from_secs(60)));
-        let mut browser = Browser { client, addr, session: String::new(), driver, dir, quit: false };
-
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let ready = browser.client.get(format!("http://{}/status", browser.addr)).send().await;
-            if let Ok(response) = ready {
-                let status: Value = response.json().await.unwrap_or_default();
-                if status["value"]["ready"] == true {
-                    break;
-                }
-            }
-            if let Some(status) = browser.driver.try_wait().unwrap() {
-                panic!("chromedriver exited with {status}:\n{}", browser.log());
-            }
-            assert!(Instant::now() < deadline, "chromedriver is not ready:\n{}", browser.log());
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-
-        // The flags Chromium needs on these machines (docs of the rust-svc machines): root, no
-        // GPU, a closed network.
-        let profile = browser.dir.path().join("profile");
-        let args = [
-            "--headless".to_owned(),
-            "--no-sandbox".to_owned(),
-            "--disable-gpu".to_owned(),
-            "--disable-quic".to_owned(),
-            "--no-first-run".to_owned(),
-            "--disable-background-networking".to_owned(),
-            "--disable-component-update".to_owned(),
-            "--disable-sync".to_owned(),
-            "--disable-dev-shm-usage".to_owned(),
-            "--window-size=1280,1000".to_owned(),
-            format!("--user-data-dir={}", profile.display()),
-        ];
-        let capabilities = json!({ "capabilities": { "alwaysMatch": {
-            "goog:chromeOptions": { "binary": tools.chromium, "args": args },
-            "goog:loggingPrefs": { "browser": "ALL" },
-        }}});
-        let url = format!("http://{}/session", browser.addr);
-        let session = browser.request(reqwest::Method::POST, &url, Some(capabilities)).await;
-        let id = session["sessionId"].as_str().unwrap_or_else(|| panic!("no session: {session}"));
-        browser.session = format!("http://{}/session/{id}", browser.addr);
-        browser
-    }
-
-    fn log(&self) -> String {
-        let log = std::fs::read_to_string(self.dir.path().join("chromedriver.log")).unwrap_or_default();
-        let start = log.len().saturating_sub(4000);
-        log[log.floor_char_boundary(start)..].to_owned()
-    }
-
-    /// One WebDriver command; its `value`. A WebDriver error fails the test.
-    async fn request(&self, method: reqwest::Method, url: &str, body: Option<Value>) -> Value {
-        let mut request = self.client.request(method.clone(), url);
-        if let Some(body) = &body {
-            request = request.json(body);
-        }
-        let response = request.send().await.unwrap_or_else(|e| panic!("{method} {url}: {e}\n{}", self.log()));
-        let status = response.status();
-        let mut answer: Value = response.json().await.unwrap_or_default();
-        let value = answer["value"].take();
-        assert!(status.is_success(), "WebDriver {method} {url} {body:?}: {status} {value:#}\n{}", self.log());
-        value
-    }
-
-    async fn command(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
-        self.request(method, &format!("{}{path}", self.session), body).await
-    }
-
-    async fn goto(&self, url: &str) {
-        self.command(reqwest::Method::POST, "/url", Some(json!({ "url": url }))).await;
-    }
-
-    /// Runs `script` (a function body; `arguments` are `args`) in the page; its result.
-    async fn exec(&self, script: &str, args: Value) -> Value {
-        self.command(reqwest::Method::POST, "/execute/sync", Some(json!({ "script": script, "args": args })))
-            .await
-    }
-
-    /// A Chrome DevTools Protocol command, through ChromeDriver.
-    async fn cdp(&self, cmd: &str, params: Value) -> Value {
-        self.command(
-            reqwest::Method::POST,
-            "/goog/cdp/execute",
-            Some(json!({ "cmd": cmd, "params": params })),
-        )
-        .await
-    }
-
-    async fn find(&self, css: &str) -> Value {
-        self.command(
-            reqwest::Method::POST,
-            "/element",
-            Some(json!({ "using": "css selector", "value": css })),
-        )
-        .await
-    }
-
-    /// The element a script returns; it must return one.
-    async fn element(&self, script: &str, args: Value) -> Value {
-        let element = self.exec(script, args.clone()).await;
-        assert!(element.get(ELEMENT_KEY).is_some(), "no element for {args}: {script}");
-        element
-    }
-
-    fn element_path(element: &Value) -> String {
-        format!("/element/{}", element[ELEMENT_KEY].as_str().unwrap())
-    }
-
-    async fn click(&self, element: &Value) {
-        let path = format!("{}/click", Self::element_path(element));
-        self.command(reqwest::Method::POST, &path, Some(json!({}))).await;
-    }
-
-    async fn type_into(&self, element: &Value, text: &str) {
-        let path = format!("{}/value", Self::element_path(element));
-        self.command(reqwest::Method::POST, &path, Some(json!({ "text": text }))).await;
-    }
-
-    /// Polls `script` until it returns something other than null or false.
-    async fn wait_until(&self, what: &str, script: &str) -> Value {
-        self.wait_until_with(what, script, json!([])).await
-    }
-
-    async fn wait_until_with(&self, what: &str, script: &str, args: Value) -> Value {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let value = self.exec(script, args.clone()).await;
-            if !value.is_null() && value != false {
-                return value;
-            }
-            if Instant::now() > deadline {
-                let page =
-                    self.exec("return [document.body.innerText, window.__violations]", json!([])).await;
-                let console = self.console().await;
-                panic!(
-                    "{what}: not there within {WAIT:?}; the page shows:\n{}\npolicy violations: {}\nconsole: {console:#?}",
-                    page[0].as_str().unwrap_or(""),
-                    page[1]
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// The browser's console since the last call.
-    async fn console(&self) -> Vec<Value> {
-        let log = self.command(reqwest::Method::POST, "/se/log", Some(json!({ "type": "browser" }))).await;
-        log.as_array().cloned().unwrap_or_default()
-    }
-
-    async fn quit(mut self) {
-        self.command(reqwest::Method::DELETE, "", None).await;
-        self.quit = true;
-    }
-}
-
-impl Drop for Browser {
-    /// A test that failed half-way still closes Chromium (ChromeDriver does, when its session
-    /// is deleted), then stops ChromeDriver.
-    fn drop(&mut self) {
-        if !self.quit && !self.session.is_empty() {
-            let path = self.session.trim_start_matches("http://").trim_start_matches(&self.addr).to_owned();
-            if let Ok(mut stream) = std::net::TcpStream::connect(&self.addr) {
-                let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
-                let request = format!(
-                    "DELETE {path} HTTP/1.1\r\nHost: {}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-                    self.addr
-                );
-                if stream.write_all(request.as_bytes()).is_ok() {
-                    let _ = stream.read_to_end(&mut Vec::new());
-                }
-            }
-        }
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
-    }
 }

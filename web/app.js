@@ -1,166 +1,146 @@
-// The status page's script, served at /app.js (an ES module: strict, run once the page is parsed).
-//
-// Everything that came from customs or the platform (sessionIDs, orderNos, payment records,
-// customs' answers, error texts) enters the page as text: el() appends strings as Text nodes
-// and sets only attributes this file names; buttons get their actions as closures, never
-// through attributes. Nothing here hands a string to the HTML parser, and the admin
-// listener's Content-Security-Policy (require-trusted-types-for 'script') makes the browser
-// refuse it should anyone try.
-//
-// The token stays in this tab's sessionStorage only; the page itself holds no data.
+// The operator's console, served at /app.js (an ES module: strict, run once the page is
+// parsed). It imports one module per view, all served by the binary from web/:
+// dom.js (building elements as text), i18n.js (English and Chinese), api.js (the token and
+// the JSON API), events.js (the one live stream per browser), health.js (at a glance and
+// health), chart.js (the last hour), list.js (the live list), failures.js (failure groups and
+// bulk replays), detail.js (a request's detail) and dialog.js (asking for a reason).
 
-const TOKEN_KEY = "customs179-token";
-const STATES = [["waiting", "warn"], ["ready", ""], ["signed", ""], ["delivered", "ok"], ["failed", "bad"]];
-const $ = (id) => document.getElementById(id);
-let next = null;
-let shownPauses = null;
+import { $, el, report } from "./dom.js";
+import { t, lang, setLang, applyStatic, stateName } from "./i18n.js";
+import { api, token, setToken, forgetToken, onUnauthorized } from "./api.js";
+import * as events from "./events.js";
+import * as health from "./health.js";
+import * as chart from "./chart.js";
+import * as list from "./list.js";
+import * as failures from "./failures.js";
+import * as detail from "./detail.js";
 
-/**
- * An element `tag` with `attributes` (names are this file's own; values may be data) and
- * `children`: nodes, strings (added as text) or arrays of them; null, undefined and false are
- * left out.
- */
-function el(tag, attributes = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [name, value] of Object.entries(attributes)) {
-    if (/^on/i.test(name)) throw new Error(`el(): no event handler attributes (${name})`);
-    if (value !== null && value !== undefined && value !== false) node.setAttribute(name, String(value));
-  }
-  for (const child of children.flat(Infinity)) {
-    if (child !== null && child !== undefined && child !== false) {
-      node.append(child instanceof Node ? child : String(child));
-    }
-  }
-  return node;
-}
+/** How long without an event before the page says its figures may be stale. */
+const STALE_MS = 5000;
 
-/** A button running `action`; a failure is shown to the operator. */
-function button(label, action) {
-  const node = el("button", { type: "button" }, label);
-  node.addEventListener("click", async (event) => {
-    event.preventDefault();
-    try { await action(); } catch (err) { alert(err.message); }
-  });
-  return node;
-}
+let me = null; // { name, role } of this tab's token
+let lastStatus = null;
+let lastStatusAt = 0; // when the last status came (stream or read)
+let lastEventAt = 0; // when the last event of the stream came
+let listDirty = false; // changes came while this tab was hidden
+let started = false;
+let failedShown = null;
 
-function token() { return sessionStorage.getItem(TOKEN_KEY); }
-
-async function api(path, options = {}) {
-  const response = await fetch(path, { ...options, headers: { Authorization: "Bearer " + token() } });
-  if (response.status === 401) {
-    sessionStorage.removeItem(TOKEN_KEY);
-    showLogin(true);
-    throw new Error("unauthorized");
-  }
-  const body = await response.json().catch(() => null);
-  if (!response.ok) {
-    const reason = body && (Array.isArray(body.conflicts) ? body.conflicts.join("; ") : body.error);
-    throw new Error(reason || `${response.status} ${response.statusText}`);
-  }
-  return body;
-}
-
-function time(ms) { return ms ? new Date(ms).toLocaleString() : ""; }
+const operator = () => Boolean(me && me.role === "operator");
 
 function showLogin(shown) { $("login").classList.toggle("shown", shown); }
 
-function card(label, count, tone) {
-  return el("div", { class: count ? `card ${tone}` : "card" }, label, el("b", {}, count ?? 0));
+function texts() {
+  applyStatic();
+  $("lang").value = lang();
+  for (const option of $("f-state").options) if (option.value) option.textContent = stateName(option.value);
+  for (const option of $("f-by").options) option.textContent = t("searchBy")[option.value];
+  for (const option of $("f-sort").options) option.textContent = t("sortBy")[option.value];
+  $("cols").replaceChildren(...t("cols").map((name) => el("th", {}, name)));
+  $("replay-selected").textContent = `${t("replaySelected")} · ${t("selected", list.selected.size)}`;
+  if (me) $("who").textContent = t("signedInAs", me.name, me.role);
+  document.title = lastStatus && lastStatus.at_risk > 0 ? t("titleRisk", lastStatus.at_risk) : t("title");
 }
 
-async function refreshStatus() {
-  const status = await api("/api/status");
-  const cards = STATES.map(([state, tone]) => card(state, status.states[state], tone));
-  cards.push(card("late", status.late, "warn"));
-  $("cards").replaceChildren(...cards);
-  // The banners (and their buttons) are rebuilt only when a pause changes, so a Resume
-  // button does not vanish under the operator's pointer every two seconds.
-  const pauses = JSON.stringify([status.signing, status.uploading]);
-  if (pauses !== shownPauses) {
-    shownPauses = pauses;
-    const banners = [];
-    for (const stage of ["signing", "uploading"]) {
-      const pause = status[stage];
-      if (pause) {
-        banners.push(el("div", { class: "banner", "data-stage": stage },
-          el("b", {}, `${stage} paused`), ` since ${time(pause.since)}: `, pause.reason, " ",
-          button(`Resume ${stage}`, async () => {
-            await api(`/api/control/${stage}/resume`, { method: "POST" });
-            await refresh();
-          })));
-      }
-    }
-    $("banners").replaceChildren(...banners);
+function onStatus(status) {
+  lastStatus = status;
+  lastStatusAt = Date.now();
+  list.clock(status);
+  health.render(status, { operator: operator(), refresh: readStatus, openDetail });
+  chart.render(status.last_hour);
+  const failed = status.states.failed ?? 0;
+  if (failed !== failedShown) {
+    failedShown = failed;
+    failures.reload().catch(report);
   }
-  $("updated").textContent = "updated " + new Date(status.now).toLocaleTimeString();
+  ticker();
 }
 
-function row(r) {
-  const link = el("a", { href: "#" }, r.session_id);
-  link.addEventListener("click", (event) => {
-    event.preventDefault();
-    showDetail(r.session_id).catch((err) => alert(err.message));
-  });
-  const replay = (r.state === "failed" || r.state === "delivered")
-    ? button("Replay", async () => {
-      await api(`/api/requests/${encodeURIComponent(r.session_id)}/replay`, { method: "POST" });
-      await refresh();
-    })
-    : null;
-  return el("tr", {},
-    el("td", {}, time(r.received_at)),
-    el("td", { class: "id" }, link),
-    el("td", { class: "id" }, r.order_no),
-    el("td", {}, r.state),
-    el("td", { class: r.late ? "late" : null }, time(r.deadline_at), r.late ? " (late)" : null),
-    el("td", {}, r.step_attempts),
-    el("td", { class: "err" }, r.last_error),
-    el("td", {}, replay));
+async function readStatus() { onStatus(await api("/api/status")); }
+
+function openDetail(sessionId) { return detail.show(sessionId); }
+
+/** An event of the shared stream, whichever tab reads it. */
+function onEvent(name, data) {
+  if (!token() || !started) return;
+  lastEventAt = Date.now();
+  if (name === "snapshot") {
+    onStatus(data.status);
+    // Whatever changed is in the list as read again; a hidden tab reads it once shown.
+    if (document.hidden) listDirty = true; else list.reload().catch(report);
+    failures.reload().catch(report);
+  } else if (name === "status") {
+    onStatus(data);
+  } else if (name === "requests") {
+    if (document.hidden) listDirty = true; else list.apply(data.requests);
+  }
+  ticker();
 }
 
-async function refreshRows(append) {
-  const params = new URLSearchParams({ limit: "50" });
-  if ($("state").value) params.set("state", $("state").value);
-  if (append && next) params.set("after", next);
-  const page = await api("/api/requests?" + params);
-  const rows = page.requests.map(row);
-  if (append) $("rows").append(...rows); else $("rows").replaceChildren(...rows);
-  next = page.next || null;
-  $("more").hidden = !next;
+/** "updated N s ago", and the stale-data banner when the stream is lost. */
+function ticker() {
+  if (!started) return;
+  const now = Date.now();
+  $("updated").textContent = lastStatusAt ? t("updatedAgo", Math.round((now - lastStatusAt) / 1000)) : t("never");
+  const stale = now - lastEventAt > STALE_MS;
+  const banner = $("stale");
+  banner.hidden = !stale;
+  if (stale) {
+    banner.textContent = lastEventAt ? t("stale", Math.round((now - lastEventAt) / 1000)) : t("staleNever");
+  }
+  document.body.classList.toggle("stale-data", stale);
 }
 
-function headings(...names) { return el("thead", {}, el("tr", {}, names.map((name) => el("th", {}, name)))); }
-
-async function showDetail(sessionId) {
-  const d = await api("/api/requests/" + encodeURIComponent(sessionId));
-  const upload = d.uploads[0];
-  const attempts = d.attempts.map((a) => el("tr", {},
-    el("td", {}, time(a.at)), el("td", {}, a.step), el("td", {}, a.outcome), el("td", { class: "err" }, a.detail)));
-  $("detail").replaceChildren(...[
-    el("h2", { class: "id" }, d.session_id),
-    el("p", {}, `order ${d.order_no}, ${d.state}, received ${time(d.received_at)}, deadline ${time(d.deadline_at)}`),
-    el("h3", {}, "Attempts"),
-    el("table", { id: "attempts" }, headings("at", "step", "outcome", "detail"), el("tbody", {}, attempts)),
-    upload ? [el("h3", {}, `Pre-sign string (guid ${upload.guid})`), el("pre", { id: "presign" }, upload.presign)] : [],
-    upload && upload.upload_body ? [el("h3", {}, "Upload body"), el("pre", { id: "upload-body" }, upload.upload_body)] : [],
-  ].flat());
+function roles() {
+  document.body.classList.toggle("operator", operator());
+  document.body.classList.toggle("viewer", !operator());
+  $("viewer-note").hidden = operator();
+  const selection = $("replay-selected");
+  selection.hidden = !operator() || list.selected.size === 0;
 }
 
-async function refresh() {
+async function start() {
   if (!token()) { showLogin(true); return; }
   showLogin(false);
-  try { await refreshStatus(); await refreshRows(false); } catch (e) { $("updated").textContent = e.message; }
+  me = await api("/api/whoami");
+  const opts = { operator: operator(), openDetail };
+  detail.setup(opts);
+  failures.setup({ ...opts, replayed: () => { list.selected.clear(); roles(); } });
+  if (!started) list.setup({ ...opts, onSelect: () => { texts(); roles(); } });
+  started = true;
+  texts();
+  roles();
+  await readStatus();
+  await list.reload();
+  events.start({ event: onEvent, token, refused: () => { forgetToken(); location.reload(); } });
 }
 
+$("replay-selected").addEventListener("click", () => {
+  failures.replay({ session_ids: [...list.selected] }).catch(report);
+});
 $("login").addEventListener("submit", (event) => {
   event.preventDefault();
-  sessionStorage.setItem(TOKEN_KEY, $("token").value.trim());
+  setToken($("token").value.trim());
   $("token").value = "";
-  refresh();
+  start().catch(report);
 });
-$("logout").addEventListener("click", () => { sessionStorage.removeItem(TOKEN_KEY); location.reload(); });
-$("state").addEventListener("change", () => refreshRows(false).catch((e) => { $("updated").textContent = e.message; }));
-$("more").addEventListener("click", () => refreshRows(true).catch((e) => { $("updated").textContent = e.message; }));
-refresh();
-setInterval(() => { if (token()) refreshStatus().catch(() => {}); }, 2000);
+$("logout").addEventListener("click", () => { forgetToken(); location.reload(); });
+$("lang").addEventListener("change", () => {
+  setLang($("lang").value);
+  texts();
+  if (lastStatus) onStatus(lastStatus);
+  list.redraw();
+  failures.reload().catch(report);
+  detail.refresh().catch(report);
+});
+document.addEventListener("visibilitychange", () => {
+  if (!document.hidden && listDirty && started) {
+    listDirty = false;
+    list.reload().catch(report);
+  }
+});
+onUnauthorized(() => { started = false; showLogin(true); });
+
+texts();
+setInterval(ticker, 1000);
+start().catch(report);

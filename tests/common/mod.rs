@@ -18,6 +18,7 @@ use serde_json::{Value, json};
 use sqlx::Connection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
 
+pub mod browser;
 pub mod chaos;
 pub mod serve;
 

@@ -89,6 +89,18 @@ pub(crate) struct Metrics {
     customs_answers: LabelledCounter,
     late: AtomicU64,
     anomalies: AtomicU64,
+    /// `GET /api/events` streams open now.
+    events_streams: AtomicU64,
+}
+
+/// One open `GET /api/events` stream, counted in `customs179_events_streams`
+/// until dropped.
+pub(crate) struct EventsStream(std::sync::Arc<Metrics>);
+
+impl Drop for EventsStream {
+    fn drop(&mut self) {
+        self.0.events_streams.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Default for Metrics {
@@ -101,6 +113,7 @@ impl Default for Metrics {
             customs_answers: LabelledCounter::default(),
             late: AtomicU64::new(0),
             anomalies: AtomicU64::new(0),
+            events_streams: AtomicU64::new(0),
         }
     }
 }
@@ -130,6 +143,12 @@ impl Metrics {
         if anomaly {
             self.anomalies.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// An events stream opened; it is counted until the guard is dropped.
+    pub fn events_stream(self: &std::sync::Arc<Metrics>) -> EventsStream {
+        self.events_streams.fetch_add(1, Ordering::Relaxed);
+        EventsStream(self.clone())
     }
 
     /// Everything, with the queue depths and pauses read from the store.
@@ -186,6 +205,11 @@ impl Metrics {
         for (stage, is_paused) in paused {
             let _ = writeln!(out, "customs179_paused{{stage=\"{stage}\"}} {}", u8::from(*is_paused));
         }
+        let _ = writeln!(
+            out,
+            "# HELP customs179_events_streams GET /api/events streams open (the console keeps one per browser).\n# TYPE customs179_events_streams gauge\ncustoms179_events_streams {}",
+            self.events_streams.load(Ordering::Relaxed)
+        );
         out
     }
 }
@@ -225,5 +249,22 @@ mod tests {
             assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
         }
         assert!(text.contains("customs179_intake_seconds_sum 0.0318"), "{text}");
+    }
+
+    #[test]
+    fn open_event_streams_are_counted_until_dropped() {
+        let metrics = std::sync::Arc::new(Metrics::default());
+        let gauge = |m: &Metrics| {
+            let text = m.render(&[], &[]);
+            text.lines().find(|l| l.starts_with("customs179_events_streams ")).map(str::to_owned)
+        };
+        assert_eq!(gauge(&metrics).as_deref(), Some("customs179_events_streams 0"));
+        let one = metrics.events_stream();
+        let two = metrics.events_stream();
+        assert_eq!(gauge(&metrics).as_deref(), Some("customs179_events_streams 2"));
+        drop(one);
+        assert_eq!(gauge(&metrics).as_deref(), Some("customs179_events_streams 1"));
+        drop(two);
+        assert_eq!(gauge(&metrics).as_deref(), Some("customs179_events_streams 0"));
     }
 }

@@ -23,15 +23,16 @@ pub(crate) fn router(ctx: ApiContext) -> Router {
         .merge(super::replays::router())
         .merge(super::status::router())
         .merge(super::events::router())
+        .route("/api/whoami", get(whoami))
         .with_state(ctx)
         // Outermost, so every answer has them: pages, the JSON API, /metrics,
         // /healthz, refusals, 404s and 405s.
         .layer(axum::middleware::map_response(security_headers))
 }
 
-/// The status page's policy: its script and style come from this listener
-/// only (`/app.js`, `/app.css`), never inline, and no other origin is
-/// reached. `require-trusted-types-for 'script'` makes the browser refuse
+/// The console's policy: its scripts and style come from this listener
+/// only (`/app.js` and the modules it imports, `/app.css`), never inline,
+/// and no other origin is reached. `require-trusted-types-for 'script'` makes the browser refuse
 /// HTML strings handed to `innerHTML` and the like, so data can only enter
 /// the page as text; no page may frame it.
 pub(crate) const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; \
@@ -68,6 +69,8 @@ pub(crate) enum Caller {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Actor {
     pub name: String,
+    /// None for the payments token, which is no admin token.
+    pub role: Option<Role>,
 }
 
 /// Checks the bearer token against the tokens `caller` admits: 401 without
@@ -83,7 +86,7 @@ pub(crate) fn authorize(ctx: &ApiContext, headers: &HeaderMap, caller: Caller) -
     if caller == Caller::PaymentsPusher
         && ctx.config.payments.token.as_ref().is_some_and(|token| presented == *token)
     {
-        return Ok(Actor { name: "payments".to_owned() });
+        return Ok(Actor { name: "payments".to_owned(), role: None });
     }
     // Every token is compared (each in constant time), so the answer's time
     // does not tell which one nearly matched.
@@ -97,7 +100,15 @@ pub(crate) fn authorize(ctx: &ApiContext, headers: &HeaderMap, caller: Caller) -
     if caller != Caller::Viewer && token.role == Role::Viewer {
         return Err(ApiError::Forbidden(format!("the token {:?} may only read", token.name)));
     }
-    Ok(Actor { name: token.name.clone() })
+    Ok(Actor { name: token.name.clone(), role: Some(token.role) })
+}
+
+/// `GET /api/whoami` (any admin token): the token's name and role, so the
+/// console shows an operator's buttons and hides them from a viewer.
+async fn whoami(State(ctx): State<ApiContext>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let actor = authorize(&ctx, &headers, Caller::Viewer)?;
+    let body = serde_json::json!({ "name": actor.name, "role": actor.role.unwrap_or(Role::Viewer) });
+    Ok(axum::Json(body).into_response())
 }
 
 /// Liveness, for load balancers and process supervisors (no token): 200

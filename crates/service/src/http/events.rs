@@ -84,6 +84,7 @@ async fn feed(
     first: Status,
     events: mpsc::Sender<Bytes>,
 ) {
+    let _counted = ctx.metrics.events_stream();
     if events.send(event("snapshot", &Snapshot { status: first })).await.is_err() {
         return;
     }

@@ -5,7 +5,6 @@
 
 use axum::extract::State;
 use axum::http::{HeaderMap, header};
-use axum::response::{Html, IntoResponse};
 use axum::routing::get;
 use axum::{Json, Router};
 use customs179_store::{Pause, Stage};
@@ -15,31 +14,40 @@ use super::ApiError;
 use super::admin::{Caller, authorize};
 use crate::context::{ApiContext, now_ms};
 
-/// Compiled in, so the binary is all there is to deploy.
+/// The console's files, compiled in, so the binary is all there is to
+/// deploy: (path served, content type, contents). `web/app.js` imports the
+/// other modules by these paths; nothing comes from another origin.
+pub(crate) const ASSETS: &[(&str, &str, &str)] = &[
+    ("/", "text/html; charset=utf-8", PAGE),
+    ("/app.js", JS, SCRIPT),
+    ("/app.css", "text/css; charset=utf-8", include_str!("../../../../web/app.css")),
+    ("/api.js", JS, include_str!("../../../../web/api.js")),
+    ("/i18n.js", JS, include_str!("../../../../web/i18n.js")),
+    ("/dom.js", JS, include_str!("../../../../web/dom.js")),
+    ("/events.js", JS, include_str!("../../../../web/events.js")),
+    ("/health.js", JS, include_str!("../../../../web/health.js")),
+    ("/list.js", JS, include_str!("../../../../web/list.js")),
+    ("/chart.js", JS, include_str!("../../../../web/chart.js")),
+    ("/failures.js", JS, include_str!("../../../../web/failures.js")),
+    ("/detail.js", JS, include_str!("../../../../web/detail.js")),
+    ("/dialog.js", JS, include_str!("../../../../web/dialog.js")),
+];
+const JS: &str = "text/javascript; charset=utf-8";
 const PAGE: &str = include_str!("../../../../web/index.html");
 const SCRIPT: &str = include_str!("../../../../web/app.js");
-const STYLE: &str = include_str!("../../../../web/app.css");
 
 pub(crate) fn router() -> Router<ApiContext> {
-    Router::new()
-        .route("/", get(page))
-        .route("/app.js", get(script))
-        .route("/app.css", get(style))
-        .route("/api/status", get(status))
-}
-
-/// The page holds no data: it asks for the admin token and calls the API.
-async fn page() -> impl IntoResponse {
-    ([(header::CACHE_CONTROL, "no-store")], Html(PAGE))
-}
-
-/// Not cached either: a new binary may bring a new script.
-async fn script() -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8"), (header::CACHE_CONTROL, "no-store")], SCRIPT)
-}
-
-async fn style() -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/css; charset=utf-8"), (header::CACHE_CONTROL, "no-store")], STYLE)
+    let mut router = Router::new().route("/api/status", get(status));
+    for &(path, content_type, body) in ASSETS {
+        // Not cached: a new binary may bring a new page or script.
+        router = router.route(
+            path,
+            get(move || async move {
+                ([(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "no-store")], body)
+            }),
+        );
+    }
+    router
 }
 
 /// The summary of `GET /api/status`, also sent by `GET /api/events`.
@@ -240,7 +248,7 @@ mod tests {
         let page = app.clone().oneshot(Request::get("/").body(Body::empty()).unwrap()).await.unwrap();
         assert_eq!(page.status(), StatusCode::OK);
         let html = axum::body::to_bytes(page.into_body(), 1 << 20).await.unwrap();
-        assert!(String::from_utf8_lossy(&html).contains("<title>customs179 status</title>"));
+        assert!(String::from_utf8_lossy(&html).contains("<title>customs179 console</title>"));
 
         let anonymous =
             app.clone().oneshot(Request::get("/api/status").body(Body::empty()).unwrap()).await.unwrap();
@@ -256,6 +264,35 @@ mod tests {
         assert_eq!(body["late"], 0);
         assert_eq!(body["signing"], serde_json::Value::Null);
         assert_eq!(body["uploading"]["reason"], "customs answered 20004");
+    }
+
+    /// The console asks who holds its token, to show an operator's buttons only to operators.
+    #[tokio::test]
+    async fn whoami_tells_the_token_name_and_role() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ctx = context(dir.path()).await;
+        let mut config = (*ctx.config).clone();
+        config.admin.tokens.push(crate::config::AdminToken {
+            name: "wall screen".into(),
+            token: crate::config::Secret::new("wall-screen-viewer-token"),
+            role: crate::config::Role::Viewer,
+        });
+        ctx.config = Arc::new(config);
+        let app = crate::http::admin::router(ctx);
+        for (token, name, role) in
+            [(TOKEN, "admin", "operator"), ("wall-screen-viewer-token", "wall screen", "viewer")]
+        {
+            let request = Request::get("/api/whoami").header("authorization", format!("Bearer {token}"));
+            let answer = app.clone().oneshot(request.body(Body::empty()).unwrap()).await.unwrap();
+            assert_eq!(answer.status(), StatusCode::OK);
+            let body: serde_json::Value =
+                serde_json::from_slice(&axum::body::to_bytes(answer.into_body(), 1 << 20).await.unwrap())
+                    .unwrap();
+            assert_eq!(body, serde_json::json!({ "name": name, "role": role }));
+        }
+        let request = Request::get("/api/whoami").header("authorization", "Bearer not-a-token-at-all");
+        let answer = app.oneshot(request.body(Body::empty()).unwrap()).await.unwrap();
+        assert_eq!(answer.status(), StatusCode::UNAUTHORIZED);
     }
 
     /// A supervisor must be able to trust /healthz: a task that stopped beating or died is 503.
@@ -303,6 +340,9 @@ mod tests {
             ("GET", "/", None, StatusCode::OK, Some("text/html; charset=utf-8")),
             ("GET", "/app.js", None, StatusCode::OK, Some("text/javascript; charset=utf-8")),
             ("GET", "/app.css", None, StatusCode::OK, Some("text/css; charset=utf-8")),
+            ("GET", "/list.js", None, StatusCode::OK, Some("text/javascript; charset=utf-8")),
+            ("GET", "/api/whoami", admin, StatusCode::OK, Some("application/json")),
+            ("GET", "/api/whoami", None, StatusCode::UNAUTHORIZED, Some("application/json")),
             ("GET", "/api/status", admin, StatusCode::OK, Some("application/json")),
             ("GET", "/api/status", None, StatusCode::UNAUTHORIZED, Some("application/json")),
             ("GET", "/api/requests/nobody", admin, StatusCode::NOT_FOUND, Some("application/json")),
@@ -355,9 +395,32 @@ mod tests {
         assert!(page.contains(r#"<script type="module" src="/app.js"></script>"#));
         assert!(!page.contains("<style") && !page.contains("style="), "no inline style");
         assert!(!has_handler_attribute(&page), "no inline event handlers");
-        for sink in ["innerhtml", "outerhtml", "insertadjacenthtml", "document.write", "eval("] {
-            assert!(!super::SCRIPT.to_ascii_lowercase().contains(sink), "the script uses {sink}");
+        let scripts =
+            super::ASSETS.iter().filter(|(_, content_type, _)| content_type.starts_with("text/javascript"));
+        for &(path, _, script) in scripts {
+            let script = script.to_ascii_lowercase();
+            for sink in [
+                "innerhtml",
+                "outerhtml",
+                "insertadjacenthtml",
+                "document.write",
+                "eval(",
+                "new function",
+                ".style.",
+            ] {
+                assert!(!script.contains(sink), "{path} uses {sink}");
+            }
+            for import in script.match_indices(" from \"").map(|(at, _)| &script[at + 7..]) {
+                let target = &import[..import.find('"').unwrap()];
+                let target = target.strip_prefix('.').unwrap_or(target);
+                assert!(
+                    super::ASSETS.iter().any(|(served, _, _)| *served == target),
+                    "{path} imports {target}, which is not served"
+                );
+            }
         }
+        let css = super::ASSETS.iter().find(|(path, _, _)| *path == "/app.css").unwrap().2;
+        assert!(!css.contains("url(") && !css.contains("@import"), "the style reaches nothing");
     }
 
     /// ` onclick=`, ` onload=`…: an attribute starting with "on".

@@ -1,0 +1,136 @@
+// At a glance and health (web/health.js): the at-risk banner, the environment badge, the
+// tab's title, the counts per state, the pause banners and a tile per card and for customs,
+// with an operator's pause and resume buttons.
+
+import { $, el, button, link } from "./dom.js";
+import { t, time, duration, stateName, stageName } from "./i18n.js";
+import { api } from "./api.js";
+import { ask } from "./dialog.js";
+
+const STATES = [["waiting", "warn"], ["ready", ""], ["signed", ""], ["delivered", "ok"], ["failed", "bad"]];
+let shown = { pauses: null, tiles: null, risk: null };
+let riskLists = { at: 0, atRisk: [], past: [] };
+
+/** Pauses or resumes `stage`, asking the operator why. */
+async function control(stage, action, after) {
+  const question = action === "pause" ? t("askPause", stageName(stage)) : t("askResume", stageName(stage));
+  const reason = await ask({ message: question, reasonRequired: action === "pause", confirm: t("ok") });
+  if (reason === null) return;
+  await api(`/api/control/${stage}/${action}`, { method: "POST", body: reason ? { reason } : {} });
+  await after();
+}
+
+function card(label, count, tone) {
+  return el("div", { class: count ? `card ${tone}` : "card" }, label, el("b", {}, count ?? 0));
+}
+
+/** Everything of the status that is not the list, the chart or the failures. */
+export function render(status, { operator, refresh, openDetail }) {
+  const cards = STATES.map(([state, tone]) => card(stateName(state), status.states[state], tone));
+  cards.push(card(t("late"), status.late, "warn"));
+  $("cards").replaceChildren(...cards);
+
+  const env = status.customs && status.customs.environment;
+  const badge = $("env");
+  badge.textContent = env === "production" ? t("production") : env === "test" ? t("test") : t("unknownEnv");
+  badge.classList.toggle("production", env === "production");
+  badge.classList.toggle("test", env === "test");
+
+  document.title = status.at_risk > 0 ? t("titleRisk", status.at_risk) : t("title");
+  renderRisk(status, openDetail);
+
+  // Rebuilt only when they change, so a button does not vanish under the pointer.
+  const pauses = JSON.stringify([status.signing, status.uploading, operator, document.documentElement.lang]);
+  if (pauses !== shown.pauses) {
+    shown.pauses = pauses;
+    const banners = [];
+    for (const stage of ["signing", "uploading"]) {
+      const pause = status[stage];
+      if (pause) {
+        banners.push(el("div", { class: "banner", "data-stage": stage },
+          el("b", {}, t("pausedBanner", stageName(stage))), t("since", time(pause.since)), pause.reason,
+          operator ? [" ", button(t("resume", stageName(stage)), () => control(stage, "resume", refresh))] : null));
+      }
+    }
+    $("banners").replaceChildren(...banners);
+  }
+  const tiles = JSON.stringify([status.cards, status.customs, operator, document.documentElement.lang]);
+  if (tiles !== shown.tiles) {
+    shown.tiles = tiles;
+    $("tiles").replaceChildren(...status.cards.map((c) => cardTile(c, operator, refresh)),
+      customsTile(status.customs, operator, refresh));
+  }
+}
+
+function controls(stage, paused, operator, refresh) {
+  if (!operator) return null;
+  return el("div", { class: "actions" }, paused
+    ? button(t("resume", stageName(stage)), () => control(stage, "resume", refresh), { "data-action": "resume" })
+    : button(t("pause", stageName(stage)), () => control(stage, "pause", refresh), { "data-action": "pause" }));
+}
+
+function cardTile(c, operator, refresh) {
+  const days = c.days_left;
+  return el("section", { class: `tile ${c.connected ? "ok" : "bad"}`, "data-tile": "card" },
+    el("h3", {}, t("card", c.name)),
+    el("p", { class: c.connected ? "good" : "problem" }, c.connected ? t("connected") : t("disconnected")),
+    c.cert_no ? el("p", { class: "id" }, c.cert_no, c.algorithm ? ` (${c.algorithm})` : null) : null,
+    el("p", { class: days !== null && days !== undefined && days < 30 ? "problem" : null },
+      days !== null && days !== undefined ? t("certDays", days) : t("certUnknown")),
+    c.last_signature_at ? el("p", {}, t("lastSignature", time(c.last_signature_at))) : null,
+    c.last_error ? el("p", { class: "problem" }, t("lastError", time(c.last_error_at)), " ", c.last_error) : null,
+    c.paused ? el("p", { class: "problem" }, t("pausedBy", c.paused.reason, c.paused.by, time(c.paused.since))) : null,
+    controls("signing", Boolean(c.paused), operator, refresh));
+}
+
+function customsTile(customs, operator, refresh) {
+  const answers = Object.entries(customs.answers_last_hour || {});
+  const stopped = customs.stopped;
+  return el("section", { class: `tile ${stopped ? "bad" : "ok"}`, "data-tile": "customs" },
+    el("h3", {}, t("customs")),
+    el("p", {}, customs.environment === "production" ? t("production") : t("test")),
+    el("p", {}, t("lastSuccess", customs.last_success_at ? time(customs.last_success_at) : "—")),
+    answers.length ? el("p", {}, t("answersLastHour"), " ", answers.map(([code, n]) => `${code}: ${n}`).join(", ")) : null,
+    stopped ? el("p", { class: "problem" }, t("stoppedBy", stopped.reason, stopped.by, time(stopped.since))) : null,
+    controls("uploading", Boolean(stopped), operator, refresh));
+}
+
+/** The at-risk banner: counts from the status, the requests themselves from the list API. */
+function renderRisk(status, openDetail) {
+  const risky = status.at_risk > 0;
+  if (!risky) riskLists.atRisk = [];
+  if (!(status.late > 0)) riskLists.past = [];
+  const now = Date.now();
+  if ((risky || status.late > 0) && now - riskLists.at > 3000) {
+    riskLists.at = now;
+    const list = (query) => api(`/api/requests?sort=deadline&limit=20&${query}`).then((p) => p.requests);
+    Promise.all([risky ? list("at_risk=true") : [], status.late > 0 ? list("late=true").catch(() => []) : []])
+      .then(([atRisk, late]) => {
+        riskLists = { at: riskLists.at, atRisk, past: late.filter((r) => !["delivered", "failed"].includes(r.state)) };
+        shown.risk = null;
+        renderRisk(status, openDetail);
+      })
+      .catch(() => {});
+  }
+  const past = riskLists.past.length;
+  const key = JSON.stringify([status.at_risk, status.at_risk_secs, status.oldest_pending_ms === null,
+    riskLists.atRisk.map((r) => r.session_id), riskLists.past.map((r) => r.session_id), document.documentElement.lang]);
+  const box = $("risk");
+  box.classList.toggle("alarm", risky || past > 0);
+  const oldest = status.oldest_pending_ms === null || status.oldest_pending_ms === undefined
+    ? t("noPending") : t("oldestPending", duration(status.oldest_pending_ms));
+  if (key === shown.risk) {
+    const age = box.querySelector(".oldest");
+    if (age) age.textContent = oldest;
+    return;
+  }
+  shown.risk = key;
+  const ids = (requests) => requests.map((r, i) => [i ? ", " : "", link(r.session_id, () => openDetail(r.session_id))]);
+  box.replaceChildren(...[
+    el("span", { class: "count", "data-count": "at-risk" },
+      risky ? t("atRisk", status.at_risk, status.at_risk_secs) : t("allWell")),
+    risky && riskLists.atRisk.length ? el("span", { class: "ids" }, ": ", ids(riskLists.atRisk)) : null,
+    past ? el("span", { class: "count", "data-count": "past" }, " · ", t("pastDeadline", past), ": ", ids(riskLists.past)) : null,
+    el("span", { class: "oldest" }, oldest),
+  ].filter(Boolean));
+}
