@@ -162,7 +162,10 @@ mod transitions {
     }
 
     pub async fn poll_again(store: &Store, claim: &Claim, next: Millis, note: &str, now: Millis) {
-        assert!(store.poll_again(claim, next, &outcome(note), now).await.expect("poll_again"), "poll lost its claim");
+        assert!(
+            store.poll_again(claim, next, &outcome(note), now).await.expect("poll_again"),
+            "poll lost its claim"
+        );
     }
 
     pub async fn fail(store: &Store, claim: &Claim, step: &str, reason: &str, now: Millis) {

@@ -292,14 +292,12 @@ impl Store {
         }))
     }
 
-    /// Requests delivered after their deadline, or still pending past it;
-    /// counted over two partial indexes, never the whole table. The first is
-    /// named: SQLite's planner otherwise walks `requests_by_delivered` (every
-    /// delivered request, the whole history) or the table.
+    /// Requests delivered after their deadline (kept by triggers, migration
+    /// 0012), plus those still pending past it (counted over the partial index
+    /// of pending requests): never a count over the whole history.
     pub async fn count_late(&self, now: Millis) -> Result<i64, StoreError> {
         let late: i64 = sqlx::query_scalar(
-            "SELECT (SELECT COUNT(*) FROM requests INDEXED BY requests_delivered_late
-                     WHERE delivered_at > deadline_at)
+            "SELECT (SELECT n FROM late_deliveries WHERE id = 1)
                   + (SELECT COUNT(*) FROM requests
                      WHERE state IN ('waiting', 'ready', 'signed') AND deadline_at < ?)",
         )

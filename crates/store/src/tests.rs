@@ -480,8 +480,9 @@ async fn counted(store: &Store) -> Vec<(State, i64)> {
 }
 
 #[tokio::test]
-async fn counts_by_state_stay_exact_through_random_transitions_and_replays() {
+async fn counts_by_state_and_of_late_stay_exact_through_random_transitions_and_replays() {
     let f = fixture().await;
+    let mut late_seen = 0;
     // A small deterministic generator: the same walk every run.
     let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
     let mut roll = move |n: u64| {
@@ -515,7 +516,9 @@ async fn counts_by_state_stay_exact_through_random_transitions_and_replays() {
             4 => {
                 for job in f.store.claim_uploads(now, 1, 2).await.unwrap() {
                     let delivery = if roll(2) == 0 { Delivery::Stored } else { Delivery::AlreadyStored };
-                    f.store.delivered(&job, delivery, &Outcome::new("10000", "10000"), now).await.unwrap();
+                    // Some after their deadline (120 s after the call).
+                    let at = now + i64::try_from(roll(2)).unwrap() * 200_000;
+                    f.store.delivered(&job, delivery, &Outcome::new("10000", "10000"), at).await.unwrap();
                 }
             }
             5 => {
@@ -532,7 +535,18 @@ async fn counts_by_state_stay_exact_through_random_transitions_and_replays() {
             }
         }
         assert_eq!(f.store.count_by_state().await.unwrap(), counted(&f.store).await, "after round {round}");
+        let late: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM requests WHERE delivered_at > deadline_at
+                 OR (state IN ('waiting', 'ready', 'signed') AND deadline_at < ?)",
+        )
+        .bind(now)
+        .fetch_one(&f.store.pool)
+        .await
+        .unwrap();
+        assert_eq!(f.store.count_late(now).await.unwrap(), late, "late after round {round}");
+        late_seen = late_seen.max(late);
     }
+    assert!(late_seen > 0, "some were delivered late");
     let total: i64 = counted(&f.store).await.iter().map(|(_, n)| n).sum();
     assert!(total > 20, "the walk made requests: {total}");
     let states = counted(&f.store).await;
