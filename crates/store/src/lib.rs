@@ -68,6 +68,8 @@ pub struct Store {
     _lock: Option<Arc<File>>,
     /// The requests each commit of this process changed, for live views.
     feed: tokio::sync::broadcast::Sender<Changed>,
+    /// The last failure groups, and when they were read.
+    failures: Arc<tokio::sync::Mutex<Option<replays::FailuresRead>>>,
 }
 
 /// The sessionIDs of the requests one commit changed (in any way: state,
@@ -133,7 +135,13 @@ impl Store {
         let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
         sqlx::migrate!("../../migrations").run(&pool).await?;
         let (feed, _) = tokio::sync::broadcast::channel(FEED_CAPACITY);
-        let store = Store { pool, path: Arc::new(path.to_owned()), _lock: lock.map(Arc::new), feed };
+        let store = Store {
+            pool,
+            path: Arc::new(path.to_owned()),
+            _lock: lock.map(Arc::new),
+            feed,
+            failures: Arc::default(),
+        };
         store.apply_pending_pauses(path).await?;
         Ok(store)
     }

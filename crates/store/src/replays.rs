@@ -351,14 +351,33 @@ impl ReplaySelection {
     }
 }
 
+/// Failure groups as read when the failed count and the change counter were
+/// these two numbers.
+pub(crate) type FailuresRead = ((i64, i64), Vec<FailureGroup>);
+
 impl Store {
     /// Failed requests grouped by stage and kind, the largest group first.
     /// Reads the failed requests only (one pass, through their own index),
-    /// all in one snapshot.
+    /// all in one snapshot; and only when they may have changed since the
+    /// last call: the set of failed requests changes only when one fails
+    /// (the failed count grows) or a replay takes some (the change counter
+    /// moves, whichever process replayed), so the two numbers tell.
     pub async fn failure_groups(&self) -> Result<Vec<FailureGroup>, StoreError> {
-        let mut groups: BTreeMap<(String, String), FailureGroup> = BTreeMap::new();
         // A read transaction: one snapshot for every page, and no writer waits for it.
         let mut tx = self.pool.begin().await?;
+        let seen: (i64, i64) = sqlx::query_as(
+            "SELECT (SELECT n FROM state_counts WHERE state = 'failed'), (SELECT version FROM changes WHERE id = 1)",
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        // Held while grouping: callers at the same moment wait for one pass.
+        let mut cached = self.failures.lock().await;
+        if let Some((at, groups)) = cached.as_ref()
+            && *at == seen
+        {
+            return Ok(groups.clone());
+        }
+        let mut groups: BTreeMap<(String, String), FailureGroup> = BTreeMap::new();
         each_failed(&mut tx, |failed| {
             let group =
                 groups.entry((failed.stage.clone(), failed.kind.clone())).or_insert_with(|| FailureGroup {
@@ -386,6 +405,7 @@ impl Store {
         groups.sort_by(|a, b| {
             b.count.cmp(&a.count).then_with(|| (&a.stage, &a.kind).cmp(&(&b.stage, &b.kind)))
         });
+        *cached = Some((seen, groups.clone()));
         Ok(groups)
     }
 
@@ -868,6 +888,31 @@ mod tests {
         assert_eq!(state_and_replays(&store, "U-3").await, (State::Failed, 0));
         let unknown = ReplaySelection::Group("0000000000000000".into());
         assert_eq!(store.capture_replay(&unknown, "alice", "t-2", 10, 6_003).await.unwrap().count, 0);
+    }
+
+    /// The groups are read again exactly when the failed requests may have changed: one
+    /// failed, or a replay took some, here or in another process.
+    #[tokio::test]
+    async fn failure_groups_follow_every_failure_and_every_replay() {
+        let (store, dir) = store().await;
+        let count = async |store: &Store| -> Vec<(String, i64)> {
+            store.failure_groups().await.unwrap().into_iter().map(|g| (g.kind, g.count)).collect()
+        };
+        failed(&store, "A", 1_000, "pull", "gone").await;
+        assert_eq!(count(&store).await, [("gone".to_owned(), 1)]);
+        failed(&store, "B", 1_100, "pull", "gone").await;
+        assert_eq!(count(&store).await, [("gone".to_owned(), 2)], "a new failure");
+        // As many failed as before, but not the same ones.
+        store.replay("A", 2_000).await.unwrap().unwrap().unwrap();
+        failed(&store, "C", 2_100, "pull", "lost").await;
+        let both = [("gone".to_owned(), 1), ("lost".to_owned(), 1)];
+        assert_eq!(count(&store).await, both, "a replay here");
+        // The command line works on the same file through its own store.
+        let other = Store::open(&dir.path().join("queue.sqlite")).await.unwrap();
+        other.replay("B", 2_200).await.unwrap().unwrap().unwrap();
+        failed(&other, "D", 2_300, "pull", "lost").await;
+        assert_eq!(count(&store).await, [("lost".to_owned(), 2)], "a replay by another process");
+        other.close().await;
     }
 
     #[tokio::test]
