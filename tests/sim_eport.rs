@@ -91,3 +91,42 @@ fn sim_eport_refuses_a_half_made_state_dir_with_exit_2() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("sign-cert.pem"), "{stderr}");
 }
+
+/// `--cert-expires-in-days`: an expired certificate, then a renewed one for the same key.
+#[tokio::test]
+async fn sim_eport_gives_its_card_the_certificate_life_asked_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let now =
+        i64::try_from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs())
+            .unwrap();
+    let mut cert_nos = Vec::new();
+    for days in ["-3", "365"] {
+        let addr = free_addr();
+        let mut sim = Sim(Command::new(env!("CARGO_BIN_EXE_customs179"))
+            .args([
+                "sim",
+                "eport",
+                "--listen",
+                &addr.to_string(),
+                "--pin",
+                PIN,
+                "--cert-expires-in-days",
+                days,
+            ])
+            .arg("--state-dir")
+            .arg(dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap());
+        sim.wait_until_listening(addr).await;
+        let pem = std::fs::read(dir.path().join("sign-cert.pem")).unwrap();
+        let cert = customs179_core::CertificateInfo::from_bytes(&pem).unwrap();
+        let expected = now + days.parse::<i64>().unwrap() * 86_400;
+        assert!((cert.not_after - expected).abs() < 120, "{days}: notAfter {} vs {expected}", cert.not_after);
+        assert!(cert.not_before < cert.not_after);
+        cert_nos.push(cert.cert_no.to_string());
+    }
+    assert_ne!(cert_nos[0], cert_nos[1], "a renewal is a new certificate: {cert_nos:?}");
+}
