@@ -39,6 +39,9 @@ use crate::context::{ApiContext, now_ms};
 
 /// Requests read from the store at a time, and written as one chunk.
 const PAGE_ROWS: i64 = 1_000;
+/// The first page, read before the answer starts: small, so that the
+/// download starts at once (its headers wait for it).
+const FIRST_PAGE_ROWS: i64 = 100;
 
 /// Asia/Shanghai: UTC+8 all year.
 const SHANGHAI_OFFSET_MS: Millis = 8 * 3_600_000;
@@ -113,7 +116,7 @@ async fn export(
     let range = ExportRange { since: since.unwrap_or(Millis::MIN), until: until.unwrap_or(now + 1) };
     // The first page is read before answering, so that a database that
     // cannot be read gets a 503 rather than a download cut short.
-    let page = ctx.store.export_page(range, None, PAGE_ROWS, now).await?;
+    let page = ctx.store.export_page(range, None, FIRST_PAGE_ROWS, now).await?;
     let mut first = String::with_capacity(256 + page.rows.len() * 256);
     first.push('\u{feff}');
     push_record(&mut first, HEADER.iter().map(|name| Cow::Borrowed(*name)));
