@@ -268,7 +268,7 @@ impl Store {
         .bind(&pending.session_id)
         .bind(pending.generation);
         let entry = Entry::new(&pending.session_id, "prepare", "prepared", now).upload(upload_id);
-        self.guarded(tx, change, Some(entry)).await
+        self.guarded(&pending.session_id, tx, change, Some(entry)).await
     }
 
     /// Claims up to `limit` waiting requests whose next pull is due, earliest
@@ -340,7 +340,7 @@ impl Store {
         .bind(job.upload_id);
         let entry =
             Entry::new(&job.claim.session_id, "sign", "signed", now).upload(job.upload_id).took(took_ms);
-        self.guarded(tx, change, Some(entry)).await
+        self.guarded(&job.claim.session_id, tx, change, Some(entry)).await
     }
 
     /// Claims up to `limit` signed requests for upload, earliest deadline first.
@@ -397,7 +397,7 @@ impl Store {
         };
         let entry =
             Entry::new(&job.claim.session_id, "upload", outcome, now).upload(job.upload_id).of(answer);
-        self.guarded(tx, change, Some(entry)).await
+        self.guarded(&job.claim.session_id, tx, change, Some(entry)).await
     }
 
     /// failed or delivered → waiting: the request is prepared again from its
@@ -553,7 +553,7 @@ impl Store {
         .bind(&claim.session_id)
         .bind(claim.generation);
         let entry = history_step.map(|step| Entry::new(&claim.session_id, step, "retry", now).of(problem));
-        self.guarded_for(&claim.session_id, tx, change, entry).await
+        self.guarded(&claim.session_id, tx, change, entry).await
     }
 
     /// Any state but delivered → failed, with the reason. False when the
@@ -576,7 +576,8 @@ impl Store {
         .bind(now)
         .bind(&claim.session_id)
         .bind(claim.generation);
-        self.guarded(tx, change, Some(Entry::new(&claim.session_id, step, "failed", now).of(reason))).await
+        let entry = Entry::new(&claim.session_id, step, "failed", now).of(reason);
+        self.guarded(&claim.session_id, tx, change, Some(entry)).await
     }
 
     /// waiting → failed for requests waiting since `waiting_since` or
@@ -673,23 +674,12 @@ impl<'a> Entry<'a> {
 }
 
 impl Store {
-    /// Applies one change of `entry`'s request guarded by a claim's
-    /// generation or the request's state. When it matched, the entry is
-    /// added to its history and everything done in `tx` is committed; when
-    /// it did not (the claim was lost, the request moved on), nothing of
-    /// `tx` is kept.
+    /// Applies one change of request `session_id` guarded by a claim's
+    /// generation or the request's state. When it matched, `entry` (if any)
+    /// is added to its history, everything done in `tx` is committed and the
+    /// watchers are told; when it did not (the claim was lost, the request
+    /// moved on), nothing of `tx` is kept.
     async fn guarded(
-        &self,
-        tx: sqlx::Transaction<'_, sqlx::Sqlite>,
-        change: sqlx::query::Query<'_, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
-        entry: Option<Entry<'_>>,
-    ) -> Result<bool, StoreError> {
-        let session_id = entry.as_ref().map(|e| e.session_id).unwrap_or_default();
-        self.guarded_for(session_id, tx, change, entry).await
-    }
-
-    /// [`Store::guarded`] for a change of `session_id` with or without a history entry.
-    async fn guarded_for(
         &self,
         session_id: &str,
         mut tx: sqlx::Transaction<'_, sqlx::Sqlite>,
