@@ -12,7 +12,6 @@ use super::Failure;
 
 /// Days of validity under which `--check` fails: time to renew and register.
 const RENEW_WITHIN_DAYS: i64 = 30;
-const DAY_SECS: i64 = 86_400;
 
 /// Reads the card's signing certificate through EportClient ([signer] url) and prints what
 /// registration with customs needs: the certNo in lower case exactly as customs registers
@@ -47,7 +46,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
     })?;
     let info = CertificateInfo::from_bytes(identity.certificate.as_bytes())
         .map_err(|e| Failure::Check(format!("the card's certificate cannot be read: {e}")))?;
-    let days_left = (info.not_after - now_ms() / 1000).div_euclid(DAY_SECS);
+    let days_left = customs179_core::days_left(info.not_after, now_ms());
     let written = write_files(&info, &args.out)?;
     let time = |secs: i64| customs179_service::shanghai_time(secs.saturating_mul(1000));
     println!("certNo      {}", info.cert_no);

@@ -125,7 +125,7 @@ async fn signer_checks(config: &Config, store: &Store) -> Vec<Check> {
     )];
     checks.push(match identity.verifier.validity() {
         Some((_, not_after)) => {
-            let days = (not_after - now_ms() / 1000) / 86_400;
+            let days = customs179_core::days_left(not_after, now_ms());
             if days < 0 {
                 Check::fail(
                     "certificate",

@@ -27,4 +27,6 @@ pub use record::{
     GoodsItem, Guid, PayHead, PayOrder, PayType, PaymentRecord, Presence, Problem, Problems, RecordRules,
     VerDept,
 };
-pub use signature::{Algorithm, CertNo, CertificateInfo, KeyError, SignatureError, SignatureVerifier};
+pub use signature::{
+    Algorithm, CertNo, CertificateInfo, KeyError, SignatureError, SignatureVerifier, days_left,
+};

@@ -320,6 +320,12 @@ fn sm2_key(spki: &SubjectPublicKeyInfoOwned) -> Result<sm2::dsa::VerifyingKey, K
         .map_err(|_| invalid("the key's identity hash cannot be computed"))
 }
 
+/// Whole days left at `now_ms` (unix ms) until a certificate's `not_after`
+/// (unix s): 0 on its last day, -1 the day after it ended.
+pub fn days_left(not_after: i64, now_ms: i64) -> i64 {
+    (not_after - now_ms.div_euclid(1000)).div_euclid(86_400)
+}
+
 /// What registering a card with customs needs of its certificate (spec section 6), and the
 /// certificate itself.
 #[derive(Debug, Clone)]
@@ -459,6 +465,16 @@ mod tests {
     use x509_cert::der::Encode as _;
     use x509_cert::der::asn1::BitString;
     use x509_cert::spki::AlgorithmIdentifierOwned;
+
+    #[test]
+    fn days_left_count_whole_days_and_go_negative_once_past() {
+        let not_after = 1_800_000_000;
+        assert_eq!(days_left(not_after, not_after * 1000), 0, "its last second");
+        assert_eq!(days_left(not_after, (not_after - 86_400) * 1000), 1);
+        assert_eq!(days_left(not_after, (not_after - 86_399) * 1000), 0, "under a day left");
+        assert_eq!(days_left(not_after, (not_after + 1) * 1000), -1, "ended a second ago");
+        assert_eq!(days_left(not_after, (not_after + 86_401) * 1000), -2);
+    }
 
     const SM2_CARD_KEY: &[u8] = include_bytes!("../../../tests/data/vectors/sm2-card-public-key.pem");
     const A_PRESIGN: &[u8] = include_bytes!("../../../tests/data/vectors/a.presign.txt");

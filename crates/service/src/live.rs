@@ -11,7 +11,6 @@ use serde::Serialize;
 /// Answers are counted per minute for this long.
 const WINDOW_MINUTES: i64 = 60;
 const MINUTE_MS: i64 = 60_000;
-const DAY_SECS: i64 = 86_400;
 
 /// One card, as the signer last saw it.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -70,7 +69,7 @@ impl Live {
         });
         if let Some((_, not_after)) = identity.verifier.validity() {
             card.valid_until = Some(not_after);
-            card.days_left = Some((not_after - now / 1000).div_euclid(DAY_SECS));
+            card.days_left = Some(customs179_core::days_left(not_after, now));
         }
     }
 
