@@ -111,7 +111,9 @@ pub(crate) async fn run(ctx: ApiContext, signer: Arc<SignerClient>, mut shutdown
                     if let Some(reason) = certificate_out_of_date(identity.verifier.validity(), now_ms()) {
                         drop(session);
                         pause(&ctx, &reason, Some(CERTIFICATE_CHECK), &mut shutdown).await;
-                        give_back(&ctx, &job, 0, "certificate", &reason).await;
+                        // Coded as the card's own certificate problems are.
+                        let code = SignerError::Certificate(String::new()).code();
+                        give_back(&ctx, &job, 0, code, &reason).await;
                         continue;
                     }
                 }
