@@ -393,6 +393,13 @@ fn random_serial() -> Result<SerialNumber, String> {
     SerialNumber::new(&bytes).map_err(|e| format!("serial: {e}"))
 }
 
+/// Unix seconds now.
+fn now_secs() -> Result<i64, String> {
+    let now =
+        SystemTime::now().duration_since(UNIX_EPOCH).map_err(|_| "the clock is before 1970".to_owned())?;
+    i64::try_from(now.as_secs()).map_err(|_| "the clock is past 2262".to_owned())
+}
+
 /// When a card's certificate is valid: from `not_before` to `not_after`, unix seconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CertValidity {
@@ -403,10 +410,7 @@ pub struct CertValidity {
 impl CertValidity {
     /// From now (to the second) for `lifetime`.
     pub fn from_now(lifetime: Duration) -> Result<CertValidity, String> {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_err(|_| "the clock is before 1970".to_owned())?;
-        let now = i64::try_from(now.as_secs()).map_err(|_| "the clock is past 2262".to_owned())?;
+        let now = now_secs()?;
         let lifetime = i64::try_from(lifetime.as_secs()).map_err(|_| "a lifetime too long".to_owned())?;
         Ok(CertValidity { not_before: now, not_after: now.saturating_add(lifetime) })
     }
@@ -415,7 +419,7 @@ impl CertValidity {
     /// certificate), having begun a year before that or now, whichever is earlier.
     pub fn ending_in_days(days: i64) -> Result<CertValidity, String> {
         const DAY: i64 = 86_400;
-        let now = CertValidity::from_now(Duration::ZERO)?.not_before;
+        let now = now_secs()?;
         let not_after = now.saturating_add(days.saturating_mul(DAY));
         Ok(CertValidity { not_before: now.min(not_after.saturating_sub(365 * DAY)), not_after })
     }
