@@ -57,16 +57,9 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<ChaosOptions, String>
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let options = match parse(std::env::args().skip(1)) {
+    let options = match common::bench_options(parse, USAGE) {
         Ok(options) => options,
-        Err(message) if message.is_empty() => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Err(message) => {
-            eprintln!("{message}\n\n{USAGE}");
-            return ExitCode::from(2);
-        }
+        Err(exit) => return exit,
     };
     let seed = options.seed;
     println!(

@@ -934,16 +934,9 @@ async fn state_table(db: &Path) {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let o = match parse(std::env::args().skip(1)) {
+    let o = match common::bench_options(parse, USAGE) {
         Ok(o) => o,
-        Err(message) if message.is_empty() => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Err(message) => {
-            eprintln!("{message}\n\n{USAGE}");
-            return ExitCode::from(2);
-        }
+        Err(exit) => return exit,
     };
     let (cached, end) = filled(&o).await;
     let run = run_copy(&cached, &o.keep, o.live).await;

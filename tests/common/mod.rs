@@ -436,3 +436,21 @@ pub async fn customs_registering(
     options.seed = Some(179);
     customs179_sim::customs::start(options).await.expect("the customs simulator starts")
 }
+
+/// A bench's options, read from its arguments by `parse` (which answers an empty error for
+/// `--help`): on `--help` the usage is printed and the bench exits 0; on a bad argument the
+/// problem and the usage go to stderr and it exits 2.
+pub fn bench_options<O>(
+    parse: impl FnOnce(std::iter::Skip<std::env::Args>) -> Result<O, String>,
+    usage: &str,
+) -> Result<O, std::process::ExitCode> {
+    parse(std::env::args().skip(1)).map_err(|message| {
+        if message.is_empty() {
+            println!("{usage}");
+            std::process::ExitCode::SUCCESS
+        } else {
+            eprintln!("{message}\n\n{usage}");
+            std::process::ExitCode::from(2)
+        }
+    })
+}
