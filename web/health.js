@@ -99,21 +99,25 @@ function customsTile(customs, operator, refresh) {
 function renderRisk(status, openDetail) {
   const risky = status.at_risk > 0;
   if (!risky) riskLists.atRisk = [];
-  if (!(status.late > 0)) riskLists.past = [];
+  const overdue = status.past_deadline > 0;
+  if (!overdue) riskLists.past = [];
   const now = Date.now();
-  if ((risky || status.late > 0) && now - riskLists.at > 3000) {
+  if ((risky || overdue) && now - riskLists.at > 3000) {
     riskLists.at = now;
     const list = (query) => api(`/api/requests?sort=deadline&limit=20&${query}`).then((p) => p.requests);
-    Promise.all([risky ? list("at_risk=true") : [], status.late > 0 ? list("late=true").catch(() => []) : []])
-      .then(([atRisk, late]) => {
-        riskLists = { at: riskLists.at, atRisk, past: late.filter((r) => !["delivered", "failed"].includes(r.state)) };
+    // Pending past the deadline: "late" in each pending state (delivered late ones are not in them).
+    const pastDeadline = () => Promise.all(["waiting", "ready", "signed"].map((s) => list(`state=${s}&late=true`)))
+      .then((lists) => lists.flat().sort((a, b) => a.deadline_at - b.deadline_at).slice(0, 20));
+    Promise.all([risky ? list("at_risk=true") : [], overdue ? pastDeadline().catch(() => []) : []])
+      .then(([atRisk, past]) => {
+        riskLists = { at: riskLists.at, atRisk, past };
         shown.risk = null;
         renderRisk(status, openDetail);
       })
       .catch(() => {});
   }
-  const past = riskLists.past.length;
-  const key = JSON.stringify([status.at_risk, status.at_risk_secs, status.oldest_pending_ms === null,
+  const past = overdue ? status.past_deadline : 0;
+  const key = JSON.stringify([status.at_risk, status.at_risk_secs, status.past_deadline, status.oldest_pending_ms === null,
     riskLists.atRisk.map((r) => r.session_id), riskLists.past.map((r) => r.session_id), document.documentElement.lang]);
   const box = $("risk");
   box.classList.toggle("alarm", risky || past > 0);

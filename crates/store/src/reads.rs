@@ -307,6 +307,16 @@ impl Store {
         Ok(late)
     }
 
+    /// Pending requests past their deadline (over the partial index of pending requests).
+    pub async fn count_past_deadline(&self, now: Millis) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT COUNT(*) FROM requests WHERE state IN ('waiting', 'ready', 'signed') AND deadline_at < ?",
+        )
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
     /// Pending requests whose deadline is less than `within` ms away (not yet past).
     pub async fn count_at_risk(&self, now: Millis, within: Millis) -> Result<i64, StoreError> {
         let at_risk: i64 = sqlx::query_scalar(

@@ -544,6 +544,14 @@ async fn counts_by_state_and_of_late_stay_exact_through_random_transitions_and_r
         .await
         .unwrap();
         assert_eq!(f.store.count_late(now).await.unwrap(), late, "late after round {round}");
+        let past: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM requests WHERE state IN ('waiting', 'ready', 'signed') AND deadline_at < ?",
+        )
+        .bind(now + 150_000)
+        .fetch_one(&f.store.pool)
+        .await
+        .unwrap();
+        assert_eq!(f.store.count_past_deadline(now + 150_000).await.unwrap(), past, "round {round}");
         late_seen = late_seen.max(late);
     }
     assert!(late_seen > 0, "some were delivered late");

@@ -61,6 +61,8 @@ pub(crate) struct Status {
     at_risk_secs: u64,
     /// Delivered after the deadline, or pending past it.
     late: i64,
+    /// Pending past the deadline (a part of `late`).
+    past_deadline: i64,
     /// How long the oldest pending request has waited since customs' call, ms.
     oldest_pending_ms: Option<i64>,
     last_hour: LastHour,
@@ -163,6 +165,7 @@ pub(crate) async fn current(ctx: &ApiContext) -> Result<Status, ApiError> {
         at_risk: ctx.store.count_at_risk(now, at_risk_ms).await?,
         at_risk_secs: customs.at_risk_secs,
         late: ctx.store.count_late(now).await?,
+        past_deadline: ctx.store.count_past_deadline(now).await?,
         oldest_pending_ms: ctx.store.oldest_pending().await?.map(|received| now - received),
         last_hour: LastHour::of(&deliveries, now, deadline_ms),
         signing: signing.clone(),
@@ -262,6 +265,7 @@ mod tests {
                 .unwrap();
         assert_eq!(body["states"]["waiting"], 0);
         assert_eq!(body["late"], 0);
+        assert_eq!(body["past_deadline"], 0);
         assert_eq!(body["signing"], serde_json::Value::Null);
         assert_eq!(body["uploading"]["reason"], "customs answered 20004");
     }
