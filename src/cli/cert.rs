@@ -48,7 +48,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
         .map_err(|e| Failure::Check(format!("the card's certificate cannot be read: {e}")))?;
     let days_left = customs179_core::days_left(info.not_after, now_ms());
     let written = write_files(&info, &args.out)?;
-    let time = |secs: i64| customs179_service::shanghai_time(secs.saturating_mul(1000));
+    let time = |secs: i64| customs179_core::time::shanghai_time(secs.saturating_mul(1000));
     println!("certNo      {}", info.cert_no);
     println!("subject     {}", info.subject);
     println!("issuer      {}", info.issuer);

@@ -15,7 +15,9 @@ mod json;
 pub mod open_req;
 pub mod presign;
 pub mod record;
+pub mod secret;
 pub mod signature;
+pub mod time;
 
 pub use amount::{Amount, AmountError};
 pub use answer::{AnswerClass, CustomsAnswer, classify};
@@ -27,6 +29,7 @@ pub use record::{
     GoodsItem, Guid, PayHead, PayOrder, PayType, PaymentRecord, Presence, Problem, Problems, RecordRules,
     VerDept,
 };
+pub use secret::Secret;
 pub use signature::{
     Algorithm, CertNo, CertificateInfo, KeyError, SignatureError, SignatureVerifier, days_left,
 };

@@ -15,6 +15,8 @@ use std::path::{Path, PathBuf};
 use ipnet::IpNet;
 use toml::{Table, Value};
 
+pub use customs179_core::Secret;
+
 /// Where customs takes uploads in production.
 pub const PRODUCTION_UPLOAD_URL: &str = "https://customs.chinaport.gov.cn/ceb2grab/grab/realTimeDataUpload";
 /// Where customs takes uploads during joint debugging.
@@ -211,44 +213,6 @@ impl LogFormat {
 impl fmt::Display for LogFormat {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
-    }
-}
-
-/// A PIN or token: prints as `[redacted]` so that it cannot leak into logs by
-/// accident; [`Secret::expose`] is the one way to read it.
-#[derive(Clone)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-/// Compares in time independent of where the values differ, since tokens
-/// presented by clients are compared against these.
-impl PartialEq for Secret {
-    fn eq(&self, other: &Self) -> bool {
-        let (a, b) = (self.0.as_bytes(), other.0.as_bytes());
-        a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-    }
-}
-
-impl Eq for Secret {}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[redacted]")
     }
 }
 

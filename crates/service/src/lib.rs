@@ -15,5 +15,4 @@ mod service;
 mod workers;
 
 pub use context::now_ms;
-pub use http::shanghai_time;
 pub use service::{Service, StartError, StopError};

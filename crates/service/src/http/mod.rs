@@ -14,5 +14,5 @@ mod requests;
 mod status;
 
 pub(crate) use error::ApiError;
-pub use export::shanghai_time;
+
 pub(crate) use payments::parse_records;

@@ -269,7 +269,7 @@ async fn pause(ctx: &ApiContext, reason: &str, by: Option<&str>, shutdown: &mut 
 fn certificate_out_of_date(validity: Option<(i64, i64)>, now_ms: i64) -> Option<String> {
     let (not_before, not_after) = validity?;
     let now = now_ms.div_euclid(1000);
-    let date = |at: i64| crate::http::shanghai_time(at.saturating_mul(1000));
+    let date = |at: i64| customs179_core::time::shanghai_time(at.saturating_mul(1000));
     if now > not_after {
         Some(format!(
             "the card's certificate expired on {}: signatures made with it would be refused. \
