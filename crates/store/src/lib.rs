@@ -16,6 +16,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
+mod alerts;
 mod controls;
 mod export;
 mod payments;
@@ -23,6 +24,7 @@ mod queue;
 mod reads;
 mod replays;
 
+pub use alerts::{AlertDelivery, AlertRecord, DueAlert};
 pub use controls::{AuditEntry, Pause, PinInFlight, Stage};
 pub use export::{ExportCursor, ExportPage, ExportRange, ExportRow};
 pub use payments::{PutError, PutOutcome};
