@@ -17,6 +17,8 @@ use toml::{Table, Value};
 
 pub use customs179_core::Secret;
 
+mod alerts;
+
 /// Where customs takes uploads in production.
 pub const PRODUCTION_UPLOAD_URL: &str = "https://customs.chinaport.gov.cn/ceb2grab/grab/realTimeDataUpload";
 /// Where customs takes uploads during joint debugging.
@@ -36,8 +38,16 @@ pub struct Config {
     pub customs: CustomsConfig,
     pub payments: PaymentsConfig,
     pub log: LogConfig,
+    pub alerts: AlertsConfig,
     /// How long a stop may take, whatever clients do.
     pub shutdown_timeout_secs: u64,
+}
+
+/// `[[alerts]]` channels and the `[alerting]` thresholds.
+#[derive(Clone, Debug)]
+pub struct AlertsConfig {
+    pub channels: Vec<customs179_alerts::channel::ChannelConfig>,
+    pub rules: customs179_alerts::condition::Rules,
 }
 
 /// The public endpoint customs calls with its 179 requests.
@@ -406,6 +416,9 @@ const PAYMENTS_PULL_INTERVAL_SECS: Key = Key::new("payments.pull_interval_secs",
 const PAYMENTS_GIVE_UP_AFTER_SECS: Key = Key::new("payments.give_up_after_secs", Kind::Integer);
 const LOG_FORMAT: Key = Key::new("log.format", Kind::Text);
 const LOG_LEVEL: Key = Key::new("log.level", Kind::Text);
+const ALERTING_SIGNER_UNREACHABLE_SECS: Key = Key::new("alerting.signer_unreachable_secs", Kind::Integer);
+const ALERTING_CUSTOMS_ERRORS: Key = Key::new("alerting.customs_errors", Kind::Integer);
+const ALERTING_WINDOW_SECS: Key = Key::new("alerting.window_secs", Kind::Integer);
 
 /// Every key there is; anything else in the file or the environment is a problem.
 const KEYS: &[&Key] = &[
@@ -446,11 +459,24 @@ const KEYS: &[&Key] = &[
     &PAYMENTS_GIVE_UP_AFTER_SECS,
     &LOG_FORMAT,
     &LOG_LEVEL,
+    &ALERTING_SIGNER_UNREACHABLE_SECS,
+    &ALERTING_CUSTOMS_ERRORS,
+    &ALERTING_WINDOW_SECS,
     &SHUTDOWN_TIMEOUT_SECS,
 ];
 
-const SECTIONS: &[&str] =
-    &["intake", "admin", "store", "enterprise", "signer", "customs", "payments", "log", "shutdown"];
+const SECTIONS: &[&str] = &[
+    "intake",
+    "admin",
+    "store",
+    "enterprise",
+    "signer",
+    "customs",
+    "payments",
+    "log",
+    "alerting",
+    "shutdown",
+];
 
 const MIN_TOKEN_CHARS: usize = 16;
 const MAX_EBP_CODE_CHARS: usize = 18;
@@ -489,6 +515,8 @@ struct Settings {
     /// By key name; `None` when the key was given but its value was refused,
     /// so that it is not also reported as missing.
     values: HashMap<&'static str, Option<Setting>>,
+    /// `[[alerts]]`, read apart: an array of tables of several kinds.
+    channels: Vec<customs179_alerts::channel::ChannelConfig>,
     problems: Vec<String>,
 }
 
@@ -613,6 +641,13 @@ impl Settings {
 
     fn read_file(&mut self, table: &Table) {
         for (section, value) in table {
+            if section == "alerts" {
+                match alerts::channels(value) {
+                    Ok(channels) => self.channels = channels,
+                    Err(problems) => self.problems.extend(problems),
+                }
+                continue;
+            }
             if !SECTIONS.contains(&section.as_str()) {
                 let problem = if value.is_table() {
                     format!("[{section}]: unknown section (the sections are {})", SECTIONS.join(", "))
@@ -917,6 +952,16 @@ impl Settings {
                 .unwrap_or_else(|| "info".to_owned()),
         };
 
+        let secs_ms = |secs: u64| i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+        let alerts = AlertsConfig {
+            channels: std::mem::take(&mut self.channels),
+            rules: customs179_alerts::condition::Rules {
+                signer_unreachable_ms: secs_ms(self.integer(&ALERTING_SIGNER_UNREACHABLE_SECS, 60)),
+                customs_errors: i64::try_from(self.integer(&ALERTING_CUSTOMS_ERRORS, 10)).unwrap_or(i64::MAX),
+                window_ms: secs_ms(self.integer(&ALERTING_WINDOW_SECS, 600)),
+            },
+        };
+
         let (Some(admin_tokens), Some(ebp_code), Some(pin), Some(environment), true) =
             (admin_tokens, ebp_code, pin, environment, self.problems.is_empty())
         else {
@@ -941,6 +986,7 @@ impl Settings {
             },
             payments,
             log,
+            alerts,
             shutdown_timeout_secs,
         })
     }
@@ -1393,7 +1439,7 @@ mod tests {
             problems,
             [
                 "CUSTOMS179_INTAKE_MAX_BODY: unknown environment variable (no key intake.max_body; the keys of [intake] are listen, path, max_body_bytes, allow_from, header_timeout_secs, body_timeout_secs, idle_timeout_secs, max_connections)",
-                "CUSTOMS179_INTAK_LISTEN: unknown environment variable (no section [intak]; the sections are intake, admin, store, enterprise, signer, customs, payments, log, shutdown)",
+                "CUSTOMS179_INTAK_LISTEN: unknown environment variable (no section [intak]; the sections are intake, admin, store, enterprise, signer, customs, payments, log, alerting, shutdown)",
                 "CUSTOMS179_LISTEN: unknown environment variable (expected CUSTOMS179_<SECTION>_<KEY>)",
                 "CUSTOMS179_intake_listen: unknown environment variable (did you mean CUSTOMS179_INTAKE_LISTEN?)",
             ]
