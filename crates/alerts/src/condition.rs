@@ -71,7 +71,7 @@ pub struct Holding {
 }
 
 /// A condition the store holds as active: what its alert said.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Active {
     pub kind: AlertKind,
     pub level: String,

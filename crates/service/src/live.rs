@@ -29,6 +29,8 @@ pub(crate) struct CardView {
     pub last_signature_at: Option<Millis>,
     pub last_error: Option<String>,
     pub last_error_at: Option<Millis>,
+    /// Since when its EportClient could not be reached (None while it can).
+    pub unreachable_since: Option<Millis>,
 }
 
 /// Customs, as the uploader last saw it.
@@ -37,6 +39,8 @@ struct CustomsSeen {
     last_success_at: Option<Millis>,
     /// (minute, answer code) → uploads, for the last hour.
     answers: VecDeque<(i64, String, u64)>,
+    /// (minute, answers that stored nothing), for the last hour.
+    errors: VecDeque<(i64, u64)>,
 }
 
 /// What `GET /api/status` shows of customs.
@@ -62,6 +66,7 @@ impl Live {
     pub fn card_connected(&self, identity: &CardIdentity, now: Millis) {
         let mut card = self.card.lock().unwrap_or_else(PoisonError::into_inner);
         card.connected = true;
+        card.unreachable_since = None;
         card.cert_no = Some(identity.cert_no.to_string());
         card.algorithm = Some(match identity.verifier.algorithm() {
             customs179_core::Algorithm::Sm2Sm3 => "SM2",
@@ -81,6 +86,11 @@ impl Live {
     pub fn card_failed(&self, error: &str, connected: bool, now: Millis) {
         let mut card = self.card.lock().unwrap_or_else(PoisonError::into_inner);
         card.connected = connected;
+        if connected {
+            card.unreachable_since = None;
+        } else if card.unreachable_since.is_none() {
+            card.unreachable_since = Some(now);
+        }
         card.last_error = Some(error.to_owned());
         card.last_error_at = Some(now);
     }
@@ -103,6 +113,24 @@ impl Live {
         while customs.answers.front().is_some_and(|(m, _, _)| *m <= minute - WINDOW_MINUTES) {
             customs.answers.pop_front();
         }
+        if !stored {
+            match customs.errors.back_mut() {
+                Some((m, n)) if *m == minute => *n += 1,
+                _ => customs.errors.push_back((minute, 1)),
+            }
+        }
+        while customs.errors.front().is_some_and(|(m, _)| *m <= minute - WINDOW_MINUTES) {
+            customs.errors.pop_front();
+        }
+    }
+
+    /// Answers that stored nothing within the last `window` ms (counted by
+    /// whole minutes, at most the last hour).
+    pub fn customs_errors(&self, now: Millis, window: Millis) -> u64 {
+        let customs = self.customs.lock().unwrap_or_else(PoisonError::into_inner);
+        let minute = now.div_euclid(MINUTE_MS);
+        let from = minute - (window.div_euclid(MINUTE_MS)).clamp(0, WINDOW_MINUTES - 1);
+        customs.errors.iter().filter(|(m, _)| *m >= from).map(|(_, n)| n).sum()
     }
 
     pub fn customs(&self, now: Millis) -> CustomsView {
@@ -135,5 +163,28 @@ mod tests {
         assert_eq!(later.answers_last_hour, BTreeMap::from([("10000".into(), 1)]));
         live.customs_answered("20004", false, 3 * hour);
         assert_eq!(live.customs(3 * hour).answers_last_hour, BTreeMap::from([("20004".into(), 1)]));
+    }
+
+    #[test]
+    fn customs_errors_are_counted_within_a_window() {
+        let live = Live::new("ws://x/");
+        live.customs_answered("HTTP 503", false, 0);
+        live.customs_answered("10000", true, 10 * MINUTE_MS);
+        live.customs_answered("20000", false, 10 * MINUTE_MS + 1);
+        live.customs_answered("transport", false, 12 * MINUTE_MS);
+        assert_eq!(live.customs_errors(12 * MINUTE_MS, 10 * MINUTE_MS), 2, "the first is 12 minutes old");
+        assert_eq!(live.customs_errors(12 * MINUTE_MS, 20 * MINUTE_MS), 3);
+        assert_eq!(live.customs_errors(12 * MINUTE_MS, 0), 1, "the current minute only");
+        assert_eq!(live.customs_errors(80 * MINUTE_MS, 10 * MINUTE_MS), 0);
+    }
+
+    #[test]
+    fn the_card_is_unreachable_from_its_first_failure_to_connect_until_it_connects() {
+        let live = Live::new("ws://x/");
+        live.card_failed("refused", false, 5);
+        live.card_failed("refused again", false, 9);
+        assert_eq!(live.cards()[0].unreachable_since, Some(5));
+        live.card_failed("the card refused", true, 10);
+        assert_eq!(live.cards()[0].unreachable_since, None, "it answered");
     }
 }

@@ -23,6 +23,7 @@ pub(crate) fn router(ctx: ApiContext) -> Router {
         .merge(super::replays::router())
         .merge(super::status::router())
         .merge(super::events::router())
+        .merge(super::alerts::router())
         .route("/api/whoami", get(whoami))
         .with_state(ctx)
         // Outermost, so every answer has them: pages, the JSON API, /metrics,

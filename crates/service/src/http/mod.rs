@@ -2,6 +2,7 @@
 //! admin API (operators and the platform, token-protected).
 
 pub(crate) mod admin;
+mod alerts;
 mod controls;
 mod error;
 mod events;

@@ -75,6 +75,7 @@ pub(crate) async fn run(ctx: ApiContext, signer: Arc<SignerClient>, mut shutdown
     let claimer = tokio::spawn(claim_ahead(ctx.clone(), claimed, shutdown.clone()));
     let breaker_after = ctx.config.signer.breaker_after;
     let mut unusable_in_a_row = 0u64;
+    let mut last_probe = std::time::Instant::now();
     loop {
         ctx.health.beat("signer");
         let job = tokio::select! {
@@ -83,6 +84,10 @@ pub(crate) async fn run(ctx: ApiContext, signer: Arc<SignerClient>, mut shutdown
             // Beats while nothing is to be signed, or signing is paused.
             () = tokio::time::sleep(Duration::from_secs(1)) => {
                 lift_certificate_pause(&ctx, &signer).await;
+                if last_probe.elapsed() >= PROBE_EVERY {
+                    probe(&ctx, &signer).await;
+                    last_probe = std::time::Instant::now();
+                }
                 continue;
             }
         };
@@ -128,10 +133,7 @@ pub(crate) async fn run(ctx: ApiContext, signer: Arc<SignerClient>, mut shutdown
                 ctx.metrics.signed(took);
                 ctx.live.card_signed(now_ms());
             }
-            Err(e) => {
-                let connected = !matches!(e, SignerError::Unavailable(_) | SignerError::NoAnswer(_));
-                ctx.live.card_failed(&e.to_string(), connected, now_ms());
-            }
+            Err(e) => card_failed(&ctx, e),
         }
         unusable_in_a_row = match &attempt.result {
             Err(SignerError::BadSignature(_)) => unusable_in_a_row + 1,
@@ -286,6 +288,26 @@ fn certificate_out_of_date(validity: Option<(i64, i64)>, now_ms: i64) -> Option<
     } else {
         None
     }
+}
+
+/// How often the card's EportClient is asked for its certNo while nothing
+/// is to be signed: an unreachable or changed card is seen (and alerted on)
+/// before work arrives. The call carries no PIN.
+const PROBE_EVERY: Duration = Duration::from_secs(10);
+
+async fn probe(ctx: &ApiContext, signer: &SignerClient) {
+    let asked = signer.call(customs179_eport::Method::GetCertNo, serde_json::Map::new()).await;
+    match asked.and(signer.identity().await) {
+        Ok(identity) => ctx.live.card_connected(&identity, now_ms()),
+        Err(e) => card_failed(ctx, &e),
+    }
+}
+
+/// Notes a failure at the card for the status; whether the connection stands
+/// tells whether the EportClient is reachable.
+fn card_failed(ctx: &ApiContext, e: &SignerError) {
+    let connected = !matches!(e, SignerError::Unavailable(_) | SignerError::NoAnswer(_));
+    ctx.live.card_failed(&e.to_string(), connected, now_ms());
 }
 
 /// Lifts a pause made for a certificate out of date once the card connected
