@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use customs179_alerts::channel::Channel;
 use customs179_eport::SignerClient;
 use customs179_store::{Store, StoreError};
 use tokio::net::TcpListener;
@@ -29,6 +30,8 @@ pub enum StartError {
     Client(reqwest::Error),
     #[error("cannot set up the customs client: {0}")]
     Customs(String),
+    #[error("cannot set up the alert channel {name:?}: {source}")]
+    AlertChannel { name: String, source: customs179_alerts::channel::ChannelError },
 }
 
 /// The running service: both listeners and every worker.
@@ -108,6 +111,17 @@ impl Service {
             Some(url) => Some((url, reqwest::Client::builder().build().map_err(StartError::Client)?)),
             None => None,
         };
+        let senders = ctx
+            .config
+            .alerts
+            .channels
+            .iter()
+            .map(|config| {
+                let channel = Channel::new(config.clone(), workers::alerts::SEND_TIMEOUT)
+                    .map_err(|source| StartError::AlertChannel { name: config.name.clone(), source })?;
+                Ok(workers::alerts::Sender { channel, wake: Arc::new(Notify::new()) })
+            })
+            .collect::<Result<Vec<_>, StartError>>()?;
         let signer = Arc::new(SignerClient::new(
             ctx.config.signer.url.clone(),
             Duration::from_millis(ctx.config.signer.timeout_ms),
@@ -181,6 +195,16 @@ impl Service {
                 workers::upload::run(ctx.clone(), customs, shutdown.clone()),
             ),
         ];
+        let wakes = senders.iter().map(|s| s.wake.clone()).collect();
+        let watch = workers::alerts::watch(ctx.clone(), wakes, shutdown.clone());
+        workers.push(supervise(&health, "alert watcher", SLACK, watch));
+        for sender in senders {
+            // Task names live as long as the process: the channels are fixed at start.
+            let task: &'static str =
+                Box::leak(format!("alerts to {}", sender.channel.config().name).into_boxed_str());
+            let send = workers::alerts::send(ctx.clone(), sender, task, shutdown.clone());
+            workers.push(supervise(&health, task, SLACK + workers::alerts::SEND_TIMEOUT, send));
+        }
         if let Some((pull_url, client)) = puller {
             let pull = workers::pull::run(ctx.clone(), pull_url, client, shutdown.clone());
             workers.push(supervise(&health, "puller", SLACK + workers::pull::TIMEOUT, pull));

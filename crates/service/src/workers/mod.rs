@@ -1,5 +1,6 @@
 //! The service's background tasks.
 
+pub(crate) mod alerts;
 pub(crate) mod prepare;
 pub(crate) mod pull;
 pub(crate) mod sign;
