@@ -5,9 +5,26 @@
 //! URLs carry their access token, so neither a URL nor any of these may
 //! appear in a log, an error, an API answer or the page.
 
-use customs179_core::Secret;
+mod error;
+mod http;
+mod mail;
+mod sign;
+mod text;
 
-use crate::{AlertKind, Language, Severity};
+use std::fmt;
+use std::time::Duration;
+
+use customs179_core::Secret;
+use reqwest::{Client, Url};
+
+pub use error::{ChannelError, DeliveryError};
+pub use sign::{dingtalk_sign, feishu_sign, webhook_signature};
+
+use crate::message::render;
+use crate::{Alert, AlertKind, Language, Severity};
+use http::Answer;
+use mail::MailSender;
+use text::Redactor;
 
 /// One `[[alerts]]` entry.
 #[derive(Debug, Clone)]
@@ -112,4 +129,121 @@ impl Target {
             Target::Mail(_) => "mail",
         }
     }
+}
+
+/// A channel ready to send: its configuration, and the HTTP client or SMTP
+/// transport made from it.
+pub struct Channel {
+    config: ChannelConfig,
+    sender: Sender,
+    /// Every secret of the channel, taken out of any error's text.
+    redactor: Redactor,
+}
+
+enum Sender {
+    Webhook { client: Client, url: Url, secret: Option<Secret> },
+    Wecom { client: Client, url: Url },
+    Dingtalk { client: Client, url: Url, secret: Secret },
+    Feishu { client: Client, url: Url, secret: Option<Secret> },
+    Mail(MailSender),
+}
+
+/// Not derived: the configuration's secrets are redacted, but the parsed URL
+/// would print its key.
+impl fmt::Debug for Channel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Channel")
+            .field("name", &self.config.name)
+            .field("kind", &self.config.target.kind())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Channel {
+    /// A channel whose every delivery gives up after `timeout` (for mail,
+    /// each step of the SMTP conversation).
+    pub fn new(config: ChannelConfig, timeout: Duration) -> Result<Channel, ChannelError> {
+        let mut redactor = Redactor::default();
+        let mut url = |configured: &Secret| {
+            let url = Url::parse(configured.expose()).map_err(|_| ChannelError::Url)?;
+            if !matches!(url.scheme(), "http" | "https") {
+                return Err(ChannelError::Url);
+            }
+            redactor.add_url(configured.expose(), &url);
+            Ok(url)
+        };
+        let sender = match &config.target {
+            Target::Webhook { url: u, secret } => {
+                Sender::Webhook { client: http_client(timeout)?, url: url(u)?, secret: secret.clone() }
+            }
+            Target::Wecom { url: u } => Sender::Wecom { client: http_client(timeout)?, url: url(u)? },
+            Target::Dingtalk { url: u, secret } => {
+                Sender::Dingtalk { client: http_client(timeout)?, url: url(u)?, secret: secret.clone() }
+            }
+            Target::Feishu { url: u, secret } => {
+                Sender::Feishu { client: http_client(timeout)?, url: url(u)?, secret: secret.clone() }
+            }
+            Target::Mail(mail) => {
+                if let Some((_, password)) = &mail.login {
+                    redactor.add(password.expose());
+                }
+                Sender::Mail(MailSender::new(mail, timeout).map_err(|e| match e {
+                    ChannelError::Tls(text) => ChannelError::Tls(redactor.clean(&text)),
+                    e => e,
+                })?)
+            }
+        };
+        match &config.target {
+            Target::Webhook { secret: Some(secret), .. }
+            | Target::Dingtalk { secret, .. }
+            | Target::Feishu { secret: Some(secret), .. } => redactor.add(secret.expose()),
+            _ => {}
+        }
+        Ok(Channel { config, sender, redactor })
+    }
+
+    pub fn config(&self) -> &ChannelConfig {
+        &self.config
+    }
+
+    /// One attempt to deliver `alert`; `now_ms` is the robots' signing time.
+    /// No retry here: the outbox retries, with backoff, within the
+    /// channel's rate.
+    pub async fn send(&self, alert: &Alert, now_ms: i64) -> Result<(), DeliveryError> {
+        self.attempt(alert, now_ms).await.map_err(|e| e.map_text(|text| self.redactor.clean(text)))
+    }
+
+    async fn attempt(&self, alert: &Alert, now_ms: i64) -> Result<(), DeliveryError> {
+        let rendered = render(alert, self.config.language);
+        match &self.sender {
+            Sender::Webhook { client, url, secret } => {
+                let secret = secret.as_ref().map(Secret::expose);
+                let request = http::webhook_request(url, secret, alert, &rendered)?;
+                http::post(client, request, Answer::Webhook).await
+            }
+            Sender::Wecom { client, url } => {
+                http::post(client, http::wecom_request(url, &rendered.text)?, Answer::Errcode).await
+            }
+            Sender::Dingtalk { client, url, secret } => {
+                let request = http::dingtalk_request(url, secret.expose(), &rendered.text, now_ms)?;
+                http::post(client, request, Answer::Errcode).await
+            }
+            Sender::Feishu { client, url, secret } => {
+                let secret = secret.as_ref().map(Secret::expose);
+                let request = http::feishu_request(url, secret, &rendered.text, now_ms)?;
+                http::post(client, request, Answer::Feishu).await
+            }
+            Sender::Mail(mail) => mail.send(&rendered).await,
+        }
+    }
+}
+
+fn http_client(timeout: Duration) -> Result<Client, ChannelError> {
+    Client::builder()
+        .timeout(timeout)
+        // A redirect would carry the alert (and the webhook's signature) to
+        // wherever the answer points; a receiver that moved is a failure.
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| ChannelError::HttpClient(e.without_url().to_string()))
 }
