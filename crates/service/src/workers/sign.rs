@@ -75,7 +75,9 @@ pub(crate) async fn run(ctx: ApiContext, signer: Arc<SignerClient>, mut shutdown
     let claimer = tokio::spawn(claim_ahead(ctx.clone(), claimed, shutdown.clone()));
     let breaker_after = ctx.config.signer.breaker_after;
     let mut unusable_in_a_row = 0u64;
-    let mut last_probe = std::time::Instant::now();
+    // The first idle second probes: the status and alerts know the card from the start.
+    let mut last_probe =
+        std::time::Instant::now().checked_sub(PROBE_EVERY).unwrap_or_else(std::time::Instant::now);
     loop {
         ctx.health.beat("signer");
         let job = tokio::select! {
