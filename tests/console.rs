@@ -438,12 +438,28 @@ give_up_after_secs = 600
         (&json!(true), &json!("alice")),
         "{controls:#}"
     );
+    // The pause is an alert condition: the alerts panel shows it while it lasts.
+    browser
+        .wait_until(
+            "the active alert",
+            "return document.querySelector('#alerts-active li[data-kind=uploads_stopped]')?.textContent || null",
+        )
+        .await;
     browser.click(&browser.find("[data-tile=customs] [data-action=resume]").await).await;
     browser.click(&browser.find("#ask-ok").await).await;
     browser
         .wait_until("the banner gone", "return document.querySelector('#banners .banner') ? null : true")
         .await;
     assert_eq!(h.controls().await["uploading"]["paused"], false);
+    let alerts = browser
+        .wait_until(
+            "the all-clear in the alerts table",
+            "const rows = [...document.querySelectorAll('#alerts-table tbody tr')].map((r) => r.textContent);
+             return rows.length >= 2 && !document.querySelector('#alerts-active li') ? rows : null",
+        )
+        .await;
+    assert!(alerts[0].as_str().unwrap().contains("all clear"), "{alerts}");
+    assert!(alerts[1].as_str().unwrap().contains("customs maintenance (paused by alice)"), "{alerts}");
 
     // A viewer: no write button anywhere, though there is something to replay.
     let buttons = write_buttons(&browser).await;

@@ -3,7 +3,7 @@
 // dom.js (building elements as text), i18n.js (English and Chinese), api.js (the token and
 // the JSON API), events.js (the one live stream per browser), health.js (at a glance and
 // health), chart.js (the last hour), list.js (the live list), failures.js (failure groups and
-// bulk replays), detail.js (a request's detail) and dialog.js (asking for a reason).
+// bulk replays), alerts.js (active conditions, recent alerts and their deliveries), detail.js (a request's detail) and dialog.js (asking for a reason).
 
 import { $, el, report } from "./dom.js";
 import { t, lang, setLang, applyStatic, stateName } from "./i18n.js";
@@ -13,10 +13,13 @@ import * as health from "./health.js";
 import * as chart from "./chart.js";
 import * as list from "./list.js";
 import * as failures from "./failures.js";
+import * as alerts from "./alerts.js";
 import * as detail from "./detail.js";
 
 /** How long without an event before the page says its figures may be stale. */
 const STALE_MS = 5000;
+/** Alerts are few: read again this often (and at each snapshot). */
+const ALERTS_EVERY_MS = 5000;
 
 let me = null; // { name, role } of this tab's token
 let lastStatus = null;
@@ -69,6 +72,7 @@ function onEvent(name, data) {
     // Whatever changed is in the list as read again; a hidden tab reads it once shown.
     if (document.hidden) listDirty = true; else list.reload().catch(report);
     failures.reload().catch(report);
+    alerts.reload().catch(report);
   } else if (name === "status") {
     onStatus(data);
   } else if (name === "requests") {
@@ -112,6 +116,7 @@ async function start() {
   roles();
   await readStatus();
   await list.reload();
+  await alerts.reload();
   events.start({ event: onEvent, token, refused: () => { forgetToken(); location.reload(); } });
 }
 
@@ -131,6 +136,7 @@ $("lang").addEventListener("change", () => {
   if (lastStatus) onStatus(lastStatus);
   list.redraw();
   failures.reload().catch(report);
+  alerts.reload().catch(report);
   detail.refresh().catch(report);
 });
 document.addEventListener("visibilitychange", () => {
@@ -143,4 +149,5 @@ onUnauthorized(() => { started = false; showLogin(true); });
 
 texts();
 setInterval(ticker, 1000);
+setInterval(() => { if (started && !document.hidden) alerts.reload().catch(report); }, ALERTS_EVERY_MS);
 start().catch(report);

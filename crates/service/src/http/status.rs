@@ -29,6 +29,7 @@ pub(crate) const ASSETS: &[(&str, &str, &str)] = &[
     ("/list.js", JS, include_str!("../../../../web/list.js")),
     ("/chart.js", JS, include_str!("../../../../web/chart.js")),
     ("/failures.js", JS, include_str!("../../../../web/failures.js")),
+    ("/alerts.js", JS, include_str!("../../../../web/alerts.js")),
     ("/detail.js", JS, include_str!("../../../../web/detail.js")),
     ("/dialog.js", JS, include_str!("../../../../web/dialog.js")),
 ];
