@@ -334,6 +334,24 @@ impl Config {
                 payments.give_up_after_secs
             ),
             format!("log: {} format, level {}", self.log.format, self.log.level),
+            format!(
+                "alerts: {}; signer unreachable after {} s, {} customs errors or failures within {} s",
+                if self.alerts.channels.is_empty() {
+                    "no channel (shown in the console only)".to_owned()
+                } else {
+                    self.alerts
+                        .channels
+                        .iter()
+                        .map(|c| {
+                            format!("{} ({}, {} and above)", c.name, c.target.kind(), c.min_severity.as_str())
+                        })
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                },
+                self.alerts.rules.signer_unreachable_ms / 1000,
+                self.alerts.rules.customs_errors,
+                self.alerts.rules.window_ms / 1000,
+            ),
         ];
         let mut summary = lines.join("\n");
         summary.push('\n');
