@@ -483,6 +483,68 @@ async fn the_certificate_s_expiry_and_an_unreachable_signer_are_told_and_cleared
 }
 
 #[tokio::test]
+async fn requests_at_risk_late_and_failed_and_customs_errors_are_told() {
+    let (receiver, addr) = Receiver::start().await;
+    let (card_dir, card_addr) = (tempfile::tempdir().unwrap(), free_addr());
+    let card =
+        eport::start(EportSimOptions::new(card_addr, Algo::Sm2, "pin-1", card_dir.path())).await.unwrap();
+    // Customs cannot be reached: every upload fails, the request runs out of time, then fails.
+    let h = Harness::start(&format!(
+        "[signer]\nurl = \"{}\"\npin = \"pin-1\"\n[customs]\nenvironment = \"test\"\n\
+         upload_url = \"http://127.0.0.1:{}/upload\"\ntimeout_ms = 500\nretry_max_secs = 1\n\
+         deadline_secs = 3\nat_risk_secs = 2\ngive_up_after_secs = 5\n{}",
+        card.ws_url(),
+        closed_port(),
+        channels(addr, "customs_errors = 2\nwindow_secs = 4"),
+    ))
+    .await;
+    h.customs_call("SO-1", "S-1").await;
+    h.platform_pays("T-1", &["SO-1"]).await;
+    h.wait_for_state("S-1", "failed", WAIT).await;
+    let kinds_of = |got: &[Received]| -> Vec<(String, String)> {
+        got.iter()
+            .map(|r| {
+                let alert = r.alert.as_ref().unwrap();
+                (alert["kind"].as_str().unwrap().to_owned(), alert["event"].as_str().unwrap().to_owned())
+            })
+            .collect()
+    };
+    let wanted = [
+        ("at_risk", "raised"),
+        ("at_risk", "cleared"),
+        ("late", "raised"),
+        ("late", "cleared"),
+        ("customs_errors", "raised"),
+        ("requests_failed", "raised"),
+        ("requests_failed", "cleared"),
+    ];
+    let deadline = Instant::now() + WAIT;
+    let got = loop {
+        let got = kinds_of(
+            &receiver.delivered().into_iter().filter(|r| r.channel == "webhook").collect::<Vec<_>>(),
+        );
+        if wanted.iter().all(|(k, e)| got.contains(&((*k).to_owned(), (*e).to_owned()))) {
+            break got;
+        }
+        assert!(Instant::now() < deadline, "not all told: {got:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    for (kind, event) in wanted {
+        let n = got.iter().filter(|(k, e)| k == kind && e == event).count();
+        assert_eq!(n, 1, "{kind} {event} once: {got:?}");
+    }
+    let position = |kind: &str, event: &str| got.iter().position(|(k, e)| k == kind && e == event).unwrap();
+    assert!(position("at_risk", "raised") < position("at_risk", "cleared"));
+    assert!(position("late", "raised") < position("late", "cleared"));
+    let webhook = receiver.delivered();
+    let late = webhook.iter().find(|r| r.alert.as_ref().unwrap()["kind"] == "late").unwrap();
+    assert_eq!(late.alert.as_ref().unwrap()["count"], 1, "{late:?}");
+    assert!(late.text.contains("1 request(s) past the deadline"), "{}", late.text);
+    h.stop().await;
+    card.stop().await;
+}
+
+#[tokio::test]
 async fn at_trace_level_no_channel_secret_appears_in_the_log_the_api_or_the_page() {
     let (receiver, addr) = Receiver::start().await;
     // Robots that refuse and echo their key back, so that the errors carry it.
@@ -492,7 +554,12 @@ async fn at_trace_level_no_channel_secret_appears_in_the_log_the_api_or_the_page
     let dir = tempfile::tempdir().unwrap();
     let mut serve = ServeProcess::configure(
         dir.path(),
-        &format!("{}{}\n[log]\nlevel = \"trace\"\n", unreachable_card_and_customs(), channels(addr, "")),
+        &format!(
+            "{}{}{MAIL_CHANNEL}\n[log]\nlevel = \"trace\"\n",
+            unreachable_card_and_customs(),
+            channels(addr, ""),
+            MAIL_CHANNEL = mail_channel(closed_port()),
+        ),
     );
     serve.start().await;
     let (status, _) =
@@ -500,7 +567,9 @@ async fn at_trace_level_no_channel_secret_appears_in_the_log_the_api_or_the_page
     assert_eq!(status, 200);
     receiver.wait_for("webhook", 1, WAIT).await;
     let deadline = Instant::now() + WAIT;
-    while ["wecom", "dingtalk", "feishu"].iter().any(|c| receiver.attempts(c) < 2) {
+    while ["wecom", "dingtalk", "feishu"].iter().any(|c| receiver.attempts(c) < 2)
+        || !serve.log().contains("code=transport")
+    {
         assert!(Instant::now() < deadline, "not retried: {}", serve.log_tail());
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -521,8 +590,18 @@ async fn at_trace_level_no_channel_secret_appears_in_the_log_the_api_or_the_page
     seen.push(serve.log());
     assert!(seen[0].contains("alerts: not delivered"), "the failures are logged: {}", seen[0]);
     for text in &seen {
-        for secret in SECRETS {
+        for secret in SECRETS.iter().chain([&MAIL_PASSWORD]) {
             assert!(!text.contains(secret), "{secret} appears in:\n{text}");
         }
     }
+}
+
+const MAIL_PASSWORD: &str = "mail-password-6e2b";
+
+/// A mail channel whose server is not there: its failures are logged, without the password.
+fn mail_channel(port: u16) -> String {
+    format!(
+        "\n[[alerts]]\nkind = \"mail\"\nhost = \"127.0.0.1\"\nport = {port}\ntls = \"none\"\n\
+         username = \"alerts\"\npassword = \"{MAIL_PASSWORD}\"\nfrom = \"alerts@example.com\"\nto = [\"ops@example.com\"]\n"
+    )
 }
