@@ -160,8 +160,7 @@ impl fmt::Debug for Channel {
 }
 
 impl Channel {
-    /// A channel whose every delivery gives up after `timeout` (for mail,
-    /// each step of the SMTP conversation).
+    /// A channel whose every delivery gives up after `timeout`.
     pub fn new(config: ChannelConfig, timeout: Duration) -> Result<Channel, ChannelError> {
         let mut redactor = Redactor::default();
         match &config.target {

@@ -246,6 +246,18 @@ fn a_bad_url_is_refused_without_quoting_it() {
     assert!(!format!("{error} {error:?}").contains("bad-url-key"));
 }
 
+#[test]
+fn a_delivery_can_run_on_any_task() {
+    fn spawnable<T: Send + Sync + 'static>(_: &T) {}
+    fn sendable<F: std::future::Future + Send>(_: F) {}
+    setup();
+    let target = Target::Wecom { url: Secret::new("https://qyapi.example.com/send?key=k") };
+    let channel = Channel::new(config(target, Language::En), TIMEOUT).unwrap();
+    spawnable(&channel);
+    let alert = alert();
+    sendable(channel.send(&alert, 0));
+}
+
 // --- WeCom ---------------------------------------------------------------
 
 #[tokio::test]
@@ -587,6 +599,25 @@ async fn starttls_is_required_so_a_server_without_it_never_gets_the_login() {
         );
     }
     assert!(transcript.auth.is_none() && transcript.mail_from.is_empty());
+}
+
+#[tokio::test]
+async fn a_silent_smtp_server_is_a_timeout() {
+    let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = silent.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            held.push(socket);
+        }
+    });
+    let channel = Channel::new(
+        config(mail(port, MailTls::None, "mail-pass-Zq9"), Language::En),
+        Duration::from_millis(300),
+    )
+    .unwrap();
+    let error = channel.send(&alert(), now_ms()).await.unwrap_err();
+    assert_eq!(error.code(), "timeout");
 }
 
 #[test]
