@@ -160,10 +160,16 @@ impl fmt::Debug for Channel {
 }
 
 impl Channel {
-    /// A channel whose every delivery gives up after `timeout` (for mail,
-    /// each step of the SMTP conversation).
+    /// A channel whose every delivery gives up after `timeout`.
     pub fn new(config: ChannelConfig, timeout: Duration) -> Result<Channel, ChannelError> {
         let mut redactor = Redactor::default();
+        match &config.target {
+            Target::Webhook { secret: Some(secret), .. }
+            | Target::Dingtalk { secret, .. }
+            | Target::Feishu { secret: Some(secret), .. } => redactor.add(secret.expose()),
+            Target::Mail(Mail { login: Some((_, password)), .. }) => redactor.add(password.expose()),
+            _ => {}
+        }
         let mut url = |configured: &Secret| {
             let url = Url::parse(configured.expose()).map_err(|_| ChannelError::Url)?;
             if !matches!(url.scheme(), "http" | "https") {
@@ -172,33 +178,20 @@ impl Channel {
             redactor.add_url(configured.expose(), &url);
             Ok(url)
         };
+        // The URL before the client: a bad URL is the likelier mistake.
         let sender = match &config.target {
             Target::Webhook { url: u, secret } => {
-                Sender::Webhook { client: http_client(timeout)?, url: url(u)?, secret: secret.clone() }
+                Sender::Webhook { url: url(u)?, client: http_client(timeout)?, secret: secret.clone() }
             }
-            Target::Wecom { url: u } => Sender::Wecom { client: http_client(timeout)?, url: url(u)? },
+            Target::Wecom { url: u } => Sender::Wecom { url: url(u)?, client: http_client(timeout)? },
             Target::Dingtalk { url: u, secret } => {
-                Sender::Dingtalk { client: http_client(timeout)?, url: url(u)?, secret: secret.clone() }
+                Sender::Dingtalk { url: url(u)?, client: http_client(timeout)?, secret: secret.clone() }
             }
             Target::Feishu { url: u, secret } => {
-                Sender::Feishu { client: http_client(timeout)?, url: url(u)?, secret: secret.clone() }
+                Sender::Feishu { url: url(u)?, client: http_client(timeout)?, secret: secret.clone() }
             }
-            Target::Mail(mail) => {
-                if let Some((_, password)) = &mail.login {
-                    redactor.add(password.expose());
-                }
-                Sender::Mail(MailSender::new(mail, timeout).map_err(|e| match e {
-                    ChannelError::Tls(text) => ChannelError::Tls(redactor.clean(&text)),
-                    e => e,
-                })?)
-            }
+            Target::Mail(mail) => Sender::Mail(MailSender::new(mail, timeout)?),
         };
-        match &config.target {
-            Target::Webhook { secret: Some(secret), .. }
-            | Target::Dingtalk { secret, .. }
-            | Target::Feishu { secret: Some(secret), .. } => redactor.add(secret.expose()),
-            _ => {}
-        }
         Ok(Channel { config, sender, redactor })
     }
 

@@ -10,6 +10,8 @@ pub enum ChannelError {
     /// part of it may be the robot's key).
     #[error("the channel's URL is not a valid http or https URL")]
     Url,
+    /// (Neither the HTTP client nor lettre's TLS settings are given a URL or
+    /// a secret, so their errors' text holds none.)
     #[error("the HTTP client could not be built: {0}")]
     HttpClient(String),
     #[error("the mail address {address:?} is not valid: {reason}")]

@@ -21,13 +21,13 @@ const FEISHU_MAX_BYTES: usize = 4_096;
 /// is only quoted in part, so a huge answer is not kept in memory.
 const ANSWER_MAX_BYTES: usize = 64 * 1024;
 
-pub(crate) const SIGNATURE_HEADER: &str = "X-Customs179-Signature";
+const SIGNATURE_HEADER: &str = "X-Customs179-Signature";
 
 /// An HTTP request ready to go: where, the body, and the signature header.
 pub(crate) struct Request {
-    pub(crate) url: Url,
-    pub(crate) body: Vec<u8>,
-    pub(crate) signature: Option<String>,
+    url: Url,
+    body: Vec<u8>,
+    signature: Option<String>,
 }
 
 fn to_json(value: &Value) -> Result<Vec<u8>, DeliveryError> {

@@ -14,6 +14,7 @@ use crate::message::Rendered;
 
 pub(crate) struct MailSender {
     transport: AsyncSmtpTransport<Tokio1Executor>,
+    timeout: Duration,
     from: Mailbox,
     to: Vec<Mailbox>,
 }
@@ -26,8 +27,8 @@ fn mailbox(address: &str) -> Result<Mailbox, ChannelError> {
 }
 
 impl MailSender {
-    /// `timeout` bounds each step of the conversation (lettre's timeout);
-    /// a message takes a handful of steps, so a delivery is bounded too.
+    /// `timeout` bounds the whole delivery: lettre's own timeout bounds only
+    /// the connect, and a server that then says nothing would hold it forever.
     pub(crate) fn new(mail: &Mail, timeout: Duration) -> Result<MailSender, ChannelError> {
         let from = mailbox(&mail.from)?;
         let to = mail.to.iter().map(|address| mailbox(address)).collect::<Result<Vec<_>, _>>()?;
@@ -51,7 +52,7 @@ impl MailSender {
         if let Some((user, password)) = &mail.login {
             builder = builder.credentials(Credentials::new(user.clone(), password.expose().to_owned()));
         }
-        Ok(MailSender { transport: builder.build(), from, to })
+        Ok(MailSender { transport: builder.build(), timeout, from, to })
     }
 
     pub(crate) async fn send(&self, rendered: &Rendered) -> Result<(), DeliveryError> {
@@ -63,10 +64,11 @@ impl MailSender {
             .header(ContentType::TEXT_PLAIN)
             .body(rendered.text.clone())
             .map_err(|e| DeliveryError::Message(e.to_string()))?;
-        match self.transport.send(message).await {
-            Ok(_) => Ok(()),
-            Err(e) if e.is_timeout() => Err(DeliveryError::Timeout),
-            Err(e) => Err(DeliveryError::Smtp {
+        match tokio::time::timeout(self.timeout, self.transport.send(message)).await {
+            Err(_elapsed) => Err(DeliveryError::Timeout),
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) if e.is_timeout() => Err(DeliveryError::Timeout),
+            Ok(Err(e)) => Err(DeliveryError::Smtp {
                 code: e.status().map(|code| code.to_string()),
                 message: e.to_string(),
             }),

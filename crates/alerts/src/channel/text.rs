@@ -27,7 +27,7 @@ pub(crate) fn truncate_utf8(text: &str, max_bytes: usize) -> String {
 /// Replaces a channel's secrets in text that goes into an error: robots echo
 /// the key they refused, servers echo what they were sent, and an error is
 /// stored and shown where the secrets must not be.
-#[derive(Clone, Default)]
+#[derive(Default)]
 pub(crate) struct Redactor {
     /// Longest first, so that a URL goes as a whole before its parts.
     needles: Vec<String>,
