@@ -241,7 +241,7 @@ mod tests {
     #[test]
     fn certificate_levels_follow_the_days_left() {
         let now_s = NOW / 1000;
-        let level = |not_after: i64| certificate_level(not_after, NOW).map(|(l, s)| (l, s));
+        let level = |not_after: i64| certificate_level(not_after, NOW);
         assert_eq!(level(now_s + 31 * DAY), None);
         assert_eq!(level(now_s + 30 * DAY), None, "30 whole days left is not within 30");
         assert_eq!(level(now_s + 30 * DAY - 1), Some(("30".into(), Severity::Warning)));

@@ -143,33 +143,21 @@ impl Store {
     /// The oldest delivery `channel` still owes, due or not: a channel sends
     /// in order, so that an all-clear never arrives before its alert.
     pub async fn next_alert_delivery(&self, channel: &str) -> Result<Option<DueAlert>, StoreError> {
-        let row: Option<(
-            i64,
-            Millis,
-            i64,
-            String,
-            String,
-            String,
-            String,
-            i64,
-            String,
-            Millis,
-            Millis,
-            String,
-        )> = sqlx::query_as(concat!(
-            "SELECT d.attempts, d.next_at, ",
-            alert_columns!(),
-            " FROM alert_deliveries d JOIN alerts a ON a.id = d.alert_id
-             WHERE d.channel = ? AND d.state = 'pending' ORDER BY d.alert_id LIMIT 1"
-        ))
+        let due: Option<(i64, i64, Millis)> = sqlx::query_as(
+            "SELECT alert_id, attempts, next_at FROM alert_deliveries
+             WHERE channel = ? AND state = 'pending' ORDER BY alert_id LIMIT 1",
+        )
         .bind(channel)
         .fetch_optional(&self.pool)
         .await?;
-        row.map(|(attempts, next_at, id, kind, level, severity, event, count, detail, since, at, source)| {
-            let alert = alert_of((id, kind, level, severity, event, count, detail, since, at, source))?;
-            Ok(DueAlert { alert, attempts, next_at })
-        })
-        .transpose()
+        let Some((id, attempts, next_at)) = due else { return Ok(None) };
+        // An alert never changes once stored: no transaction is needed between the two reads.
+        let row: AlertRow =
+            sqlx::query_as(concat!("SELECT ", alert_columns!(), " FROM alerts a WHERE a.id = ?"))
+                .bind(id)
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(Some(DueAlert { alert: alert_of(row)?, attempts, next_at }))
     }
 
     /// `channel` delivered alert `alert_id`.
