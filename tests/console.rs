@@ -697,3 +697,25 @@ async fn assert_nothing_ran(browser: &Browser, when: &str) {
         .await;
     assert_eq!(state, json!({ "bad": [], "scripts": ["/app.js"] }), "{when}");
 }
+
+/// A text named twice in one language's table would silently replace the first (a JavaScript
+/// object literal keeps the last), breaking the view that used it.
+#[test]
+fn no_text_is_named_twice_in_a_language() {
+    let source = include_str!("../web/i18n.js");
+    for table in ["const en = {", "const zh = {"] {
+        let start = source.find(table).unwrap_or_else(|| panic!("{table} in i18n.js"));
+        let body = &source[start..];
+        let body = &body[..body.find("\n};").unwrap()];
+        let mut seen = std::collections::HashSet::new();
+        for line in body.lines() {
+            // Top-level keys are indented by two spaces exactly.
+            let Some(key) = line.strip_prefix("  ").filter(|l| !l.starts_with(' ')) else { continue };
+            let Some((key, _)) = key.split_once(':') else { continue };
+            if key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                assert!(seen.insert(key.to_owned()), "{key} is named twice in {table}");
+            }
+        }
+        assert!(seen.len() > 50, "{table}: {} keys read", seen.len());
+    }
+}

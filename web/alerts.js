@@ -9,7 +9,7 @@ import { api } from "./api.js";
 export async function reload() {
   const answer = await api("/api/alerts?limit=20");
   const active = answer.active.map((a) => el("li", { class: `sev-${a.severity}`, "data-kind": a.kind },
-    `${t("alertKind")[a.kind] ?? a.kind}${a.level ? ` (${a.level})` : ""} · ${t("since")} ${time(a.since)}`));
+    `${t("alertKind")[a.kind] ?? a.kind}${a.level ? ` (${a.level})` : ""} · ${t("alertSince", time(a.since))}`));
   $("alerts-active").replaceChildren(...active);
   $("alerts-none").hidden = active.length > 0;
   $("alerts-channels").textContent = answer.channels.length
@@ -24,7 +24,7 @@ export async function reload() {
     el("td", { class: "err" }, a.detail),
     el("td", {}, a.deliveries.map((d) => el("div", { class: `delivery ${d.state}`, "data-channel": d.channel },
       `${d.channel}: ${t("deliveryState")[d.state] ?? d.state}`,
-      d.state !== "sent" && d.last_code ? ` (${d.last_code}, ${t("attempts", d.attempts)})` : "")))));
+      d.state !== "sent" && d.last_code ? ` (${d.last_code}, ${t("deliveryAttempts", d.attempts)})` : "")))));
   $("alerts-table").replaceChildren(headings(...t("alertCols")), el("tbody", {}, rows));
   $("alerts-table").hidden = rows.length === 0;
 }
