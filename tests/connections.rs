@@ -152,6 +152,7 @@ async fn healthz_lists_every_task_beating() {
         names,
         [
             "admin listener",
+            "alert watcher",
             "change watcher",
             "checkpoints",
             "intake listener",
