@@ -332,6 +332,56 @@ async fn every_channel_gets_one_alert_per_condition_and_one_all_clear() {
 }
 
 #[tokio::test]
+async fn each_channel_takes_its_kinds_and_severities_under_its_rate_limit() {
+    let (receiver, addr) = Receiver::start().await;
+    let channels = format!(
+        r#"
+[alerting]
+signer_unreachable_secs = 3600
+
+[[alerts]]
+kind = "webhook"
+url = "http://{addr}/webhook/hook"
+secret = "{HOOK_SECRET}"
+per_minute = 1
+
+[[alerts]]
+kind = "wecom"
+url = "http://{addr}/wecom/{WECOM_KEY}"
+kinds = ["late", "uploads_stopped"]
+
+[[alerts]]
+kind = "feishu"
+url = "http://{addr}/feishu/{FEISHU_HOOK}"
+secret = "{FEISHU_SECRET}"
+min_severity = "critical"
+"#
+    );
+    let h = Harness::start(&format!("{}{channels}", unreachable_card_and_customs())).await;
+    let (status, _) = h.post("/api/control/signing/pause", json!({"reason": "rate test"}).to_string()).await;
+    assert_eq!(status, 200);
+    receiver.wait_for("webhook", 1, WAIT).await;
+    receiver.wait_for("feishu", 1, WAIT).await;
+    let (status, _) = h.post("/api/control/signing/resume", "{}").await;
+    assert_eq!(status, 200);
+    receiver.wait_for("feishu", 2, WAIT).await;
+    // The webhook takes one message a minute: the all-clear waits, untried.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(receiver.attempts("webhook"), 1);
+    assert_eq!(receiver.attempts("wecom"), 0, "wecom takes late and uploads_stopped only");
+    let alerts = h.get("/api/alerts").await;
+    let cleared = &alerts["alerts"][0];
+    assert_eq!(cleared["event"], "cleared", "{alerts:#}");
+    let webhook =
+        cleared["deliveries"].as_array().unwrap().iter().find(|d| d["channel"] == "webhook").unwrap();
+    assert_eq!((&webhook["state"], &webhook["attempts"]), (&json!("pending"), &json!(0)), "{alerts:#}");
+    let channels: Vec<&str> =
+        cleared["deliveries"].as_array().unwrap().iter().map(|d| d["channel"].as_str().unwrap()).collect();
+    assert_eq!(channels, ["feishu", "webhook"], "{alerts:#}");
+    h.stop().await;
+}
+
+#[tokio::test]
 async fn a_failing_channel_is_retried_and_never_delays_signing() {
     let (receiver, addr) = Receiver::start().await;
     receiver.answer("wecom", Answer::Status(500));
