@@ -4,6 +4,8 @@
 CREATE TABLE alerts (
     id       INTEGER PRIMARY KEY,
     kind     TEXT    NOT NULL,
+    -- The card it is about ([[signer]] name); '' for the service's conditions.
+    card     TEXT    NOT NULL DEFAULT '',
     -- A stage within the condition: the certificate's days-left threshold.
     level    TEXT    NOT NULL DEFAULT '',
     severity TEXT    NOT NULL CHECK (severity IN ('info', 'warning', 'critical')),
@@ -16,11 +18,13 @@ CREATE TABLE alerts (
     source   TEXT    NOT NULL
 );
 
--- The conditions that hold now, one per kind, with the alert that raised
--- each: a restart goes on from them instead of raising them again.
+-- The conditions that hold now, one per kind and card, with the alert that
+-- raised each: a restart goes on from them instead of raising them again.
 CREATE TABLE alert_conditions (
-    kind     TEXT    PRIMARY KEY,
-    alert_id INTEGER NOT NULL REFERENCES alerts (id)
+    kind     TEXT    NOT NULL,
+    card     TEXT    NOT NULL,
+    alert_id INTEGER NOT NULL REFERENCES alerts (id),
+    PRIMARY KEY (kind, card)
 );
 
 CREATE TABLE alert_deliveries (

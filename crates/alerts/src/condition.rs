@@ -21,22 +21,33 @@ pub struct PauseSeen {
     pub by: Option<String>,
 }
 
+/// One card, as the service sees it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CardSeen {
+    /// Its `[[signer]]` name.
+    pub name: String,
+    /// Its own pause (a refused PIN, its breaker, its certificate).
+    pub paused: Option<PauseSeen>,
+    /// Since when its EportClient could not be reached (None while it can).
+    pub unreachable_since: Option<i64>,
+    /// Its last error, for the message.
+    pub error: Option<String>,
+    /// Its certificate's notAfter, unix seconds, once it told it.
+    pub certificate_not_after: Option<i64>,
+}
+
 /// What the service sees at one moment.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Observation {
     pub now: i64,
+    /// Signing paused for every card.
     pub signing_paused: Option<PauseSeen>,
     pub uploads_stopped: Option<PauseSeen>,
-    /// Since when the card's EportClient could not be reached (None while it can).
-    pub signer_unreachable_since: Option<i64>,
-    /// The signer's last error, for the message.
-    pub signer_error: Option<String>,
+    pub cards: Vec<CardSeen>,
     /// Pending requests close to their deadline.
     pub at_risk: i64,
     /// Pending requests past their deadline.
     pub past_deadline: i64,
-    /// The card's certificate's notAfter, unix seconds, once a card told it.
-    pub certificate_not_after: Option<i64>,
     /// Customs' answers other than success within [`Rules::window_ms`].
     pub customs_errors: i64,
     /// Requests failed within [`Rules::window_ms`].
@@ -62,6 +73,8 @@ pub const CERTIFICATE_LEVELS: [(i64, &str, Severity); 3] =
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Holding {
     pub kind: AlertKind,
+    /// The card it is about; empty for the service's conditions.
+    pub card: String,
     pub level: String,
     pub severity: Severity,
     pub count: i64,
@@ -74,6 +87,7 @@ pub struct Holding {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Active {
     pub kind: AlertKind,
+    pub card: String,
     pub level: String,
     pub severity: Severity,
     pub since: i64,
@@ -88,49 +102,73 @@ pub enum Change {
     Clear(Active),
 }
 
-/// The conditions that hold in `seen`, at most one per kind.
+/// The conditions that hold in `seen`, at most one per kind and card.
 pub fn holding(seen: &Observation, rules: &Rules) -> Vec<Holding> {
     let now = seen.now;
     let mut found = Vec::new();
-    let mut hold = |kind, severity, count, detail: String, since| {
-        found.push(Holding { kind, level: String::new(), severity, count, detail, since });
+    let mut hold = |kind, card: &str, severity, count, detail: String, since| {
+        found.push(Holding {
+            kind,
+            card: card.to_owned(),
+            level: String::new(),
+            severity,
+            count,
+            detail,
+            since,
+        });
     };
     let paused = |pause: &PauseSeen| match &pause.by {
         Some(by) => format!("{} (paused by {by})", pause.reason),
         None => pause.reason.clone(),
     };
     if let Some(pause) = &seen.signing_paused {
-        hold(AlertKind::SigningPaused, Severity::Critical, 0, paused(pause), pause.since);
+        hold(AlertKind::SigningPaused, "", Severity::Critical, 0, paused(pause), pause.since);
     }
     if let Some(pause) = &seen.uploads_stopped {
-        hold(AlertKind::UploadsStopped, Severity::Critical, 0, paused(pause), pause.since);
+        hold(AlertKind::UploadsStopped, "", Severity::Critical, 0, paused(pause), pause.since);
     }
-    if let Some(since) = seen.signer_unreachable_since
-        && now - since >= rules.signer_unreachable_ms
-    {
-        let detail = seen.signer_error.clone().unwrap_or_default();
-        hold(AlertKind::SignerUnreachable, Severity::Critical, 0, detail, since);
+    for card in &seen.cards {
+        if let Some(pause) = &card.paused {
+            hold(AlertKind::SigningPaused, &card.name, Severity::Critical, 0, paused(pause), pause.since);
+        }
+        if let Some(since) = card.unreachable_since
+            && now - since >= rules.signer_unreachable_ms
+        {
+            let detail = card.error.clone().unwrap_or_default();
+            hold(AlertKind::SignerUnreachable, &card.name, Severity::Critical, 0, detail, since);
+        }
     }
     if seen.at_risk > 0 {
-        hold(AlertKind::AtRisk, Severity::Warning, seen.at_risk, String::new(), now);
+        hold(AlertKind::AtRisk, "", Severity::Warning, seen.at_risk, String::new(), now);
     }
     if seen.past_deadline > 0 {
-        hold(AlertKind::Late, Severity::Critical, seen.past_deadline, String::new(), now);
+        hold(AlertKind::Late, "", Severity::Critical, seen.past_deadline, String::new(), now);
     }
     if rules.customs_errors > 0 && seen.customs_errors >= rules.customs_errors {
         let detail = format!("{} or more in {} min", rules.customs_errors, rules.window_ms / 60_000);
-        hold(AlertKind::CustomsErrors, Severity::Warning, seen.customs_errors, detail, now);
+        hold(AlertKind::CustomsErrors, "", Severity::Warning, seen.customs_errors, detail, now);
     }
     if seen.failed > 0 {
-        hold(AlertKind::RequestsFailed, Severity::Warning, seen.failed, String::new(), now);
+        hold(AlertKind::RequestsFailed, "", Severity::Warning, seen.failed, String::new(), now);
     }
-    if let Some(not_after) = seen.certificate_not_after
-        && let Some((level, severity)) = certificate_level(not_after, now)
-    {
-        let days = customs179_core::days_left(not_after, now);
-        let detail =
-            format!("valid until {}, {days} day(s) left", shanghai_time(not_after.saturating_mul(1000)));
-        found.push(Holding { kind: AlertKind::Certificate, level, severity, count: 0, detail, since: now });
+    for card in &seen.cards {
+        if let Some(not_after) = card.certificate_not_after
+            && let Some((level, severity)) = certificate_level(not_after, now)
+        {
+            let days = customs179_core::days_left(not_after, now);
+            let until = shanghai_time(not_after.saturating_mul(1000));
+            let detail = format!("valid until {until}, {days} day(s) left");
+            let card = card.name.clone();
+            found.push(Holding {
+                kind: AlertKind::Certificate,
+                card,
+                level,
+                severity,
+                count: 0,
+                detail,
+                since: now,
+            });
+        }
     }
     found
 }
@@ -150,10 +188,17 @@ pub fn certificate_level(not_after: i64, now: i64) -> Option<(String, Severity)>
 
 /// What to send, given the active conditions and those that hold now.
 pub fn changes(active: &[Active], now_holding: &[Holding]) -> Vec<Change> {
+    let mut keys: Vec<(AlertKind, &str)> = active
+        .iter()
+        .map(|a| (a.kind, a.card.as_str()))
+        .chain(now_holding.iter().map(|h| (h.kind, h.card.as_str())))
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
     let mut out = Vec::new();
-    for kind in AlertKind::ALL {
-        let was = active.iter().find(|a| a.kind == kind);
-        let is = now_holding.iter().find(|h| h.kind == kind);
+    for (kind, card) in keys {
+        let was = active.iter().find(|a| a.kind == kind && a.card == card);
+        let is = now_holding.iter().find(|h| h.kind == kind && h.card == card);
         match (was, is) {
             (None, Some(is)) => out.push(Change::Raise(is.clone())),
             (Some(was), None) => out.push(Change::Clear(was.clone())),
@@ -176,16 +221,22 @@ mod tests {
         Observation { now: NOW, ..Observation::default() }
     }
 
-    fn kinds(holding: &[Holding]) -> Vec<AlertKind> {
-        holding.iter().map(|h| h.kind).collect()
+    fn kinds(holding: &[Holding]) -> Vec<(AlertKind, &str)> {
+        holding.iter().map(|h| (h.kind, h.card.as_str())).collect()
+    }
+
+    fn card(name: &str) -> CardSeen {
+        CardSeen { name: name.into(), ..CardSeen::default() }
     }
 
     #[test]
     fn a_quiet_service_holds_nothing() {
         let mut quiet = seen();
-        quiet.certificate_not_after = Some(NOW / 1000 + 31 * DAY);
+        let mut a = card("a");
+        a.certificate_not_after = Some(NOW / 1000 + 31 * DAY);
+        a.unreachable_since = Some(NOW - 59_999);
+        quiet.cards = vec![a, card("b")];
         quiet.customs_errors = 9;
-        quiet.signer_unreachable_since = Some(NOW - 59_999);
         assert_eq!(holding(&quiet, &RULES), []);
     }
 
@@ -195,28 +246,38 @@ mod tests {
         all.signing_paused = Some(PauseSeen { reason: "the card refused".into(), since: 5, by: None });
         all.uploads_stopped =
             Some(PauseSeen { reason: "customs maintenance".into(), since: 6, by: Some("alice".into()) });
-        all.signer_unreachable_since = Some(NOW - 60_000);
-        all.signer_error = Some("connection refused".into());
+        let mut a = card("a");
+        a.unreachable_since = Some(NOW - 60_000);
+        a.error = Some("connection refused".into());
+        a.certificate_not_after = Some(NOW / 1000 + 5 * DAY);
+        let mut b = card("b");
+        b.paused = Some(PauseSeen { reason: "the card refused: wrong PIN".into(), since: 7, by: None });
+        b.certificate_not_after = Some(NOW / 1000 - DAY);
+        all.cards = vec![a, b];
         all.at_risk = 4;
         all.past_deadline = 2;
         all.customs_errors = 10;
         all.failed = 3;
-        all.certificate_not_after = Some(NOW / 1000 + 5 * DAY);
         let found = holding(&all, &RULES);
         assert_eq!(
             kinds(&found),
             [
-                AlertKind::SigningPaused,
-                AlertKind::UploadsStopped,
-                AlertKind::SignerUnreachable,
-                AlertKind::AtRisk,
-                AlertKind::Late,
-                AlertKind::CustomsErrors,
-                AlertKind::RequestsFailed,
-                AlertKind::Certificate,
+                (AlertKind::SigningPaused, ""),
+                (AlertKind::UploadsStopped, ""),
+                (AlertKind::SignerUnreachable, "a"),
+                (AlertKind::SigningPaused, "b"),
+                (AlertKind::AtRisk, ""),
+                (AlertKind::Late, ""),
+                (AlertKind::CustomsErrors, ""),
+                (AlertKind::RequestsFailed, ""),
+                (AlertKind::Certificate, "a"),
+                (AlertKind::Certificate, "b"),
             ]
         );
         let by = |kind| found.iter().find(|h| h.kind == kind).unwrap();
+        let b_paused = found.iter().find(|h| h.kind == AlertKind::SigningPaused && h.card == "b").unwrap();
+        assert_eq!((b_paused.detail.as_str(), b_paused.since), ("the card refused: wrong PIN", 7));
+        assert_eq!(found.last().unwrap().level, "expired");
         assert_eq!(by(AlertKind::SigningPaused).detail, "the card refused");
         assert_eq!(by(AlertKind::SigningPaused).since, 5);
         assert_eq!(by(AlertKind::UploadsStopped).detail, "customs maintenance (paused by alice)");
@@ -253,18 +314,20 @@ mod tests {
     }
 
     fn active(kind: AlertKind, level: &str) -> Active {
-        Active { kind, level: level.into(), severity: Severity::Warning, since: 1 }
+        Active { kind, card: String::new(), level: level.into(), severity: Severity::Warning, since: 1 }
     }
 
     fn held(kind: AlertKind, level: &str, count: i64) -> Holding {
-        Holding {
-            kind,
-            level: level.into(),
-            severity: Severity::Warning,
-            count,
-            detail: String::new(),
-            since: 2,
-        }
+        let (card, detail) = (String::new(), String::new());
+        Holding { kind, card, level: level.into(), severity: Severity::Warning, count, detail, since: 2 }
+    }
+
+    #[test]
+    fn each_card_s_condition_is_its_own() {
+        let on = |card: &str| Holding { card: card.into(), ..held(AlertKind::SignerUnreachable, "", 0) };
+        let was = |card: &str| Active { card: card.into(), ..active(AlertKind::SignerUnreachable, "") };
+        assert_eq!(changes(&[was("a")], &[on("a"), on("b")]), [Change::Raise(on("b"))]);
+        assert_eq!(changes(&[was("a"), was("b")], &[on("b")]), [Change::Clear(was("a"))]);
     }
 
     #[test]

@@ -140,6 +140,10 @@ pub struct Alert {
     pub kind: AlertKind,
     pub severity: Severity,
     pub event: Event,
+    /// The card it is about (its `[[signer]]` name), for the conditions of
+    /// one card (its signing paused, unreachable, its certificate); empty for
+    /// the service's.
+    pub card: String,
     /// The stage within the condition: the days-left threshold of a
     /// certificate alert ("30", "7", "1", "expired"); empty for the others.
     pub level: String,

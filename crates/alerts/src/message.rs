@@ -27,7 +27,10 @@ pub fn render(alert: &Alert, language: Language) -> Rendered {
             Severity::Info => words.info,
         },
     };
-    let headline = headline(alert, language);
+    let mut headline = headline(alert, language);
+    if !alert.card.is_empty() {
+        headline.push_str(&format!(" [{}{}]", words.card, alert.card));
+    }
     let subject = format!("[customs179 {}] {marker}: {headline}", alert.source);
     let mut text = format!("{subject}\n");
     let detail = plain(&alert.detail);
@@ -44,6 +47,7 @@ pub fn render(alert: &Alert, language: Language) -> Rendered {
 }
 
 struct Words {
+    card: &'static str,
     critical: &'static str,
     warning: &'static str,
     info: &'static str,
@@ -59,6 +63,7 @@ impl Words {
     fn of(language: Language) -> Words {
         match language {
             Language::En => Words {
+                card: "card ",
                 critical: "CRITICAL",
                 warning: "WARNING",
                 info: "INFO",
@@ -70,6 +75,7 @@ impl Words {
                 at: "Sent: ",
             },
             Language::ZhCn => Words {
+                card: "加签卡 ",
                 critical: "严重",
                 warning: "警告",
                 info: "提示",
@@ -156,6 +162,7 @@ mod tests {
             kind,
             severity: Severity::Critical,
             event,
+            card: String::new(),
             level: String::new(),
             count: 3,
             detail: "the card refused: 口令错误\r\nsecond line".into(),
@@ -197,6 +204,9 @@ mod tests {
         assert!(render(&a, Language::ZhCn).subject.ends_with("加签证书将在 7 天内过期"));
         a.level = "expired".into();
         assert!(render(&a, Language::En).subject.ends_with("certificate has expired"));
+        a.card = "card-b".into();
+        assert!(render(&a, Language::En).subject.ends_with("certificate has expired [card card-b]"));
+        assert!(render(&a, Language::ZhCn).subject.ends_with("[加签卡 card-b]"));
     }
 
     #[test]

@@ -48,6 +48,7 @@ fn alert() -> Alert {
         kind: AlertKind::SigningPaused,
         severity: Severity::Critical,
         event: Event::Raised,
+        card: String::new(),
         level: String::new(),
         count: 0,
         detail: "the card refused: PIN".into(),
@@ -167,7 +168,7 @@ async fn a_webhook_gets_the_alert_signed_over_the_exact_body() {
         json!({
             "alert": {
                 "id": 42, "kind": "signing_paused", "severity": "critical", "event": "raised",
-                "level": "", "count": 0, "detail": "the card refused: PIN",
+                "card": "", "level": "", "count": 0, "detail": "the card refused: PIN",
                 "since": 1_796_112_187_123_i64, "at": 1_796_112_247_123_i64, "source": "E1",
             },
             "subject": rendered.subject,

@@ -40,17 +40,17 @@ pub struct DueAlert {
     pub next_at: Millis,
 }
 
-type AlertRow = (i64, String, String, String, String, i64, String, Millis, Millis, String);
+type AlertRow = (i64, String, String, String, String, String, i64, String, Millis, Millis, String);
 
 /// The columns of [`AlertRow`], as a literal so that queries stay static text.
 macro_rules! alert_columns {
     () => {
-        "a.id, a.kind, a.level, a.severity, a.event, a.count, a.detail, a.since, a.at, a.source"
+        "a.id, a.kind, a.card, a.level, a.severity, a.event, a.count, a.detail, a.since, a.at, a.source"
     };
 }
 
 fn alert_of(row: AlertRow) -> Result<Alert, StoreError> {
-    let (id, kind, level, severity, event, count, detail, since, at, source) = row;
+    let (id, kind, card, level, severity, event, count, detail, since, at, source) = row;
     let unreadable =
         |what: &str, value: &str| StoreError::Corrupt(format!("alert {id} has the {what} {value:?}"));
     Ok(Alert {
@@ -58,6 +58,7 @@ fn alert_of(row: AlertRow) -> Result<Alert, StoreError> {
         kind: AlertKind::parse(&kind).ok_or_else(|| unreadable("kind", &kind))?,
         severity: Severity::parse(&severity).ok_or_else(|| unreadable("severity", &severity))?,
         event: Event::parse(&event).ok_or_else(|| unreadable("event", &event))?,
+        card,
         level,
         count,
         detail,
@@ -82,6 +83,7 @@ impl Store {
                 let alert = alert_of(row)?;
                 Ok(Active {
                     kind: alert.kind,
+                    card: alert.card,
                     level: alert.level,
                     severity: alert.severity,
                     since: alert.since,
@@ -96,10 +98,11 @@ impl Store {
     pub async fn record_alert(&self, alert: &Alert, channels: &[&str]) -> Result<i64, StoreError> {
         let mut tx = self.pool.begin().await?;
         let id: i64 = sqlx::query_scalar(
-            "INSERT INTO alerts (kind, level, severity, event, count, detail, since, at, source)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            "INSERT INTO alerts (kind, card, level, severity, event, count, detail, since, at, source)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
         )
         .bind(alert.kind.as_str())
+        .bind(&alert.card)
         .bind(&alert.level)
         .bind(alert.severity.as_str())
         .bind(alert.event.as_str())
@@ -121,17 +124,19 @@ impl Store {
         match alert.event {
             Event::Raised => {
                 sqlx::query(
-                    "INSERT INTO alert_conditions (kind, alert_id) VALUES (?, ?)
-                     ON CONFLICT (kind) DO UPDATE SET alert_id = excluded.alert_id",
+                    "INSERT INTO alert_conditions (kind, card, alert_id) VALUES (?, ?, ?)
+                     ON CONFLICT (kind, card) DO UPDATE SET alert_id = excluded.alert_id",
                 )
                 .bind(alert.kind.as_str())
+                .bind(&alert.card)
                 .bind(id)
                 .execute(&mut *tx)
                 .await?;
             }
             Event::Cleared => {
-                sqlx::query("DELETE FROM alert_conditions WHERE kind = ?")
+                sqlx::query("DELETE FROM alert_conditions WHERE kind = ? AND card = ?")
                     .bind(alert.kind.as_str())
+                    .bind(&alert.card)
                     .execute(&mut *tx)
                     .await?;
             }
@@ -272,6 +277,7 @@ mod tests {
             kind,
             severity: Severity::Critical,
             event,
+            card: String::new(),
             level: String::new(),
             count: 2,
             detail: "the card refused".into(),
@@ -298,6 +304,7 @@ mod tests {
             active,
             [Active {
                 kind: AlertKind::SigningPaused,
+                card: String::new(),
                 level: String::new(),
                 severity: Severity::Critical,
                 since: 90

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use customs179_alerts::channel::Channel;
-use customs179_alerts::condition::{self, Change, Observation, PauseSeen, Rules};
+use customs179_alerts::condition::{self, CardSeen, Change, Observation, PauseSeen, Rules};
 use customs179_alerts::{Alert, Event};
 use customs179_store::{Pause, Stage, StoreError};
 use tokio::sync::Notify;
@@ -75,6 +75,7 @@ async fn look(ctx: &ApiContext, rules: &Rules) -> Result<usize, StoreError> {
             kind = alert.kind.as_str(),
             event = alert.event.as_str(),
             severity = alert.severity.as_str(),
+            card = alert.card,
             level = alert.level,
             count = alert.count,
             detail = ?alert.detail,
@@ -86,13 +87,16 @@ async fn look(ctx: &ApiContext, rules: &Rules) -> Result<usize, StoreError> {
 }
 
 fn alert_of(change: &Change, source: &str, now: i64) -> Alert {
-    let (kind, severity, event, level, count, detail, since) = match change {
-        Change::Raise(h) => {
-            (h.kind, h.severity, Event::Raised, h.level.clone(), h.count, h.detail.clone(), h.since)
-        }
-        Change::Clear(a) => (a.kind, a.severity, Event::Cleared, a.level.clone(), 0, String::new(), a.since),
+    let (event, count, detail) = match change {
+        Change::Raise(h) => (Event::Raised, h.count, h.detail.clone()),
+        Change::Clear(_) => (Event::Cleared, 0, String::new()),
     };
-    Alert { id: 0, kind, severity, event, level, count, detail, since, at: now, source: source.to_owned() }
+    let (kind, card, level, severity, since) = match change {
+        Change::Raise(h) => (h.kind, &h.card, &h.level, h.severity, h.since),
+        Change::Clear(a) => (a.kind, &a.card, &a.level, a.severity, a.since),
+    };
+    let (card, level, source) = (card.clone(), level.clone(), source.to_owned());
+    Alert { id: 0, kind, severity, event, card, level, count, detail, since, at: now, source }
 }
 
 /// What the conditions are judged on, now.
@@ -100,16 +104,25 @@ async fn observe(ctx: &ApiContext, rules: &Rules, now: i64) -> Result<Observatio
     let seen_pause =
         |pause: Option<Pause>| pause.map(|p| PauseSeen { reason: p.reason, since: p.since, by: p.by });
     let at_risk_ms = i64::try_from(ctx.config.customs.at_risk_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
-    let card = ctx.live.cards().into_iter().next().unwrap_or_default();
+    let cards = ctx
+        .live
+        .cards()
+        .into_iter()
+        .map(|card| CardSeen {
+            name: card.name.to_owned(),
+            paused: None,
+            unreachable_since: card.unreachable_since,
+            error: card.last_error,
+            certificate_not_after: card.valid_until,
+        })
+        .collect();
     Ok(Observation {
         now,
         signing_paused: seen_pause(ctx.store.pause_of(Stage::Signing).await?),
         uploads_stopped: seen_pause(ctx.store.pause_of(Stage::Uploading).await?),
-        signer_unreachable_since: card.unreachable_since,
-        signer_error: card.last_error,
+        cards,
         at_risk: ctx.store.count_at_risk(now, at_risk_ms).await?,
         past_deadline: ctx.store.count_past_deadline(now).await?,
-        certificate_not_after: card.valid_until,
         customs_errors: i64::try_from(ctx.live.customs_errors(now, rules.window_ms)).unwrap_or(i64::MAX),
         failed: ctx.store.count_failed_since(now - rules.window_ms).await?,
     })
