@@ -655,3 +655,44 @@ fn mail_channel(port: u16) -> String {
          username = \"alerts\"\npassword = \"{MAIL_PASSWORD}\"\nfrom = \"alerts@example.com\"\nto = [\"ops@example.com\"]\n"
     )
 }
+
+#[tokio::test]
+async fn alert_test_sends_a_test_message_through_each_channel() {
+    let (receiver, addr) = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("customs179.toml");
+    let toml = common::service_toml(
+        common::loopback(),
+        common::loopback(),
+        &dir.path().join("db.sqlite"),
+        "",
+        &format!("{}{}", unreachable_card_and_customs(), channels(addr, "")),
+    );
+    std::fs::write(&config, toml).unwrap();
+    let run = |extra: &[&str]| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_customs179"));
+        command.args(["alert-test", "--config"]).arg(&config).args(extra);
+        tokio::task::spawn_blocking(move || command.output().unwrap())
+    };
+    let all = run(&[]).await.unwrap();
+    assert_eq!(all.status.code(), Some(0), "{}", common::output_text(&all));
+    for channel in HTTP_CHANNELS {
+        let got = receiver.wait_for(channel, 1, WAIT).await;
+        assert!(got[0].text.contains("测试消息") || got[0].text.contains("test message"), "{}", got[0].text);
+    }
+    assert!(common::stdout(&all).contains("wecom (wecom): sent"), "{}", common::stdout(&all));
+
+    receiver.answer("dingtalk", Answer::Refuse);
+    let refused = run(&["--channel", "dingtalk"]).await.unwrap();
+    let text = common::output_text(&refused);
+    assert_eq!(refused.status.code(), Some(1), "{text}");
+    assert!(text.contains("dingtalk (dingtalk): NOT SENT: errcode 310000"), "{text}");
+    for secret in SECRETS {
+        assert!(!text.contains(secret), "{secret} in {text}");
+    }
+    assert_eq!(receiver.attempts("webhook"), 1, "--channel sends through that one only");
+
+    let unknown = run(&["--channel", "pager"]).await.unwrap();
+    assert_eq!(unknown.status.code(), Some(2), "{}", common::output_text(&unknown));
+    assert!(common::output_text(&unknown).contains("no [[alerts]] entry is named \"pager\""));
+}

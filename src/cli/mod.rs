@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod alert_test;
 mod cert;
 mod check;
 mod demo;
@@ -34,6 +35,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     Demo(demo::Args),
+    AlertTest(alert_test::Args),
     Cert(cert::Args),
     Check(check::Args),
     Doctor(doctor::Args),
@@ -60,6 +62,7 @@ pub fn run() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Demo(args) => demo::run(args),
+        Command::AlertTest(args) => alert_test::run(args),
         Command::Cert(args) => cert::run(args),
         Command::Check(args) => check::run(args),
         Command::Doctor(args) => doctor::run(args),

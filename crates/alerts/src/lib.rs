@@ -33,6 +33,9 @@ pub enum AlertKind {
     CustomsErrors,
     /// Requests failed recently.
     RequestsFailed,
+    /// A test message (`customs179 alert-test`): held by no condition, and
+    /// sent to every channel whatever its `kinds`.
+    Test,
 }
 
 impl AlertKind {
@@ -57,6 +60,7 @@ impl AlertKind {
             AlertKind::Certificate => "certificate",
             AlertKind::CustomsErrors => "customs_errors",
             AlertKind::RequestsFailed => "requests_failed",
+            AlertKind::Test => "test",
         }
     }
 

@@ -121,6 +121,7 @@ fn headline(alert: &Alert, language: Language) -> String {
         (Language::En, AlertKind::CustomsErrors, false) => "customs' errors are back under the limit".into(),
         (Language::En, AlertKind::RequestsFailed, true) => format!("{n} request(s) failed recently"),
         (Language::En, AlertKind::RequestsFailed, false) => "no request failed recently".into(),
+        (Language::En, AlertKind::Test, _) => "a test message: this channel works".into(),
         (Language::ZhCn, AlertKind::SigningPaused, true) => "加签已暂停".into(),
         (Language::ZhCn, AlertKind::SigningPaused, false) => "加签已恢复".into(),
         (Language::ZhCn, AlertKind::UploadsStopped, true) => "向海关上传已停止".into(),
@@ -138,6 +139,7 @@ fn headline(alert: &Alert, language: Language) -> String {
         (Language::ZhCn, AlertKind::CustomsErrors, false) => "海关返回的错误已回落到阈值以下".into(),
         (Language::ZhCn, AlertKind::RequestsFailed, true) => format!("近期 {n} 个请求失败"),
         (Language::ZhCn, AlertKind::RequestsFailed, false) => "近期无失败的请求".into(),
+        (Language::ZhCn, AlertKind::Test, _) => "测试消息：此告警渠道可用".into(),
     }
 }
 
