@@ -484,6 +484,17 @@ async fn an_alert_pending_at_a_kill_is_delivered_after_the_restart() {
     let alerts = serve.api.get("/api/alerts").await;
     assert_eq!(alerts["alerts"].as_array().unwrap().len(), 1, "{alerts:#}");
     assert_eq!(alerts["active"][0]["kind"], "signing_paused");
+    let metrics = serve
+        .api
+        .client
+        .get(format!("{}/metrics", serve.api.admin))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    let metrics = metrics.text().await.unwrap();
+    assert!(metrics.contains("customs179_alert_deliveries_total{outcome=\"sent\"} 4"), "{metrics}");
+    assert!(!metrics.contains("customs179_alerts_total{"), "this process raised nothing itself: {metrics}");
     serve.terminate(WAIT).await;
 }
 

@@ -91,6 +91,11 @@ pub(crate) struct Metrics {
     anomalies: AtomicU64,
     /// `GET /api/events` streams open now.
     events_streams: AtomicU64,
+    /// Alerts made, by kind and event ("late raised").
+    alerts: LabelledCounter,
+    /// Delivery attempts of alerts, by outcome: a failing channel is seen
+    /// here even while nobody reads the console.
+    alert_deliveries: LabelledCounter,
 }
 
 /// One open `GET /api/events` stream, counted in `customs179_events_streams`
@@ -114,6 +119,8 @@ impl Default for Metrics {
             late: AtomicU64::new(0),
             anomalies: AtomicU64::new(0),
             events_streams: AtomicU64::new(0),
+            alerts: LabelledCounter::default(),
+            alert_deliveries: LabelledCounter::default(),
         }
     }
 }
@@ -143,6 +150,16 @@ impl Metrics {
         if anomaly {
             self.anomalies.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// An alert made: `kind event`, such as `late raised`.
+    pub fn alert(&self, kind: &str, event: &str) {
+        self.alerts.add(&format!("{kind} {event}"));
+    }
+
+    /// One attempt at delivering an alert: `sent`, `failed` (to be retried) or `given_up`.
+    pub fn alert_delivery(&self, outcome: &str) {
+        self.alert_deliveries.add(outcome);
     }
 
     /// An events stream opened; it is counted until the guard is dropped.
@@ -205,6 +222,13 @@ impl Metrics {
         for (stage, is_paused) in paused {
             let _ = writeln!(out, "customs179_paused{{stage=\"{stage}\"}} {}", u8::from(*is_paused));
         }
+        self.alerts.render(&mut out, "customs179_alerts_total", "alert", "Alerts made, by kind and event.");
+        self.alert_deliveries.render(
+            &mut out,
+            "customs179_alert_deliveries_total",
+            "outcome",
+            "Attempts at delivering alerts to their channels, by outcome (sent, failed, given_up).",
+        );
         let _ = writeln!(
             out,
             "# HELP customs179_events_streams GET /api/events streams open (the console keeps one per browser).\n# TYPE customs179_events_streams gauge\ncustoms179_events_streams {}",

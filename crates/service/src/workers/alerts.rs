@@ -70,6 +70,7 @@ async fn look(ctx: &ApiContext, rules: &Rules) -> Result<usize, StoreError> {
             .map(|c| c.name.as_str())
             .collect();
         let id = ctx.store.record_alert(&alert, &channels).await?;
+        ctx.metrics.alert(alert.kind.as_str(), alert.event.as_str());
         tracing::warn!(
             id,
             kind = alert.kind.as_str(),
@@ -185,6 +186,7 @@ async fn next_step(
     if now - due.alert.at > GIVE_UP_AFTER_MS {
         let reason = "given up: not delivered within 24 hours of the alert";
         ctx.store.alert_not_sent(id, name, "expired", reason, None).await?;
+        ctx.metrics.alert_delivery("given_up");
         tracing::error!(channel = name, id, "alerts: {reason}");
         return Ok(Step::Sent);
     }
@@ -195,6 +197,7 @@ async fn next_step(
     let (code, error) = match result {
         Ok(Ok(())) => {
             ctx.store.alert_sent(id, name, now_ms()).await?;
+            ctx.metrics.alert_delivery("sent");
             tracing::info!(channel = name, id, kind = due.alert.kind.as_str(), "alerts: delivered");
             return Ok(Step::Sent);
         }
@@ -204,6 +207,7 @@ async fn next_step(
     let attempt = usize::try_from(due.attempts).unwrap_or(usize::MAX);
     let wait = BACKOFF_SECS[attempt.min(BACKOFF_SECS.len() - 1)] * 1000;
     ctx.store.alert_not_sent(id, name, &code, &error, Some(now_ms() + wait)).await?;
+    ctx.metrics.alert_delivery("failed");
     tracing::warn!(channel = name, id, code, error, retry_in_ms = wait, "alerts: not delivered");
     Ok(Step::Sent)
 }
