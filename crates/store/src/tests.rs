@@ -764,3 +764,28 @@ fn presign_digests_are_sha256_in_lower_case_hex() {
         "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
     );
 }
+
+/// The statements that run at every start or every second read only the few rows they
+/// concern, through partial indexes, whatever the number of requests kept.
+#[tokio::test]
+async fn leases_and_recent_failures_are_found_through_their_indexes() {
+    let f = fixture().await;
+    let mut conn = f.store.pool.acquire().await.unwrap();
+    for (sql, index) in [
+        (
+            "UPDATE requests SET lease_until = NULL, generation = generation + 1, updated_at = 1,
+                 attempts = MAX(attempts - 1, 0) WHERE lease_until IS NOT NULL",
+            "requests_claimed",
+        ),
+        (crate::alerts::COUNT_FAILED_SINCE, "requests_failed_at"),
+    ] {
+        let plan: Vec<(i64, i64, i64, String)> =
+            sqlx::query_as(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
+                .fetch_all(&mut *conn)
+                .await
+                .unwrap();
+        let plan: Vec<&str> = plan.iter().map(|(_, _, _, detail)| detail.as_str()).collect();
+        assert!(plan.iter().any(|step| step.contains(index)), "{index}: {plan:#?}");
+        assert!(plan.iter().all(|step| !step.starts_with("SCAN")), "{plan:#?}");
+    }
+}
