@@ -85,9 +85,13 @@ pub(crate) async fn run(ctx: ApiContext, signer: Arc<SignerClient>, mut shutdown
             () = shutdown.requested() => None,
             // Beats while nothing is to be signed, or signing is paused.
             () = tokio::time::sleep(Duration::from_secs(1)) => {
-                lift_certificate_pause(&ctx, &signer).await;
-                if last_probe.elapsed() >= PROBE_EVERY {
+                // Under a certificate pause the card is asked every second anyway.
+                let mut asked = lift_certificate_pause(&ctx, &signer).await;
+                if !asked && last_probe.elapsed() >= PROBE_EVERY {
                     probe(&ctx, &signer).await;
+                    asked = true;
+                }
+                if asked {
                     last_probe = std::time::Instant::now();
                 }
                 continue;
@@ -297,11 +301,20 @@ fn certificate_out_of_date(validity: Option<(i64, i64)>, now_ms: i64) -> Option<
 /// before work arrives. The call carries no PIN.
 const PROBE_EVERY: Duration = Duration::from_secs(10);
 
-async fn probe(ctx: &ApiContext, signer: &SignerClient) {
+/// One exchange with the card (a real one, so that a connection lost
+/// meanwhile is noticed and the next call connects anew), noted for the
+/// status; the card's identity when it answered.
+async fn probe(ctx: &ApiContext, signer: &SignerClient) -> Option<customs179_eport::CardIdentity> {
     let asked = signer.call(customs179_eport::Method::GetCertNo, serde_json::Map::new()).await;
     match asked.and(signer.identity().await) {
-        Ok(identity) => ctx.live.card_connected(&identity, now_ms()),
-        Err(e) => card_failed(ctx, &e),
+        Ok(identity) => {
+            ctx.live.card_connected(&identity, now_ms());
+            Some(identity)
+        }
+        Err(e) => {
+            card_failed(ctx, &e);
+            None
+        }
     }
 }
 
@@ -313,19 +326,17 @@ fn card_failed(ctx: &ApiContext, e: &SignerError) {
 }
 
 /// Lifts a pause made for a certificate out of date once the card connected
-/// has a valid one. Other pauses are an operator's to lift.
-async fn lift_certificate_pause(ctx: &ApiContext, signer: &SignerClient) {
-    let Ok(Some(pause)) = ctx.store.pause_of(Stage::Signing).await else { return };
+/// has a valid one. Other pauses are an operator's to lift. Whether it asked
+/// the card (it does under such a pause).
+async fn lift_certificate_pause(ctx: &ApiContext, signer: &SignerClient) -> bool {
+    let Ok(Some(pause)) = ctx.store.pause_of(Stage::Signing).await else { return false };
     if pause.by.as_deref() != Some(CERTIFICATE_CHECK) {
-        return;
+        return false;
     }
-    // A real exchange, so that a connection lost meanwhile (the card was
-    // changed) is noticed, and the next round connects to the new one.
-    let asked = signer.call(customs179_eport::Method::GetCertNo, serde_json::Map::new()).await;
-    let Ok(identity) = asked.and(signer.identity().await) else { return };
-    ctx.live.card_connected(&identity, now_ms());
+    // The card may have been changed: asked anew, not as last seen.
+    let Some(identity) = probe(ctx, signer).await else { return true };
     if certificate_out_of_date(identity.verifier.validity(), now_ms()).is_some() {
-        return;
+        return true;
     }
     let cert_no = identity.cert_no.to_string();
     let now = now_ms();
@@ -342,6 +353,7 @@ async fn lift_certificate_pause(ctx: &ApiContext, signer: &SignerClient) {
         }
         Err(e) => tracing::error!(error = %e, "signer: cannot lift the certificate pause"),
     }
+    true
 }
 
 async fn wait(ctx: &ApiContext, shutdown: &mut Shutdown, at_most: Duration) {
