@@ -22,7 +22,7 @@ use crate::context::{ApiContext, now_ms};
 
 /// How often the conditions are looked at.
 pub(crate) const TICK: Duration = Duration::from_secs(1);
-/// One delivery's limit: a channel that takes longer is retried later.
+/// One delivery's limit, given to each channel: one that takes longer is retried later.
 pub(crate) const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 /// The waits between a channel's attempts at one delivery, in seconds; the
 /// last repeats.
@@ -190,20 +190,21 @@ async fn next_step(
         tracing::error!(channel = name, id, "alerts: {reason}");
         return Ok(Step::Sent);
     }
+    // The channel bounds each delivery by SEND_TIMEOUT itself (it was built with it).
     let result = tokio::select! {
-        result = tokio::time::timeout(SEND_TIMEOUT, channel.send(&due.alert, now)) => result,
+        result = channel.send(&due.alert, now) => result,
         () = shutdown.requested() => return Ok(Step::Stopped),
     };
-    let (code, error) = match result {
-        Ok(Ok(())) => {
+    let e = match result {
+        Ok(()) => {
             ctx.store.alert_sent(id, name, now_ms()).await?;
             ctx.metrics.alert_delivery("sent");
             tracing::info!(channel = name, id, kind = due.alert.kind.as_str(), "alerts: delivered");
             return Ok(Step::Sent);
         }
-        Ok(Err(e)) => (e.code().to_owned(), e.to_string()),
-        Err(_) => ("timeout".to_owned(), format!("no answer within {} s", SEND_TIMEOUT.as_secs())),
+        Err(e) => e,
     };
+    let (code, error) = (e.code(), e.to_string());
     let attempt = usize::try_from(due.attempts).unwrap_or(usize::MAX);
     let wait = BACKOFF_SECS[attempt.min(BACKOFF_SECS.len() - 1)] * 1000;
     ctx.store.alert_not_sent(id, name, &code, &error, Some(now_ms() + wait)).await?;
