@@ -37,10 +37,8 @@ pub(crate) struct CardView {
 #[derive(Debug, Default)]
 struct CustomsSeen {
     last_success_at: Option<Millis>,
-    /// (minute, answer code) → uploads, for the last hour.
-    answers: VecDeque<(i64, String, u64)>,
-    /// (minute, answers that stored nothing), for the last hour.
-    errors: VecDeque<(i64, u64)>,
+    /// (minute, answer code, whether it stored the upload) → uploads, for the last hour.
+    answers: VecDeque<(i64, String, bool, u64)>,
 }
 
 /// What `GET /api/status` shows of customs.
@@ -106,21 +104,12 @@ impl Live {
             customs.last_success_at = Some(now);
         }
         let minute = now.div_euclid(MINUTE_MS);
-        match customs.answers.iter_mut().find(|(m, c, _)| *m == minute && c == code) {
-            Some((_, _, n)) => *n += 1,
-            None => customs.answers.push_back((minute, code.to_owned(), 1)),
+        match customs.answers.iter_mut().find(|(m, c, _, _)| *m == minute && c == code) {
+            Some((_, _, _, n)) => *n += 1,
+            None => customs.answers.push_back((minute, code.to_owned(), stored, 1)),
         }
-        while customs.answers.front().is_some_and(|(m, _, _)| *m <= minute - WINDOW_MINUTES) {
+        while customs.answers.front().is_some_and(|(m, _, _, _)| *m <= minute - WINDOW_MINUTES) {
             customs.answers.pop_front();
-        }
-        if !stored {
-            match customs.errors.back_mut() {
-                Some((m, n)) if *m == minute => *n += 1,
-                _ => customs.errors.push_back((minute, 1)),
-            }
-        }
-        while customs.errors.front().is_some_and(|(m, _)| *m <= minute - WINDOW_MINUTES) {
-            customs.errors.pop_front();
         }
     }
 
@@ -130,14 +119,14 @@ impl Live {
         let customs = self.customs.lock().unwrap_or_else(PoisonError::into_inner);
         let minute = now.div_euclid(MINUTE_MS);
         let from = minute - (window.div_euclid(MINUTE_MS)).clamp(0, WINDOW_MINUTES - 1);
-        customs.errors.iter().filter(|(m, _)| *m >= from).map(|(_, n)| n).sum()
+        customs.answers.iter().filter(|(m, _, stored, _)| *m >= from && !stored).map(|(_, _, _, n)| n).sum()
     }
 
     pub fn customs(&self, now: Millis) -> CustomsView {
         let customs = self.customs.lock().unwrap_or_else(PoisonError::into_inner);
         let since = now.div_euclid(MINUTE_MS) - WINDOW_MINUTES;
         let mut answers_last_hour = BTreeMap::new();
-        for (_, code, n) in customs.answers.iter().filter(|(m, _, _)| *m > since) {
+        for (_, code, _, n) in customs.answers.iter().filter(|(m, _, _, _)| *m > since) {
             *answers_last_hour.entry(code.clone()).or_insert(0) += n;
         }
         CustomsView { last_success_at: customs.last_success_at, answers_last_hour }
