@@ -141,7 +141,17 @@ pub struct CustomsConfig {
     pub give_up_after_secs: u64,
 }
 
+/// Seconds as the store's milliseconds (saturating: configured values are bounded by u64).
+fn secs_ms(secs: u64) -> i64 {
+    i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX)
+}
+
 impl CustomsConfig {
+    /// `at_risk_secs`, in ms: pending with less than this left is at risk.
+    pub fn at_risk_ms(&self) -> i64 {
+        secs_ms(self.at_risk_secs)
+    }
+
     /// Where uploads go: the override if there is one, else the environment's URL.
     pub fn upload_url(&self) -> &str {
         self.upload_url.as_deref().unwrap_or(self.environment.upload_url())
@@ -970,7 +980,6 @@ impl Settings {
                 .unwrap_or_else(|| "info".to_owned()),
         };
 
-        let secs_ms = |secs: u64| i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX);
         let alerts = AlertsConfig {
             channels: std::mem::take(&mut self.channels),
             rules: customs179_alerts::condition::Rules {

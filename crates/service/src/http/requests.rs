@@ -107,7 +107,7 @@ async fn list(
     if !(1..=MAX_LIMIT).contains(&limit) {
         return Err(ApiError::BadRequest(format!("limit must be between 1 and {MAX_LIMIT}")));
     }
-    let at_risk_ms = i64::try_from(ctx.config.customs.at_risk_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+    let at_risk_ms = ctx.config.customs.at_risk_ms();
     let filter = ListFilter {
         state,
         order_no: given(query.order_no),

@@ -153,7 +153,6 @@ pub(crate) async fn current(ctx: &ApiContext) -> Result<Status, ApiError> {
         .map(|(state, count)| (state.as_str().to_owned(), count.into()))
         .collect();
     let customs = &ctx.config.customs;
-    let at_risk_ms = i64::try_from(customs.at_risk_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
     let deadline_ms = i64::try_from(customs.deadline_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
     // From the start of the minute an hour ago, so that the first bar is whole.
     let hour_ago = (now.div_euclid(MINUTE_MS) - 59) * MINUTE_MS;
@@ -163,7 +162,7 @@ pub(crate) async fn current(ctx: &ApiContext) -> Result<Status, ApiError> {
     Ok(Status {
         now,
         states,
-        at_risk: ctx.store.count_at_risk(now, at_risk_ms).await?,
+        at_risk: ctx.store.count_at_risk(now, customs.at_risk_ms()).await?,
         at_risk_secs: customs.at_risk_secs,
         late: ctx.store.count_late(now).await?,
         past_deadline: ctx.store.count_past_deadline(now).await?,

@@ -104,7 +104,6 @@ fn alert_of(change: &Change, source: &str, now: i64) -> Alert {
 async fn observe(ctx: &ApiContext, rules: &Rules, now: i64) -> Result<Observation, StoreError> {
     let seen_pause =
         |pause: Option<Pause>| pause.map(|p| PauseSeen { reason: p.reason, since: p.since, by: p.by });
-    let at_risk_ms = i64::try_from(ctx.config.customs.at_risk_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
     let cards = ctx
         .live
         .cards()
@@ -122,7 +121,7 @@ async fn observe(ctx: &ApiContext, rules: &Rules, now: i64) -> Result<Observatio
         signing_paused: seen_pause(ctx.store.pause_of(Stage::Signing).await?),
         uploads_stopped: seen_pause(ctx.store.pause_of(Stage::Uploading).await?),
         cards,
-        at_risk: ctx.store.count_at_risk(now, at_risk_ms).await?,
+        at_risk: ctx.store.count_at_risk(now, ctx.config.customs.at_risk_ms()).await?,
         past_deadline: ctx.store.count_past_deadline(now).await?,
         customs_errors: i64::try_from(ctx.live.customs_errors(now, rules.window_ms)).unwrap_or(i64::MAX),
         failed: ctx.store.count_failed_since(now - rules.window_ms).await?,
