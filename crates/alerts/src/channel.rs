@@ -18,6 +18,7 @@ use customs179_core::Secret;
 use reqwest::{Client, Url};
 
 pub use error::{ChannelError, DeliveryError};
+pub use mail::parse_address;
 pub use sign::{dingtalk_sign, feishu_sign, webhook_signature};
 
 use crate::message::render;
@@ -171,10 +172,7 @@ impl Channel {
             _ => {}
         }
         let mut url = |configured: &Secret| {
-            let url = Url::parse(configured.expose()).map_err(|_| ChannelError::Url)?;
-            if !matches!(url.scheme(), "http" | "https") {
-                return Err(ChannelError::Url);
-            }
+            let url = parse_url(configured.expose())?;
             redactor.add_url(configured.expose(), &url);
             Ok(url)
         };
@@ -228,6 +226,16 @@ impl Channel {
             }
             Sender::Mail(mail) => mail.send(&rendered).await,
         }
+    }
+}
+
+/// An http or https URL with a host, as every HTTP channel needs (the
+/// configuration checks its URLs with this too). The error does not say
+/// which part is wrong: any part may be the robot's key.
+pub fn parse_url(url: &str) -> Result<Url, ChannelError> {
+    match Url::parse(url) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.has_host() => Ok(url),
+        _ => Err(ChannelError::Url),
     }
 }
 

@@ -19,7 +19,9 @@ pub(crate) struct MailSender {
     to: Vec<Mailbox>,
 }
 
-fn mailbox(address: &str) -> Result<Mailbox, ChannelError> {
+/// A mail address as lettre takes it (`someone@example.com`, or `Name
+/// <someone@example.com>`); the configuration checks its addresses with this too.
+pub fn parse_address(address: &str) -> Result<Mailbox, ChannelError> {
     address.parse().map_err(|e: lettre::address::AddressError| ChannelError::Address {
         address: address.to_owned(),
         reason: e.to_string(),
@@ -30,8 +32,8 @@ impl MailSender {
     /// `timeout` bounds the whole delivery: lettre's own timeout bounds only
     /// the connect, and a server that then says nothing would hold it forever.
     pub(crate) fn new(mail: &Mail, timeout: Duration) -> Result<MailSender, ChannelError> {
-        let from = mailbox(&mail.from)?;
-        let to = mail.to.iter().map(|address| mailbox(address)).collect::<Result<Vec<_>, _>>()?;
+        let from = parse_address(&mail.from)?;
+        let to = mail.to.iter().map(|address| parse_address(address)).collect::<Result<Vec<_>, _>>()?;
         if to.is_empty() {
             return Err(ChannelError::NoRecipient);
         }

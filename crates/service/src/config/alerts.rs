@@ -2,7 +2,7 @@
 //! URLs carry the access token), secrets and passwords are never shown in a
 //! problem: only the entry and the key are named.
 
-use customs179_alerts::channel::{ChannelConfig, Mail, MailTls, Target};
+use customs179_alerts::channel::{self, ChannelConfig, Mail, MailTls, Target};
 use customs179_alerts::{AlertKind, Language, Severity};
 use toml::{Table, Value};
 
@@ -152,7 +152,7 @@ impl Entry<'_> {
 
     fn url(&mut self) -> Option<Secret> {
         let url = self.string("url", true)?;
-        if reqwest::Url::parse(&url).is_ok_and(|u| ["http", "https"].contains(&u.scheme()) && u.has_host()) {
+        if channel::parse_url(&url).is_ok() {
             Some(Secret::new(url))
         } else {
             self.problem("url must be an http:// or https:// URL (not shown: it may hold a key)".to_owned());
@@ -229,12 +229,13 @@ impl Entry<'_> {
             Some(Value::Array(items)) if !items.is_empty() => items
                 .iter()
                 .map(|item| match item.as_str() {
-                    Some(address) if is_address(address) => Some(address.to_owned()),
+                    Some(address) if channel::parse_address(address).is_ok() => Some(address.to_owned()),
                     _ => {
                         self.problem(format!("to: {} is not a mail address", shown(item)));
                         None
                     }
                 })
+                // Every address is checked (each bad one its own problem) before any is refused.
                 .collect::<Vec<_>>()
                 .into_iter()
                 .collect::<Option<Vec<_>>>(),
@@ -251,21 +252,13 @@ impl Entry<'_> {
 
     fn address(&mut self, key: &str) -> Option<String> {
         let address = self.string(key, true)?;
-        if is_address(&address) {
+        if channel::parse_address(&address).is_ok() {
             Some(address)
         } else {
             self.problem(format!("{key}: {address:?} is not a mail address"));
             None
         }
     }
-}
-
-/// `someone@example.com`, or `Name <someone@example.com>`: what lettre parses.
-fn is_address(text: &str) -> bool {
-    let address = text.rsplit_once('<').map_or(text, |(_, rest)| rest.trim_end_matches('>'));
-    let parts = address.split_once('@');
-    parts.is_some_and(|(user, domain)| !user.is_empty() && !domain.is_empty())
-        && !address.contains(char::is_whitespace)
 }
 
 #[cfg(test)]
