@@ -1120,19 +1120,14 @@ mod tests {
             "SELECT COUNT(*) FROM requests WHERE state = 'failed' AND received_at >= 1 AND received_at < 2
              AND (NULL IS NULL OR order_no = NULL)",
         ] {
-            let plan: Vec<(i64, i64, i64, String)> =
-                sqlx::query_as(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
-                    .fetch_all(&mut *conn)
-                    .await
-                    .unwrap();
-            let plan: Vec<&str> = plan.iter().map(|(_, _, _, detail)| detail.as_str()).collect();
+            let plan = crate::tests::query_plan(&mut conn, sql).await;
             // Only failed requests are read: through their own partial index, or
             // an index on state searched for 'failed'; never a scan of all requests.
-            let only_failed = |step: &&str| step.contains("requests_failed") || step.contains("(state=?");
+            let only_failed = |step: &String| step.contains("requests_failed") || step.contains("(state=?");
             assert!(
                 plan.iter()
                     .filter(|step| step.contains(" r ") || step.contains(" requests "))
-                    .all(only_failed),
+                    .all(&only_failed),
                 "{plan:#?}"
             );
             assert!(plan.iter().any(only_failed), "{plan:#?}");

@@ -765,6 +765,16 @@ fn presign_digests_are_sha256_in_lower_case_hex() {
     );
 }
 
+/// SQLite's plan for `sql`, one step a line (`SEARCH requests USING INDEX …`).
+pub(crate) async fn query_plan(conn: &mut sqlx::SqliteConnection, sql: &str) -> Vec<String> {
+    let plan: Vec<(i64, i64, i64, String)> =
+        sqlx::query_as(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
+            .fetch_all(conn)
+            .await
+            .unwrap();
+    plan.into_iter().map(|(_, _, _, detail)| detail).collect()
+}
+
 /// The statements that run at every start or every second read only the few rows they
 /// concern, through partial indexes, whatever the number of requests kept.
 #[tokio::test]
@@ -779,12 +789,7 @@ async fn leases_and_recent_failures_are_found_through_their_indexes() {
         ),
         (crate::alerts::COUNT_FAILED_SINCE, "requests_failed_at"),
     ] {
-        let plan: Vec<(i64, i64, i64, String)> =
-            sqlx::query_as(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
-                .fetch_all(&mut *conn)
-                .await
-                .unwrap();
-        let plan: Vec<&str> = plan.iter().map(|(_, _, _, detail)| detail.as_str()).collect();
+        let plan = query_plan(&mut conn, sql).await;
         assert!(plan.iter().any(|step| step.contains(index)), "{index}: {plan:#?}");
         assert!(plan.iter().all(|step| !step.starts_with("SCAN")), "{plan:#?}");
     }

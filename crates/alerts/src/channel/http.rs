@@ -45,10 +45,13 @@ pub(crate) fn webhook_request(
     Ok(Request { url: url.clone(), body, signature })
 }
 
+/// The text message of WeCom and DingTalk, cut to `max_bytes`.
+fn text_message(text: &str, max_bytes: usize) -> Result<Vec<u8>, DeliveryError> {
+    to_json(&json!({ "msgtype": "text", "text": { "content": truncate_utf8(text, max_bytes) } }))
+}
+
 pub(crate) fn wecom_request(url: &Url, text: &str) -> Result<Request, DeliveryError> {
-    let content = truncate_utf8(text, WECOM_MAX_BYTES);
-    let body = to_json(&json!({ "msgtype": "text", "text": { "content": content } }))?;
-    Ok(Request { url: url.clone(), body, signature: None })
+    Ok(Request { url: url.clone(), body: text_message(text, WECOM_MAX_BYTES)?, signature: None })
 }
 
 pub(crate) fn dingtalk_request(
@@ -61,9 +64,7 @@ pub(crate) fn dingtalk_request(
     url.query_pairs_mut()
         .append_pair("timestamp", &now_ms.to_string())
         .append_pair("sign", &dingtalk_sign(secret, now_ms));
-    let content = truncate_utf8(text, DINGTALK_MAX_BYTES);
-    let body = to_json(&json!({ "msgtype": "text", "text": { "content": content } }))?;
-    Ok(Request { url, body, signature: None })
+    Ok(Request { url, body: text_message(text, DINGTALK_MAX_BYTES)?, signature: None })
 }
 
 pub(crate) fn feishu_request(
