@@ -61,7 +61,7 @@ fn every_environment_variable_is_a_configuration_key_and_the_result_is_valid() {
         .collect();
     assert!(env.iter().all(|(k, _)| k.starts_with("CUSTOMS179_")));
     let config = Config::from_toml_str(&read("config/customs179.example.toml"), env).unwrap();
-    assert_eq!(config.signer.url, "ws://eport-sim:61232/");
+    assert_eq!(config.signers[0].url, "ws://eport-sim:61232/");
     assert_eq!(config.customs.upload_url(), "http://customs-sim:8090/ceb2grab/grab/realTimeDataUpload");
     assert_eq!(config.store.path, Path::new("/var/lib/customs179/data/customs179.sqlite"));
     // The simulators' addresses match what the service is told.

@@ -35,12 +35,12 @@ pub struct Args {
 pub fn run(args: Args) -> Result<(), Failure> {
     let config = Config::load(&args.config).map_err(|errors| Failure::BadInput(errors.to_string()))?;
     let signer =
-        SignerClient::new(config.signer.url.clone(), Duration::from_millis(config.signer.timeout_ms));
+        SignerClient::new(config.signers[0].url.clone(), Duration::from_millis(config.signers[0].timeout_ms));
     let identity = super::block_on(async {
         signer.identity().await.map_err(|e| {
             Failure::Check(format!(
                 "cannot read the card's certificate from {}: {e}; start EportClient with the card in",
-                config.signer.url
+                config.signers[0].url
             ))
         })
     })?;

@@ -107,13 +107,13 @@ async fn checks(args: &Args) -> Vec<Check> {
 
 async fn signer_checks(config: &Config, store: &Store) -> Vec<Check> {
     let signer =
-        SignerClient::new(config.signer.url.clone(), Duration::from_millis(config.signer.timeout_ms));
+        SignerClient::new(config.signers[0].url.clone(), Duration::from_millis(config.signers[0].timeout_ms));
     let identity = match signer.identity().await {
         Ok(identity) => identity,
         Err(e) => {
             return vec![Check::fail(
                 "signer",
-                format!("{}: {e}", config.signer.url),
+                format!("{}: {e}", config.signers[0].url),
                 "start EportClient (中国电子口岸客户端控件) on the card's machine, insert the card, and check \
                  [signer] url (and the port proxy and firewall if it is another machine)",
             )];
@@ -121,7 +121,7 @@ async fn signer_checks(config: &Config, store: &Store) -> Vec<Check> {
     };
     let mut checks = vec![Check::pass(
         "signer",
-        format!("{} answers; card certNo {}", config.signer.url, identity.cert_no),
+        format!("{} answers; card certNo {}", config.signers[0].url, identity.cert_no),
     )];
     checks.push(match identity.verifier.validity() {
         Some((_, not_after)) => {
@@ -154,7 +154,7 @@ async fn signer_checks(config: &Config, store: &Store) -> Vec<Check> {
         Ok(None) => {
             let text = format!("customs179 doctor {}", now_ms());
             let holder = format!("the doctor command (pid {})", std::process::id());
-            let pin = config.signer.pin.expose();
+            let pin = config.signers[0].pin.expose();
             match super::sign::sign_or_pause(&signer, store, &config.store.path, &holder, &text, pin).await {
                 Ok(signature) => Check::pass(
                     "test signature",

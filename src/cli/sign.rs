@@ -42,9 +42,9 @@ pub fn run(args: Args) -> Result<(), Failure> {
             )));
         }
         let signer =
-            SignerClient::new(config.signer.url.clone(), Duration::from_millis(config.signer.timeout_ms));
+            SignerClient::new(config.signers[0].url.clone(), Duration::from_millis(config.signers[0].timeout_ms));
         let holder = format!("the sign command (pid {})", std::process::id());
-        let pin = config.signer.pin.expose();
+        let pin = config.signers[0].pin.expose();
         let outcome =
             sign_or_pause(&signer, &store, &config.store.path, &holder, &text, pin).await.map(|signature| {
                 println!("{}\n{}", signature.cert_no, signature.sign_value);

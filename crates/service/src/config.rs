@@ -34,7 +34,9 @@ pub struct Config {
     pub admin: AdminConfig,
     pub store: StoreConfig,
     pub enterprise: EnterpriseConfig,
-    pub signer: SignerConfig,
+    /// The cards, in the order configured: one per `[[signer]]` entry, or the
+    /// single `[signer]` table as a card named [`SINGLE_CARD`]. Never empty.
+    pub signers: Vec<SignerConfig>,
     pub customs: CustomsConfig,
     pub payments: PaymentsConfig,
     pub log: LogConfig,
@@ -114,9 +116,14 @@ pub struct EnterpriseConfig {
     pub ebp_code: String,
 }
 
-/// The EportClient WebSocket that signs with the card.
+/// The name of the card a single `[signer]` table configures.
+pub const SINGLE_CARD: &str = "card";
+
+/// One card: the EportClient WebSocket that signs with it.
 #[derive(Clone, Debug)]
 pub struct SignerConfig {
+    /// How the card is named in the status, the API, the logs and alerts.
+    pub name: String,
     pub url: String,
     pub pin: Secret,
     pub timeout_ms: u64,
@@ -325,7 +332,14 @@ impl Config {
             ),
             format!("store: {}", self.store.path.display()),
             format!("enterprise: ebpCode {}", self.enterprise.ebp_code),
-            format!("signer: {}, pin: set, timeout {} ms", self.signer.url, self.signer.timeout_ms),
+            format!(
+                "signers: {}",
+                self.signers
+                    .iter()
+                    .map(|s| format!("{} at {}, pin: set, timeout {} ms", s.name, s.url, s.timeout_ms))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
             format!(
                 "customs: {}, deadline {} s, timeout {} ms, CA file {}",
                 customs.endpoint_description(),
@@ -1000,7 +1014,13 @@ impl Settings {
             admin: AdminConfig { listen: admin_listen, tokens: admin_tokens, connections: admin_connections },
             store,
             enterprise: EnterpriseConfig { ebp_code },
-            signer: SignerConfig { url: signer_url, pin, timeout_ms: signer_timeout_ms, breaker_after },
+            signers: vec![SignerConfig {
+                name: SINGLE_CARD.to_owned(),
+                url: signer_url,
+                pin,
+                timeout_ms: signer_timeout_ms,
+                breaker_after,
+            }],
             customs: CustomsConfig {
                 environment,
                 upload_url,
@@ -1184,10 +1204,10 @@ mod tests {
         assert_eq!(config.admin.tokens[0].token.expose(), ADMIN_TOKEN_VALUE);
         assert_eq!(config.store.path, PathBuf::from("data/customs179.sqlite"));
         assert_eq!(config.enterprise.ebp_code, "1234567890ABCDEFGH");
-        assert_eq!(config.signer.url, "ws://127.0.0.1:61232/");
-        assert_eq!(config.signer.pin.expose(), PIN_VALUE);
-        assert_eq!(config.signer.timeout_ms, 10_000);
-        assert_eq!(config.signer.breaker_after, 3);
+        assert_eq!(config.signers[0].url, "ws://127.0.0.1:61232/");
+        assert_eq!(config.signers[0].pin.expose(), PIN_VALUE);
+        assert_eq!(config.signers[0].timeout_ms, 10_000);
+        assert_eq!(config.signers[0].breaker_after, 3);
         let limits = |header, body, idle, max| ConnectionLimits {
             header_timeout_secs: header,
             body_timeout_secs: body,
@@ -1249,8 +1269,8 @@ mod tests {
         assert_eq!(nets, ["10.0.0.0/8", "192.168.1.7/32", "2001:db8::1/128"]);
         assert_eq!(config.admin.listen, "127.0.0.1:9000".parse().unwrap());
         assert_eq!(config.store.path, PathBuf::from("/var/lib/customs179/db.sqlite"));
-        assert_eq!(config.signer.url, "wss://card.example:61231");
-        assert_eq!(config.signer.timeout_ms, 5000);
+        assert_eq!(config.signers[0].url, "wss://card.example:61231");
+        assert_eq!(config.signers[0].timeout_ms, 5000);
         assert_eq!(config.customs.environment, Environment::Production);
         assert_eq!(config.customs.upload_url(), "http://127.0.0.1:8180/up");
         assert_eq!(config.customs.deadline_secs, 60);
@@ -1365,7 +1385,7 @@ mod tests {
         assert_eq!(config.intake.max_body_bytes, 1234);
         let nets: Vec<String> = config.intake.allow_from.unwrap().iter().map(ToString::to_string).collect();
         assert_eq!(nets, ["10.0.0.0/8", "192.168.1.7/32"]);
-        assert_eq!(config.signer.pin.expose(), "env-pin");
+        assert_eq!(config.signers[0].pin.expose(), "env-pin");
         assert_eq!(config.payments.token.as_ref().map(Secret::expose), Some("env-payments-token-0123"));
     }
 

@@ -85,7 +85,7 @@ impl Service {
                 "SIGNING PAUSED at start: a process stopped while the card may have been checking an unproven PIN"
             );
         }
-        let live = Arc::new(crate::live::Live::new(&config.signer.url));
+        let live = Arc::new(crate::live::Live::new(&config.signers[0].url));
         let (stop, shutdown) = Shutdown::new();
         let ctx = ApiContext {
             config: Arc::new(config),
@@ -123,8 +123,8 @@ impl Service {
             })
             .collect::<Result<Vec<_>, StartError>>()?;
         let signer = Arc::new(SignerClient::new(
-            ctx.config.signer.url.clone(),
-            Duration::from_millis(ctx.config.signer.timeout_ms),
+            ctx.config.signers[0].url.clone(),
+            Duration::from_millis(ctx.config.signers[0].timeout_ms),
         ));
         let open_files = raise_open_file_limit();
         let (intake_cap, admin_cap) = connection_caps(&ctx.config, open_files);
@@ -171,7 +171,7 @@ impl Service {
             ),
         ];
         let signing_step =
-            Duration::from_millis(ctx.config.signer.timeout_ms.saturating_mul(2)) + SIGNER_BACKOFF;
+            Duration::from_millis(ctx.config.signers[0].timeout_ms.saturating_mul(2)) + SIGNER_BACKOFF;
         let upload_step = Duration::from_millis(ctx.config.customs.timeout_ms);
         let mut workers = vec![
             supervise(&health, "preparer", SLACK, workers::prepare::run(ctx.clone(), shutdown.clone())),
@@ -213,7 +213,7 @@ impl Service {
             intake = %intake_addr,
             path = ctx.config.intake.path,
             admin = %admin_addr,
-            signer = ctx.config.signer.url,
+            signer = ctx.config.signers[0].url,
             store = %ctx.config.store.path.display(),
             customs = ctx.config.customs.endpoint_description(),
             pull = ctx.config.payments.pull_url.is_some(),

@@ -73,7 +73,7 @@ pub(crate) async fn run(ctx: ApiContext, signer: Arc<SignerClient>, mut shutdown
     };
     let (claimed, mut jobs) = mpsc::channel::<SigningJob>(PREFETCH);
     let claimer = tokio::spawn(claim_ahead(ctx.clone(), claimed, shutdown.clone()));
-    let breaker_after = ctx.config.signer.breaker_after;
+    let breaker_after = ctx.config.signers[0].breaker_after;
     let mut unusable_in_a_row = 0u64;
     // The first idle second probes: the status and alerts know the card from the start.
     let mut last_probe =
@@ -128,7 +128,7 @@ pub(crate) async fn run(ctx: ApiContext, signer: Arc<SignerClient>, mut shutdown
                         continue;
                     }
                 }
-                card::sign(session, &ctx.store, SERVICE_HOLDER, &job.presign, ctx.config.signer.pin.expose())
+                card::sign(session, &ctx.store, SERVICE_HOLDER, &job.presign, ctx.config.signers[0].pin.expose())
                     .await
             }
             Err(e) => card::Attempt { result: Err(e), pin_proven: false, pause: None },
@@ -195,7 +195,7 @@ pub(crate) async fn run(ctx: ApiContext, signer: Arc<SignerClient>, mut shutdown
 async fn claim_ahead(ctx: ApiContext, claimed: mpsc::Sender<SigningJob>, mut shutdown: Shutdown) {
     // Long enough for every job ahead to wait out a signature or a reconnection.
     let per_job =
-        i64::try_from(ctx.config.signer.timeout_ms).unwrap_or(i64::MAX).saturating_add(CLIENT_MAX_BACKOFF_MS);
+        i64::try_from(ctx.config.signers[0].timeout_ms).unwrap_or(i64::MAX).saturating_add(CLIENT_MAX_BACKOFF_MS);
     let lease = per_job.saturating_mul(i64::try_from(PREFETCH).unwrap_or(4) + 2);
     while !shutdown.is_requested() {
         let paused = match ctx.store.pause_of(Stage::Signing).await {
