@@ -66,6 +66,8 @@ pub struct AuditEntry {
 pub struct PinInFlight {
     /// Who sent it: the service, or a command.
     pub holder: String,
+    /// The card it was sent to (None for a mark older than card names).
+    pub card: Option<String>,
     pub cert_no: String,
     pub since: Millis,
 }
@@ -74,9 +76,11 @@ impl PinInFlight {
     /// The reason of the pause that a mark left by a dead process becomes.
     pub fn pause_reason(&self) -> String {
         format!(
-            "a Sign carrying an unproven PIN (card certNo {}, sent by {}) got no answer before the \
-             process stopped: the card may have counted a wrong PIN. Check [signer] pin, then resume signing",
-            self.cert_no, self.holder
+            "a Sign carrying an unproven PIN (card {}certNo {}, sent by {}) got no answer before the \
+             process stopped: the card may have counted a wrong PIN. Check the card's pin, then resume signing",
+            self.card.as_ref().map_or(String::new(), |card| format!("{card}, ")),
+            self.cert_no,
+            self.holder
         )
     }
 }
@@ -98,13 +102,27 @@ impl Store {
         by: Option<&str>,
         now: Millis,
     ) -> Result<(), StoreError> {
+        self.pause_control(stage.as_str(), stage, reason, by, now).await
+    }
+
+    /// Inserts the control `name` (a stage, or a card's stage); when the
+    /// database refuses, `fallback` (a whole stage: the safe superset of a
+    /// card's pause) is kept in a file instead.
+    pub(crate) async fn pause_control(
+        &self,
+        name: &str,
+        fallback: Stage,
+        reason: &str,
+        by: Option<&str>,
+        now: Millis,
+    ) -> Result<(), StoreError> {
         let stored = async {
             let mut tx = self.pool.begin().await?;
             sqlx::query(
                 "INSERT INTO controls (name, paused_at, reason, paused_by) VALUES (?, ?, ?, ?)
                  ON CONFLICT (name) DO NOTHING",
             )
-            .bind(stage.as_str())
+            .bind(name)
             .bind(now)
             .bind(reason)
             .bind(by)
@@ -115,7 +133,7 @@ impl Store {
         }
         .await;
         if let Err(e) = stored {
-            write_pending_pause(&self.path, stage, reason, now);
+            write_pending_pause(&self.path, fallback, reason, now);
             return Err(e);
         }
         Ok(())
@@ -123,10 +141,14 @@ impl Store {
 
     /// Clears a pause; returns the one cleared, if any.
     pub async fn resume(&self, stage: Stage) -> Result<Option<Pause>, StoreError> {
+        self.resume_control(stage.as_str()).await
+    }
+
+    pub(crate) async fn resume_control(&self, name: &str) -> Result<Option<Pause>, StoreError> {
         let mut tx = self.pool.begin().await?;
         let cleared: Option<(String, Millis, Option<String>)> =
             sqlx::query_as("DELETE FROM controls WHERE name = ? RETURNING reason, paused_at, paused_by")
-                .bind(stage.as_str())
+                .bind(name)
                 .fetch_optional(&mut *tx)
                 .await?;
         bump_changes(&mut tx).await?;
@@ -135,9 +157,13 @@ impl Store {
     }
 
     pub async fn pause_of(&self, stage: Stage) -> Result<Option<Pause>, StoreError> {
+        self.control(stage.as_str()).await
+    }
+
+    pub(crate) async fn control(&self, name: &str) -> Result<Option<Pause>, StoreError> {
         let pause: Option<(String, Millis, Option<String>)> =
             sqlx::query_as("SELECT reason, paused_at, paused_by FROM controls WHERE name = ?")
-                .bind(stage.as_str())
+                .bind(name)
                 .fetch_optional(&self.pool)
                 .await?;
         Ok(pause.map(|(reason, since, by)| Pause { reason, since, by }))
@@ -190,18 +216,21 @@ impl Store {
             .collect())
     }
 
-    /// Commits the "PIN in flight" mark of `holder`, before its Sign is sent.
+    /// Commits the "PIN in flight" mark of `holder` on `card`, before its Sign is sent.
     pub async fn mark_pin_in_flight(
         &self,
         holder: &str,
+        card: &str,
         cert_no: &str,
         now: Millis,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO pin_in_flight (holder, cert_no, since) VALUES (?, ?, ?)
-             ON CONFLICT (holder) DO UPDATE SET cert_no = excluded.cert_no, since = excluded.since",
+            "INSERT INTO pin_in_flight (holder, card, cert_no, since) VALUES (?, ?, ?, ?)
+             ON CONFLICT (holder) DO UPDATE SET card = excluded.card, cert_no = excluded.cert_no,
+                                                since = excluded.since",
         )
         .bind(holder)
+        .bind(card)
         .bind(cert_no)
         .bind(now)
         .execute(&self.pool)
@@ -216,35 +245,49 @@ impl Store {
     }
 
     pub async fn pins_in_flight(&self) -> Result<Vec<PinInFlight>, StoreError> {
-        let marks: Vec<(String, String, Millis)> =
-            sqlx::query_as("SELECT holder, cert_no, since FROM pin_in_flight ORDER BY since")
+        let marks: Vec<(String, Option<String>, String, Millis)> =
+            sqlx::query_as("SELECT holder, card, cert_no, since FROM pin_in_flight ORDER BY since")
                 .fetch_all(&self.pool)
                 .await?;
-        Ok(marks.into_iter().map(|(holder, cert_no, since)| PinInFlight { holder, cert_no, since }).collect())
+        Ok(marks.into_iter().map(|(holder, card, cert_no, since)| PinInFlight { holder, card, cert_no, since }).collect())
     }
 
-    /// Turns the marks left by dead processes into a signing pause, in one
-    /// transaction; returns them. Only a process that knows no other one
-    /// can be signing (the service, holding the database's lock) may call it.
-    pub async fn pause_for_pins_in_flight(&self, now: Millis) -> Result<Vec<PinInFlight>, StoreError> {
+    /// Turns the marks left by dead processes into pauses, in one
+    /// transaction; returns them. A mark on one of `cards` pauses that
+    /// card's signing; a mark on a card not configured any more (or older
+    /// than card names) pauses signing on every card. Only a process that
+    /// knows no other one can be signing (the service, holding the
+    /// database's lock) may call it.
+    pub async fn pause_for_pins_in_flight(
+        &self,
+        cards: &[&str],
+        now: Millis,
+    ) -> Result<Vec<PinInFlight>, StoreError> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let marks: Vec<(String, String, Millis)> =
-            sqlx::query_as("DELETE FROM pin_in_flight RETURNING holder, cert_no, since")
+        let marks: Vec<(String, Option<String>, String, Millis)> =
+            sqlx::query_as("DELETE FROM pin_in_flight RETURNING holder, card, cert_no, since")
                 .fetch_all(&mut *tx)
                 .await?;
-        let marks: Vec<PinInFlight> = marks
+        let mut marks: Vec<PinInFlight> = marks
             .into_iter()
-            .map(|(holder, cert_no, since)| PinInFlight { holder, cert_no, since })
+            .map(|(holder, card, cert_no, since)| PinInFlight { holder, card, cert_no, since })
             .collect();
-        if let Some(first) = marks.first() {
+        marks.sort_by_key(|mark| mark.since);
+        for mark in &marks {
+            let control = match mark.card.as_deref().filter(|card| cards.contains(card)) {
+                Some(card) => crate::cards::control_name(card, Stage::Signing),
+                None => Stage::Signing.as_str().to_owned(),
+            };
             sqlx::query(
                 "INSERT INTO controls (name, paused_at, reason) VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING",
             )
-            .bind(Stage::Signing.as_str())
+            .bind(control)
             .bind(now)
-            .bind(first.pause_reason())
+            .bind(mark.pause_reason())
             .execute(&mut *tx)
             .await?;
+        }
+        if !marks.is_empty() {
             bump_changes(&mut tx).await?;
         }
         tx.commit().await?;

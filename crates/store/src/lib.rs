@@ -17,6 +17,7 @@ use sqlx::sqlite::{
 };
 
 mod alerts;
+mod cards;
 mod controls;
 mod export;
 mod payments;
@@ -25,6 +26,7 @@ mod reads;
 mod replays;
 
 pub use alerts::{AlertDelivery, AlertRecord, DueAlert};
+pub use cards::{CardPause, CertificateRefused};
 pub use controls::{AuditEntry, Pause, PinInFlight, Stage};
 pub use export::{ExportCursor, ExportPage, ExportRange, ExportRow};
 pub use payments::{PutError, PutOutcome};

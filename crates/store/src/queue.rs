@@ -303,12 +303,13 @@ impl Store {
         Ok(jobs)
     }
 
-    /// ready → signed: keeps the card's signature and the upload body
+    /// ready → signed: keeps which card signed, its signature and the upload body
     /// assembled from the signed bytes; `took_ms` is how long the card took.
     /// False when the claim was lost.
     pub async fn signed(
         &self,
         job: &SigningJob,
+        card: &str,
         cert_no: &str,
         sign_value: &str,
         upload_body: &str,
@@ -318,8 +319,10 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         // Kept only if the guarded change below applies.
         sqlx::query(
-            "UPDATE uploads SET cert_no = ?, sign_value = ?, upload_body = ?, signed_at = ? WHERE id = ?",
+            "UPDATE uploads SET card = ?, cert_no = ?, sign_value = ?, upload_body = ?, signed_at = ?
+             WHERE id = ?",
         )
+        .bind(card)
         .bind(cert_no)
         .bind(sign_value)
         .bind(upload_body)
@@ -664,8 +667,12 @@ impl<'a> Entry<'a> {
     }
 
     /// Its text, code and duration.
-    fn of(self, outcome: &Outcome<'a>) -> Entry<'a> {
+    pub(crate) fn of(self, outcome: &Outcome<'a>) -> Entry<'a> {
         Entry { detail: Some(outcome.text), code: Some(outcome.code), took_ms: outcome.took_ms, ..self }
+    }
+
+    pub(crate) fn code(self, code: &'a str) -> Entry<'a> {
+        Entry { code: Some(code), ..self }
     }
 
     fn took(self, took_ms: Millis) -> Entry<'a> {

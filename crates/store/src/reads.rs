@@ -85,6 +85,8 @@ pub struct UploadView {
     /// SHA-256 of the pre-sign string's UTF-8 bytes, lower-case hex: what to
     /// compare with another system's copy without pasting 20 KB around.
     pub presign_sha256: String,
+    /// The card that signed it (its configured name), and the certNo it signed with.
+    pub card: Option<String>,
     pub cert_no: Option<String>,
     pub sign_value: Option<String>,
     pub upload_body: Option<String>,
@@ -230,7 +232,8 @@ impl Store {
             .transpose()
             .map_err(|e| StoreError::Corrupt(format!("a stored payment record is not JSON: {e}")))?;
         let uploads: Vec<UploadView> = sqlx::query(
-            "SELECT id, guid, service_time, presign, cert_no, sign_value, upload_body, created_at, signed_at
+            "SELECT id, guid, service_time, presign, cert_no, sign_value, upload_body, created_at, signed_at,
+                    card
              FROM uploads WHERE session_id = ? ORDER BY id = ? DESC, id DESC",
         )
         .bind(session_id)
@@ -251,6 +254,7 @@ impl Store {
                 upload_body: row.get(6),
                 created_at: row.get(7),
                 signed_at: row.get(8),
+                card: row.get(9),
             }
         })
         .collect();

@@ -275,9 +275,9 @@ async fn signing_then_uploading_then_replaying_keeps_every_step() {
     assert_eq!(jobs.len(), 1);
     let presign = PreSign::parse(&jobs[0].presign).unwrap();
     let body = presign.upload_body("0123abcd", "c2ln");
-    assert!(f.store.signed(&jobs[0], "0123abcd", "c2ln", body.as_str(), 48, 101).await.unwrap());
+    assert!(f.store.signed(&jobs[0], "card", "0123abcd", "c2ln", body.as_str(), 48, 101).await.unwrap());
     assert!(
-        !f.store.signed(&jobs[0], "0123abcd", "c2ln", body.as_str(), 48, 102).await.unwrap(),
+        !f.store.signed(&jobs[0], "card", "0123abcd", "c2ln", body.as_str(), 48, 102).await.unwrap(),
         "only once"
     );
     let signed =
@@ -350,7 +350,7 @@ async fn a_first_attempt_20006_is_recorded_as_an_anomaly() {
     let f = fixture().await;
     ready(&f.store, "S1", "O1", "T1").await;
     let job = f.store.claim_signing(100, 1_000, 1).await.unwrap().remove(0);
-    f.store.signed(&job, "c", "s", "{}", 1, 101).await.unwrap();
+    f.store.signed(&job, "card", "c", "s", "{}", 1, 101).await.unwrap();
     let upload = f.store.claim_uploads(102, 1_000, 1).await.unwrap().remove(0);
     f.store.delivered(&upload, Delivery::AlreadyStored, &Outcome::new("20006", "20006"), 103).await.unwrap();
     let detail = f.store.request_detail("S1", 104).await.unwrap().unwrap();
@@ -406,26 +406,38 @@ async fn one_process_holds_the_database_and_releases_the_leases_of_the_dead() {
 }
 
 #[tokio::test]
-async fn pin_marks_left_behind_become_a_signing_pause() {
+async fn pin_marks_left_behind_pause_their_card() {
     let f = fixture().await;
-    f.store.mark_pin_in_flight("the service", "0a1b", 10).await.unwrap();
-    f.store.mark_pin_in_flight("the service", "0a1b", 11).await.unwrap();
-    f.store.mark_pin_in_flight("the sign command (pid 7)", "0a1b", 12).await.unwrap();
+    f.store.mark_pin_in_flight("the service", "card", "0a1b", 10).await.unwrap();
+    f.store.mark_pin_in_flight("the service", "card", "0a1b", 11).await.unwrap();
+    f.store.mark_pin_in_flight("the sign command (pid 7)", "card", "0a1b", 12).await.unwrap();
     f.store.clear_pin_in_flight("the sign command (pid 7)").await.unwrap();
     let marks = f.store.pins_in_flight().await.unwrap();
-    assert_eq!(marks, [PinInFlight { holder: "the service".into(), cert_no: "0a1b".into(), since: 11 }]);
+    let mark = PinInFlight { holder: "the service".into(), card: Some("card".into()), cert_no: "0a1b".into(), since: 11 };
+    assert_eq!(marks, [mark]);
     let before = f.store.changes().await.unwrap();
 
-    assert_eq!(f.store.pause_for_pins_in_flight(20).await.unwrap(), marks);
-    let pause = f.store.pause_of(Stage::Signing).await.unwrap().unwrap();
+    assert_eq!(f.store.pause_for_pins_in_flight(&["card", "other"], 20).await.unwrap(), marks);
+    assert_eq!(f.store.pause_of(Stage::Signing).await.unwrap(), None, "one card's mark pauses that card");
+    let pause = f.store.card_pause_of("card", Stage::Signing).await.unwrap().unwrap();
     assert_eq!(pause.reason, marks[0].pause_reason());
     assert!(pause.reason.contains("unproven PIN") && pause.reason.contains("0a1b"), "{}", pause.reason);
+    assert_eq!(f.store.card_pause_of("other", Stage::Signing).await.unwrap(), None);
+    assert_eq!(f.store.card_signing_stop("card").await.unwrap(), Some(pause));
+    assert_eq!(f.store.card_signing_stop("other").await.unwrap(), None);
     assert!(f.store.pins_in_flight().await.unwrap().is_empty());
     assert!(f.store.changes().await.unwrap() > before);
     // Nothing left: nothing to pause for.
-    f.store.resume(Stage::Signing).await.unwrap();
-    assert!(f.store.pause_for_pins_in_flight(30).await.unwrap().is_empty());
-    assert_eq!(f.store.pause_of(Stage::Signing).await.unwrap(), None);
+    f.store.resume_card("card", Stage::Signing).await.unwrap();
+    assert!(f.store.pause_for_pins_in_flight(&["card"], 30).await.unwrap().is_empty());
+    assert!(f.store.card_pauses().await.unwrap().is_empty());
+
+    // A mark on a card no longer configured pauses every card.
+    f.store.mark_pin_in_flight("the service", "gone", "0a1b", 40).await.unwrap();
+    f.store.pause_for_pins_in_flight(&["card"], 41).await.unwrap();
+    let pause = f.store.pause_of(Stage::Signing).await.unwrap().unwrap();
+    assert!(pause.reason.contains("card gone, certNo 0a1b"), "{}", pause.reason);
+    assert_eq!(f.store.card_signing_stop("card").await.unwrap(), Some(pause));
 }
 
 #[tokio::test]
@@ -510,7 +522,7 @@ async fn counts_by_state_and_of_late_stay_exact_through_random_transitions_and_r
             }
             3 => {
                 for job in f.store.claim_signing(now, 1, 2).await.unwrap() {
-                    f.store.signed(&job, "c", "s", "b", 1, now).await.unwrap();
+                    f.store.signed(&job, "card", "c", "s", "b", 1, now).await.unwrap();
                 }
             }
             4 => {
@@ -793,4 +805,58 @@ async fn leases_and_recent_failures_are_found_through_their_indexes() {
         assert!(plan.iter().any(|step| step.contains(index)), "{index}: {plan:#?}");
         assert!(plan.iter().all(|step| !step.starts_with("SCAN")), "{plan:#?}");
     }
+}
+
+/// Signs `session_id` (ready) with `card`'s certNo and claims it for upload.
+async fn signed_by(store: &Store, session_id: &str, card: &str, cert_no: &str, now: Millis) -> UploadJob {
+    let jobs = store.claim_signing(now, 1_000, 8).await.unwrap();
+    let job = jobs.iter().find(|j| j.claim.session_id == session_id).unwrap();
+    let body = PreSign::parse(&job.presign).unwrap().upload_body(cert_no, "c2ln");
+    assert!(store.signed(job, card, cert_no, "c2ln", body.as_str(), 1, now).await.unwrap());
+    for other in jobs.iter().filter(|j| j.claim.session_id != session_id) {
+        store.poll_again(&other.claim, now, &Outcome::new("x", "x"), now).await.unwrap();
+    }
+    store.claim_uploads(now + 1, 1_000, 8).await.unwrap().into_iter().find(|j| j.claim.session_id == session_id).unwrap()
+}
+
+#[tokio::test]
+async fn a_refused_certno_sends_its_signed_requests_back_while_another_card_is_left() {
+    let f = fixture().await;
+    for (s, o, t) in [("S1", "O1", "T1"), ("S2", "O2", "T2"), ("S3", "O3", "T3")] {
+        ready(&f.store, s, o, t).await;
+    }
+    let refused = signed_by(&f.store, "S1", "a", "aaaa", 100).await;
+    let other = signed_by(&f.store, "S2", "a", "aaaa", 110).await;
+    f.store.poll_again(&other.claim, 110, &Outcome::new("x", "x"), 110).await.unwrap();
+    let by_b = signed_by(&f.store, "S3", "b", "bbbb", 120).await;
+    f.store.poll_again(&by_b.claim, 120, &Outcome::new("x", "x"), 120).await.unwrap();
+    let answer = Outcome::new("20004", r#"{"code":"20004"}"#);
+    let came = f.store.certificate_refused(&refused, &["a", "b"], &answer, "not registered", 200).await.unwrap();
+    assert_eq!(came, CertificateRefused::SentBack { card: "a".into(), requests: vec!["S1".into(), "S2".into()] });
+    assert_eq!(state_of(&f.store, "S1").await, State::Ready);
+    assert_eq!(state_of(&f.store, "S2").await, State::Ready);
+    assert_eq!(state_of(&f.store, "S3").await, State::Signed, "card b's signature stands");
+    let pause = f.store.card_pause_of("a", Stage::Uploading).await.unwrap().unwrap();
+    assert_eq!(pause.reason, "not registered");
+    assert_eq!(f.store.card_signing_stop("a").await.unwrap(), Some(pause), "a refused card signs nothing");
+    assert_eq!(f.store.pause_of(Stage::Uploading).await.unwrap(), None);
+    let detail = f.store.request_detail("S1", 201).await.unwrap().unwrap();
+    let last = detail.attempts.last().unwrap();
+    assert!(last.outcome.starts_with("sent back to be signed by another card"), "{}", last.outcome);
+    assert_eq!(last.code.as_deref(), Some("20004"));
+    assert_eq!(f.store.count_by_state().await.unwrap().iter().find(|(s, _)| *s == State::Ready).unwrap().1, 2);
+    // The old claim is gone: a second answer to it changes nothing.
+    let again = f.store.certificate_refused(&refused, &["a", "b"], &answer, "again", 202).await.unwrap();
+    assert_eq!(again, CertificateRefused::Lost);
+
+    // Card b refused too: no card is left, so every upload stops and the request stays signed.
+    let by_b = f.store.claim_uploads(300, 1_000, 8).await.unwrap().remove(0);
+    assert_eq!(by_b.claim.session_id, "S3");
+    let came = f.store.certificate_refused(&by_b, &["a", "b"], &answer, "b not registered", 301).await.unwrap();
+    assert_eq!(came, CertificateRefused::AllStopped);
+    assert_eq!(state_of(&f.store, "S3").await, State::Signed);
+    assert_eq!(f.store.pause_of(Stage::Uploading).await.unwrap().unwrap().reason, "b not registered");
+    assert_eq!(f.store.card_pause_of("b", Stage::Uploading).await.unwrap(), None);
+    let pauses = f.store.card_pauses().await.unwrap();
+    assert_eq!(pauses.iter().map(|p| (p.card.as_str(), p.stage)).collect::<Vec<_>>(), [("a", Stage::Uploading)]);
 }
