@@ -135,7 +135,7 @@ mod transitions {
         now: Millis,
     ) {
         assert!(
-            store.signed(job, cert_no, sign_value, body, 50, now).await.expect("signed"),
+            store.signed(job, "card", cert_no, sign_value, body, 50, now).await.expect("signed"),
             "signed lost its claim"
         );
     }

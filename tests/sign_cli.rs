@@ -75,9 +75,10 @@ environment = "test"
         Store::open(&self.db).await.unwrap()
     }
 
+    /// The card's own signing pause: what a PIN problem sets.
     async fn signing_pause(&self) -> Option<customs179_store::Pause> {
         let store = self.store().await;
-        let pause = store.pause_of(Stage::Signing).await.unwrap();
+        let pause = store.card_pause_of("card", Stage::Signing).await.unwrap();
         store.close().await;
         pause
     }
@@ -212,7 +213,7 @@ async fn a_mark_left_by_a_dead_process_pauses_signing_before_the_card_is_touched
     let sim = start_sim(dir.path()).await;
     let setup = Setup::new(&sim, dir, PIN);
     let store = setup.store().await;
-    store.mark_pin_in_flight("the service", sim.cert_no().as_str(), 1).await.unwrap();
+    store.mark_pin_in_flight("the service (card card)", "card", sim.cert_no().as_str(), 1).await.unwrap();
     store.close().await;
 
     let output = run(&["sign", "--config", setup.config(), setup.text.to_str().unwrap()], "").await;

@@ -4,9 +4,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use customs179_eport::SignerClient;
-use customs179_service::config::Config;
+use customs179_service::config::{Config, SignerConfig};
 use customs179_service::now_ms;
-use customs179_store::{Stage, Store};
+use customs179_store::Store;
 
 use super::Failure;
 
@@ -30,17 +30,17 @@ pub struct Args {
 
 /// One line of the checklist.
 struct Check {
-    name: &'static str,
+    name: String,
     result: Result<String, (String, String)>,
 }
 
 impl Check {
-    fn pass(name: &'static str, detail: impl Into<String>) -> Check {
-        Check { name, result: Ok(detail.into()) }
+    fn pass(name: impl Into<String>, detail: impl Into<String>) -> Check {
+        Check { name: name.into(), result: Ok(detail.into()) }
     }
 
-    fn fail(name: &'static str, problem: impl Into<String>, fix: impl Into<String>) -> Check {
-        Check { name, result: Err((problem.into(), fix.into())) }
+    fn fail(name: impl Into<String>, problem: impl Into<String>, fix: impl Into<String>) -> Check {
+        Check { name: name.into(), result: Err((problem.into(), fix.into())) }
     }
 }
 
@@ -99,75 +99,80 @@ async fn checks(args: &Args) -> Vec<Check> {
             "check the database file; restore it from a backup if it is damaged",
         ),
     });
-    checks.extend(signer_checks(&config, &store).await);
+    for card in &config.signers {
+        checks.extend(signer_checks(&config, card, &store).await);
+    }
     checks.extend(network_checks(&config).await);
     store.close().await;
     checks
 }
 
-async fn signer_checks(config: &Config, store: &Store) -> Vec<Check> {
-    let signer =
-        SignerClient::new(config.signers[0].url.clone(), Duration::from_millis(config.signers[0].timeout_ms));
+/// The checks of one card, named after it when several are configured.
+async fn signer_checks(config: &Config, card: &SignerConfig, store: &Store) -> Vec<Check> {
+    let named = |check: &str| {
+        if config.signers.len() == 1 { check.to_owned() } else { format!("{check} (card {})", card.name) }
+    };
+    let signer = SignerClient::new(card.url.clone(), Duration::from_millis(card.timeout_ms));
     let identity = match signer.identity().await {
         Ok(identity) => identity,
         Err(e) => {
             return vec![Check::fail(
-                "signer",
-                format!("{}: {e}", config.signers[0].url),
+                named("signer"),
+                format!("{}: {e}", card.url),
                 "start EportClient (中国电子口岸客户端控件) on the card's machine, insert the card, and check \
-                 [signer] url (and the port proxy and firewall if it is another machine)",
+                 the card's url (and the port proxy and firewall if it is another machine)",
             )];
         }
     };
-    let mut checks = vec![Check::pass(
-        "signer",
-        format!("{} answers; card certNo {}", config.signers[0].url, identity.cert_no),
-    )];
+    let mut checks =
+        vec![Check::pass(named("signer"), format!("{} answers; card certNo {}", card.url, identity.cert_no))];
     checks.push(match identity.verifier.validity() {
         Some((_, not_after)) => {
             let days = customs179_core::days_left(not_after, now_ms());
             if days < 0 {
                 Check::fail(
-                    "certificate",
+                    named("certificate"),
                     format!("expired {} days ago", -days),
                     "renew the card's certificate with the card issuer",
                 )
             } else if days < CERT_WARN_DAYS {
                 Check::fail(
-                    "certificate",
+                    named("certificate"),
                     format!("expires in {days} days"),
                     "renew the card's certificate soon, then register the new certNo",
                 )
             } else {
-                Check::pass("certificate", format!("valid for {days} more days"))
+                Check::pass(named("certificate"), format!("valid for {days} more days"))
             }
         }
-        None => Check::fail("certificate", "the card gave no validity", "check the card"),
+        None => Check::fail(named("certificate"), "the card gave no validity", "check the card"),
     });
-    let pause = store.pause_of(Stage::Signing).await;
-    checks.push(match pause {
+    checks.push(match store.card_signing_stop(&card.name).await {
         Ok(Some(pause)) => Check::fail(
-            "test signature",
-            format!("skipped: signing is paused: {}", pause.reason),
-            "fix the PIN or the card, then `customs179 resume --config FILE signing`",
+            named("test signature"),
+            format!("skipped: signing on this card is paused: {}", pause.reason),
+            format!(
+                "fix the PIN or the card, then `customs179 resume --config FILE signing --card {}`",
+                card.name
+            ),
         ),
         Ok(None) => {
             let text = format!("customs179 doctor {}", now_ms());
             let holder = format!("the doctor command (pid {})", std::process::id());
-            let pin = config.signers[0].pin.expose();
-            match super::sign::sign_or_pause(&signer, store, &config.store.path, &holder, &text, pin).await {
+            drop(signer);
+            match super::sign::sign_or_pause(card, config, store, &holder, &text).await {
                 Ok(signature) => Check::pass(
-                    "test signature",
+                    named("test signature"),
                     format!("signed and verified with certNo {}", signature.cert_no),
                 ),
                 Err(Failure::Check(problem) | Failure::BadInput(problem)) => Check::fail(
-                    "test signature",
+                    named("test signature"),
                     problem.replace('\n', "; "),
-                    "check [signer] pin (a wrong PIN locks the card after a few tries) and the card",
+                    "check the card's pin (a wrong PIN locks the card after a few tries) and the card",
                 ),
             }
         }
-        Err(e) => Check::fail("test signature", e.to_string(), "check the database"),
+        Err(e) => Check::fail(named("test signature"), e.to_string(), "check the database"),
     });
     checks
 }

@@ -128,6 +128,37 @@ fn cli_actor() -> String {
     }
 }
 
+/// The cards a command works on: the one `--card` names, or every card.
+fn chosen_cards<'a>(
+    config: &'a customs179_service::config::Config,
+    card: Option<&str>,
+) -> Result<Vec<&'a customs179_service::config::SignerConfig>, Failure> {
+    let Some(card) = card else { return Ok(config.signers.iter().collect()) };
+    match config.signers.iter().find(|s| s.name == card) {
+        Some(signer) => Ok(vec![signer]),
+        None => Err(Failure::BadInput(format!("no card {card:?} in the configuration; cards: {}", card_names(config)))),
+    }
+}
+
+/// The one card a command signs with: the one `--card` names, or the only one.
+fn one_card<'a>(
+    config: &'a customs179_service::config::Config,
+    card: Option<&str>,
+) -> Result<&'a customs179_service::config::SignerConfig, Failure> {
+    match (card, config.signers.as_slice()) {
+        (None, [only]) => Ok(only),
+        (None, _) => Err(Failure::BadInput(format!(
+            "several cards are configured: choose one with --card ({})",
+            card_names(config)
+        ))),
+        (Some(card), _) => Ok(chosen_cards(config, Some(card))?.remove(0)),
+    }
+}
+
+fn card_names(config: &customs179_service::config::Config) -> String {
+    config.signers.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
+}
+
 /// Loads a configuration with its environment overrides; every problem is bad input.
 fn load_config(path: &Path) -> Result<customs179_service::config::Config, Failure> {
     customs179_service::config::Config::load(path)

@@ -1,9 +1,10 @@
 //! `customs179 sign`: the first command to run against a card.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use customs179_eport::{CardSignature, SignerClient};
+use customs179_service::config::{Config, SignerConfig};
 use customs179_service::{card, now_ms};
 use customs179_store::{Stage, Store};
 
@@ -13,15 +14,18 @@ use super::{Failure, open_store, read_text};
 /// verifies the signature against the card's certificate, and prints certNo and signValue
 /// on two lines.
 ///
-/// While signing is paused (the card refused earlier: a wrong PIN, a locked card?) it
+/// While the card's signing is paused (it refused earlier: a wrong PIN, a locked card?) it
 /// refuses and exits 1, unless --force. If the card refuses now, or the Sign gets no answer
-/// (the card may have checked the PIN), signing is paused for the service too: a PIN
-/// failure is never retried automatically.
+/// (the card may have checked the PIN), the card's signing is paused for the service too: a
+/// PIN failure is never retried automatically.
 #[derive(clap::Args)]
 pub struct Args {
-    /// The TOML configuration file of the service ([signer] url, pin, timeout_ms; [store] path).
+    /// The TOML configuration file of the service ([signer] or [[signer]]; [store] path).
     #[arg(long)]
     config: PathBuf,
+    /// The card to sign with (its [[signer]] name); needed when several are configured.
+    #[arg(long)]
+    card: Option<String>,
     /// Sign even while signing is paused.
     #[arg(long)]
     force: bool,
@@ -33,22 +37,22 @@ pub fn run(args: Args) -> Result<(), Failure> {
     let text = read_text(args.file.as_deref())?;
     super::block_on(async {
         let (config, store) = open_store(&args.config).await?;
-        let pause = store.pause_of(Stage::Signing).await.map_err(|e| Failure::Check(e.to_string()))?;
+        let card = super::one_card(&config, args.card.as_deref())?;
+        let pause = store.card_signing_stop(&card.name).await.map_err(|e| Failure::Check(e.to_string()))?;
         if let Some(pause) = pause.filter(|_| !args.force) {
             return Err(Failure::Check(format!(
-                "signing is paused: {}\nfix the cause, then `customs179 resume --config {} signing` (or use --force)",
+                "signing on card {} is paused: {}\nfix the cause, then `customs179 resume --config {} signing \
+                 --card {}` (or `signing` alone if all signing is paused; or use --force)",
+                card.name,
                 pause.reason,
-                args.config.display()
+                args.config.display(),
+                card.name
             )));
         }
-        let signer =
-            SignerClient::new(config.signers[0].url.clone(), Duration::from_millis(config.signers[0].timeout_ms));
         let holder = format!("the sign command (pid {})", std::process::id());
-        let pin = config.signers[0].pin.expose();
-        let outcome =
-            sign_or_pause(&signer, &store, &config.store.path, &holder, &text, pin).await.map(|signature| {
-                println!("{}\n{}", signature.cert_no, signature.sign_value);
-            });
+        let outcome = sign_or_pause(card, &config, &store, &holder, &text).await.map(|signature| {
+            println!("{}\n{}", signature.cert_no, signature.sign_value);
+        });
         store.close().await;
         outcome
     })
@@ -60,13 +64,13 @@ pub fn run(args: Args) -> Result<(), Failure> {
 /// refusal, or a Sign that gets no answer, pauses signing for the service
 /// too. A mark left by a process that died mid-Sign pauses signing first.
 pub(crate) async fn sign_or_pause(
-    signer: &SignerClient,
+    card: &SignerConfig,
+    config: &Config,
     store: &Store,
-    db: &Path,
     holder: &str,
     text: &str,
-    pin: &str,
 ) -> Result<CardSignature, Failure> {
+    let db = config.store.path.as_path();
     let check = |e: &dyn std::fmt::Display| Failure::Check(e.to_string());
     if !store.pins_in_flight().await.map_err(|e| check(&e))?.is_empty() {
         if Store::in_use(db).map_err(|e| check(&e))? {
@@ -76,25 +80,30 @@ pub(crate) async fn sign_or_pause(
                     .into(),
             ));
         }
-        let marks = store.pause_for_pins_in_flight(now_ms()).await.map_err(|e| check(&e))?;
+        let names: Vec<&str> = config.signers.iter().map(|s| s.name.as_str()).collect();
+        let marks = store.pause_for_pins_in_flight(&names, now_ms()).await.map_err(|e| check(&e))?;
         if let Some(mark) = marks.first() {
-            return Err(Failure::Check(format!("{}\nsigning is now paused", mark.pause_reason())));
+            return Err(Failure::Check(format!("{}\nsigning on that card is now paused", mark.pause_reason())));
         }
     }
+    let signer = SignerClient::new(card.url.clone(), Duration::from_millis(card.timeout_ms));
     let session = signer.session().await.map_err(|e| check(&e))?;
-    let attempt = card::sign(session, store, holder, text, pin).await;
+    let attempt = card::sign(session, store, holder, &card.name, text, card.pin.expose()).await;
     if let Some(reason) = attempt.pause {
-        let stored = store.pause(Stage::Signing, &reason, now_ms()).await;
+        let stored = store.pause_card(&card.name, Stage::Signing, &reason, None, now_ms()).await;
         if stored.is_ok() {
             store.clear_pin_in_flight(holder).await.map_err(|e| check(&e))?;
         }
         let how = match stored {
-            Ok(()) => "signing is now paused".to_owned(),
+            Ok(()) => format!("signing on card {} is now paused", card.name),
             Err(e) => {
                 format!("the database refused the pause ({e}); it is kept in a file beside the database")
             }
         };
-        return Err(Failure::Check(format!("{reason}\n{how}; fix the cause, then resume signing")));
+        return Err(Failure::Check(format!(
+            "{reason}\n{how}; fix the cause, then `customs179 resume signing --card {}`",
+            card.name
+        )));
     }
     attempt.result.map_err(|e| check(&e))
 }

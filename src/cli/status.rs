@@ -98,14 +98,25 @@ fn render(status: &Value) -> (String, Vec<String>) {
     }
     for card in status["cards"].as_array().into_iter().flatten() {
         let days = card["days_left"].as_i64().map_or("?".to_owned(), |d| d.to_string());
+        let name = card["name"].as_str().unwrap_or("");
         lines.push(format!(
-            "card         {} {} certNo {} ({}), {days} days left{}",
-            card["name"].as_str().unwrap_or(""),
+            "card         {name} {} certNo {} ({}), {days} days left{}",
             if card["connected"] == true { "connected" } else { "not connected" },
             card["cert_no"].as_str().unwrap_or("?"),
             card["algorithm"].as_str().unwrap_or("?"),
             card["last_error"].as_str().map_or(String::new(), |e| format!("; last error: {e}")),
         ));
+        for (field, stage) in [("paused", "signing"), ("uploads_stopped", "uploading")] {
+            let pause = &card[field];
+            if !pause.is_null() {
+                let by = pause["by"].as_str().map_or(String::new(), |by| format!(" by {by}"));
+                lines.push(format!(
+                    "             {stage} on card {name} PAUSED{by}: {}",
+                    pause["reason"].as_str().unwrap_or("")
+                ));
+                problems.push(format!("{stage} paused on card {name}"));
+            }
+        }
     }
     let customs = &status["customs"];
     let answers: Vec<String> = customs["answers_last_hour"]
@@ -164,5 +175,11 @@ mod tests {
         let (table, problems) = render(&busy);
         assert_eq!(problems, ["2 at risk", "signing paused", "task uploader stale"]);
         assert!(table.contains("signing      PAUSED by alice: the card refused"), "{table}");
+
+        let mut one_card = quiet.clone();
+        one_card["cards"][0]["uploads_stopped"] = json!({"reason": "customs answered 20004", "since": 1});
+        let (table, problems) = render(&one_card);
+        assert_eq!(problems, ["uploading paused on card card"]);
+        assert!(table.contains("uploading on card card PAUSED: customs answered 20004"), "{table}");
     }
 }

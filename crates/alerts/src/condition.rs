@@ -28,6 +28,8 @@ pub struct CardSeen {
     pub name: String,
     /// Its own pause (a refused PIN, its breaker, its certificate).
     pub paused: Option<PauseSeen>,
+    /// Its uploads paused: customs refused its certNo.
+    pub uploads_stopped: Option<PauseSeen>,
     /// Since when its EportClient could not be reached (None while it can).
     pub unreachable_since: Option<i64>,
     /// Its last error, for the message.
@@ -130,6 +132,9 @@ pub fn holding(seen: &Observation, rules: &Rules) -> Vec<Holding> {
     for card in &seen.cards {
         if let Some(pause) = &card.paused {
             hold(AlertKind::SigningPaused, &card.name, Severity::Critical, 0, paused(pause), pause.since);
+        }
+        if let Some(pause) = &card.uploads_stopped {
+            hold(AlertKind::UploadsStopped, &card.name, Severity::Critical, 0, paused(pause), pause.since);
         }
         if let Some(since) = card.unreachable_since
             && now - since >= rules.signer_unreachable_ms
@@ -253,6 +258,7 @@ mod tests {
         let mut b = card("b");
         b.paused = Some(PauseSeen { reason: "the card refused: wrong PIN".into(), since: 7, by: None });
         b.certificate_not_after = Some(NOW / 1000 - DAY);
+        b.uploads_stopped = Some(PauseSeen { reason: "customs answered 20004".into(), since: 8, by: None });
         all.cards = vec![a, b];
         all.at_risk = 4;
         all.past_deadline = 2;
@@ -266,6 +272,7 @@ mod tests {
                 (AlertKind::UploadsStopped, ""),
                 (AlertKind::SignerUnreachable, "a"),
                 (AlertKind::SigningPaused, "b"),
+                (AlertKind::UploadsStopped, "b"),
                 (AlertKind::AtRisk, ""),
                 (AlertKind::Late, ""),
                 (AlertKind::CustomsErrors, ""),
@@ -277,6 +284,8 @@ mod tests {
         let by = |kind| found.iter().find(|h| h.kind == kind).unwrap();
         let b_paused = found.iter().find(|h| h.kind == AlertKind::SigningPaused && h.card == "b").unwrap();
         assert_eq!((b_paused.detail.as_str(), b_paused.since), ("the card refused: wrong PIN", 7));
+        let b_refused = found.iter().find(|h| h.kind == AlertKind::UploadsStopped && h.card == "b").unwrap();
+        assert_eq!((b_refused.detail.as_str(), b_refused.since), ("customs answered 20004", 8));
         assert_eq!(found.last().unwrap().level, "expired");
         assert_eq!(by(AlertKind::SigningPaused).detail, "the card refused");
         assert_eq!(by(AlertKind::SigningPaused).since, 5);

@@ -16,8 +16,11 @@ use customs179_store::Store;
 
 use crate::context::now_ms;
 
-/// The holder of the service's own "PIN in flight" mark.
-pub const SERVICE_HOLDER: &str = "the service";
+/// The holder of the service's own "PIN in flight" mark on `card`: one
+/// mark per card, as each card has its own PIN and its own count of wrong ones.
+pub fn service_holder(card: &str) -> String {
+    format!("the service (card {card})")
+}
 
 /// What one Sign came to.
 #[derive(Debug)]
@@ -31,15 +34,22 @@ pub struct Attempt {
     pub pause: Option<String>,
 }
 
-/// Signs `text` once with the card held by `session`, under the PIN rule.
-/// `holder` names the mark (the service, or a command).
-pub async fn sign(session: CardSession<'_>, store: &Store, holder: &str, text: &str, pin: &str) -> Attempt {
+/// Signs `text` once with the card `card` held by `session`, under the PIN
+/// rule. `holder` names the mark (the service, or a command).
+pub async fn sign(
+    session: CardSession<'_>,
+    store: &Store,
+    holder: &str,
+    card: &str,
+    text: &str,
+    pin: &str,
+) -> Attempt {
     let pin_proven = session.pin_proven();
     let Some(cert_no) = session.identity().map(|identity| identity.cert_no.to_string()) else {
         let result = Err(SignerError::Unavailable("not connected".into()));
         return Attempt { result, pin_proven, pause: None };
     };
-    if !pin_proven && let Err(e) = store.mark_pin_in_flight(holder, &cert_no, now_ms()).await {
+    if !pin_proven && let Err(e) = store.mark_pin_in_flight(holder, card, &cert_no, now_ms()).await {
         // Nothing carrying the PIN was sent: an outage of the database, not of the card.
         let result = Err(SignerError::Unavailable(format!("cannot commit the PIN-in-flight mark: {e}")));
         return Attempt { result, pin_proven, pause: None };
@@ -54,7 +64,7 @@ pub async fn sign(session: CardSession<'_>, store: &Store, holder: &str, text: &
         }
         Err(SignerError::NoAnswer(reason)) if !pin_proven => Some(format!(
             "a Sign carrying an unproven PIN got no answer ({reason}): the card may have counted a wrong PIN. \
-             Check [signer] pin and the card, then resume signing"
+             Check the card's pin and the card, then resume its signing"
         )),
         _ => None,
     };

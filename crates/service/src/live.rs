@@ -15,8 +15,8 @@ const MINUTE_MS: i64 = 60_000;
 /// One card, as the signer last saw it.
 #[derive(Debug, Clone, Default, Serialize)]
 pub(crate) struct CardView {
-    /// Its name in the configuration (one card today: "card").
-    pub name: &'static str,
+    /// Its name in the configuration.
+    pub name: String,
     pub url: String,
     pub connected: bool,
     pub cert_no: Option<String>,
@@ -51,50 +51,70 @@ pub(crate) struct CustomsView {
 
 #[derive(Default)]
 pub(crate) struct Live {
-    card: Mutex<CardView>,
+    /// Every configured card, in the configuration's order.
+    cards: Vec<Mutex<CardView>>,
     customs: Mutex<CustomsSeen>,
 }
 
 impl Live {
-    pub fn new(card_url: &str) -> Live {
-        let card = CardView { name: "card", url: card_url.to_owned(), ..CardView::default() };
-        Live { card: Mutex::new(card), customs: Mutex::default() }
+    /// The cards, (name, url) each, as configured.
+    pub fn new<'a>(cards: impl IntoIterator<Item = (&'a str, &'a str)>) -> Live {
+        let cards = cards
+            .into_iter()
+            .map(|(name, url)| {
+                Mutex::new(CardView { name: name.to_owned(), url: url.to_owned(), ..CardView::default() })
+            })
+            .collect();
+        Live { cards, customs: Mutex::default() }
     }
 
-    pub fn card_connected(&self, identity: &CardIdentity, now: Millis) {
-        let mut card = self.card.lock().unwrap_or_else(PoisonError::into_inner);
-        card.connected = true;
-        card.unreachable_since = None;
-        card.cert_no = Some(identity.cert_no.to_string());
-        card.algorithm = Some(match identity.verifier.algorithm() {
-            customs179_core::Algorithm::Sm2Sm3 => "SM2",
-            customs179_core::Algorithm::RsaSha1 => "RSA",
-        });
-        if let Some((_, not_after)) = identity.verifier.validity() {
-            card.valid_until = Some(not_after);
-            card.days_left = Some(customs179_core::days_left(not_after, now));
+    /// Runs `note` on the card named `name` (configured cards only).
+    fn card(&self, name: &str, note: impl FnOnce(&mut CardView)) {
+        for card in &self.cards {
+            let mut card = card.lock().unwrap_or_else(PoisonError::into_inner);
+            if card.name == name {
+                note(&mut card);
+                return;
+            }
         }
     }
 
-    pub fn card_signed(&self, now: Millis) {
-        self.card.lock().unwrap_or_else(PoisonError::into_inner).last_signature_at = Some(now);
+    pub fn card_connected(&self, name: &str, identity: &CardIdentity, now: Millis) {
+        self.card(name, |card| {
+            card.connected = true;
+            card.unreachable_since = None;
+            card.cert_no = Some(identity.cert_no.to_string());
+            card.algorithm = Some(match identity.verifier.algorithm() {
+                customs179_core::Algorithm::Sm2Sm3 => "SM2",
+                customs179_core::Algorithm::RsaSha1 => "RSA",
+            });
+            if let Some((_, not_after)) = identity.verifier.validity() {
+                card.valid_until = Some(not_after);
+                card.days_left = Some(customs179_core::days_left(not_after, now));
+            }
+        });
+    }
+
+    pub fn card_signed(&self, name: &str, now: Millis) {
+        self.card(name, |card| card.last_signature_at = Some(now));
     }
 
     /// A failure at the card; `connected` says whether the connection stands.
-    pub fn card_failed(&self, error: &str, connected: bool, now: Millis) {
-        let mut card = self.card.lock().unwrap_or_else(PoisonError::into_inner);
-        card.connected = connected;
-        if connected {
-            card.unreachable_since = None;
-        } else if card.unreachable_since.is_none() {
-            card.unreachable_since = Some(now);
-        }
-        card.last_error = Some(error.to_owned());
-        card.last_error_at = Some(now);
+    pub fn card_failed(&self, name: &str, error: &str, connected: bool, now: Millis) {
+        self.card(name, |card| {
+            card.connected = connected;
+            if connected {
+                card.unreachable_since = None;
+            } else if card.unreachable_since.is_none() {
+                card.unreachable_since = Some(now);
+            }
+            card.last_error = Some(error.to_owned());
+            card.last_error_at = Some(now);
+        });
     }
 
     pub fn cards(&self) -> Vec<CardView> {
-        vec![self.card.lock().unwrap_or_else(PoisonError::into_inner).clone()]
+        self.cards.iter().map(|card| card.lock().unwrap_or_else(PoisonError::into_inner).clone()).collect()
     }
 
     /// An answer from customs: its code, or what stood for one.
@@ -139,7 +159,7 @@ mod tests {
 
     #[test]
     fn customs_answers_are_counted_for_the_last_hour() {
-        let live = Live::new("ws://x/");
+        let live = Live::new([("card", "ws://x/")]);
         let hour = 60 * MINUTE_MS;
         live.customs_answered("10000", true, 1_000);
         live.customs_answered("20000", false, 2_000);
@@ -156,7 +176,7 @@ mod tests {
 
     #[test]
     fn customs_errors_are_counted_within_a_window() {
-        let live = Live::new("ws://x/");
+        let live = Live::new([("card", "ws://x/")]);
         live.customs_answered("HTTP 503", false, 0);
         live.customs_answered("10000", true, 10 * MINUTE_MS);
         live.customs_answered("20000", false, 10 * MINUTE_MS + 1);
@@ -169,11 +189,14 @@ mod tests {
 
     #[test]
     fn the_card_is_unreachable_from_its_first_failure_to_connect_until_it_connects() {
-        let live = Live::new("ws://x/");
-        live.card_failed("refused", false, 5);
-        live.card_failed("refused again", false, 9);
-        assert_eq!(live.cards()[0].unreachable_since, Some(5));
-        live.card_failed("the card refused", true, 10);
-        assert_eq!(live.cards()[0].unreachable_since, None, "it answered");
+        let live = Live::new([("a", "ws://a/"), ("b", "ws://b/")]);
+        live.card_failed("b", "refused", false, 5);
+        live.card_failed("b", "refused again", false, 9);
+        live.card_failed("nobody", "not a card", false, 9);
+        let cards = live.cards();
+        assert_eq!((cards[0].name.as_str(), cards[0].unreachable_since), ("a", None), "each card its own");
+        assert_eq!((cards[1].name.as_str(), cards[1].unreachable_since), ("b", Some(5)));
+        live.card_failed("b", "the card refused", true, 10);
+        assert_eq!(live.cards()[1].unreachable_since, None, "it answered");
     }
 }

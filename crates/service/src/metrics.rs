@@ -85,6 +85,10 @@ pub(crate) struct Metrics {
     intake_requests: LabelledCounter,
     intake_seconds: Histogram,
     sign_seconds: Histogram,
+    /// Signatures made and verified, by card.
+    signatures: LabelledCounter,
+    /// Failures at a card (unreachable, refused, unusable signatures), by card.
+    card_errors: LabelledCounter,
     delivery_seconds: Histogram,
     customs_answers: LabelledCounter,
     late: AtomicU64,
@@ -114,6 +118,8 @@ impl Default for Metrics {
             intake_requests: LabelledCounter::default(),
             intake_seconds: Histogram::new(&FAST_BUCKETS),
             sign_seconds: Histogram::new(&FAST_BUCKETS),
+            signatures: LabelledCounter::default(),
+            card_errors: LabelledCounter::default(),
             delivery_seconds: Histogram::new(&SLOW_BUCKETS),
             customs_answers: LabelledCounter::default(),
             late: AtomicU64::new(0),
@@ -132,8 +138,13 @@ impl Metrics {
         self.intake_seconds.observe(took);
     }
 
-    pub fn signed(&self, took: Duration) {
+    pub fn signed(&self, card: &str, took: Duration) {
         self.sign_seconds.observe(took);
+        self.signatures.add(card);
+    }
+
+    pub fn card_error(&self, card: &str) {
+        self.card_errors.add(card);
     }
 
     /// Customs' answer code to an upload, or "transport" when there was none.
@@ -169,7 +180,8 @@ impl Metrics {
     }
 
     /// Everything, with the queue depths and pauses read from the store.
-    pub fn render(&self, depths: &[(&str, i64)], paused: &[(&str, bool)]) -> String {
+    /// `cards` are (card, stage, paused) of every configured card.
+    pub fn render(&self, depths: &[(&str, i64)], paused: &[(&str, bool)], cards: &[(&str, &str, bool)]) -> String {
         let mut out = String::with_capacity(4096);
         self.intake_requests.render(
             &mut out,
@@ -209,6 +221,18 @@ impl Metrics {
             "customs179_sign_seconds",
             "Time the card took to sign, verification included.",
         );
+        self.signatures.render(
+            &mut out,
+            "customs179_signatures_total",
+            "card",
+            "Signatures made and verified, by card.",
+        );
+        self.card_errors.render(
+            &mut out,
+            "customs179_card_errors_total",
+            "card",
+            "Failures at a card (unreachable, refused, unusable signatures), by card.",
+        );
         self.customs_answers.render(
             &mut out,
             "customs179_customs_answers_total",
@@ -221,6 +245,18 @@ impl Metrics {
         );
         for (stage, is_paused) in paused {
             let _ = writeln!(out, "customs179_paused{{stage=\"{stage}\"}} {}", u8::from(*is_paused));
+        }
+        let _ = writeln!(
+            out,
+            "# HELP customs179_card_paused Whether a card's stage is paused (1) on that card only.\n# TYPE customs179_card_paused gauge"
+        );
+        for (card, stage, is_paused) in cards {
+            let _ = writeln!(
+                out,
+                "customs179_card_paused{{card=\"{}\",stage=\"{stage}\"}} {}",
+                escape(card),
+                u8::from(*is_paused)
+            );
         }
         self.alerts.render(&mut out, "customs179_alerts_total", "alert", "Alerts made, by kind and event.");
         self.alert_deliveries.render(
@@ -251,9 +287,17 @@ mod tests {
         metrics.customs_answer("10000");
         metrics.customs_answer("transport");
         metrics.delivered(Duration::from_secs(130), true, false);
+        metrics.signed("card-a", Duration::from_millis(200));
+        metrics.signed("card-a", Duration::from_millis(200));
+        metrics.card_error("card-b");
+        let cards = [("card-a", "signing", false), ("card-b", "uploading", true)];
         let text =
-            metrics.render(&[("waiting", 2), ("failed", 0)], &[("signing", true), ("uploading", false)]);
+            metrics.render(&[("waiting", 2), ("failed", 0)], &[("signing", true), ("uploading", false)], &cards);
         for line in [
+            "customs179_signatures_total{card=\"card-a\"} 2",
+            "customs179_card_errors_total{card=\"card-b\"} 1",
+            "customs179_card_paused{card=\"card-a\",stage=\"signing\"} 0",
+            "customs179_card_paused{card=\"card-b\",stage=\"uploading\"} 1",
             "customs179_intake_requests_total{outcome=\"stored\"} 2",
             "customs179_intake_requests_total{outcome=\"malformed\"} 1",
             "customs179_intake_seconds_bucket{le=\"0.001\"} 1",

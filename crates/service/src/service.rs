@@ -10,6 +10,7 @@ use customs179_store::{Store, StoreError};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
+use tracing::Instrument as _;
 
 use crate::config::Config;
 use crate::context::{ApiContext, now_ms};
@@ -75,17 +76,19 @@ impl Service {
         if released > 0 {
             tracing::warn!(released, "requests claimed by a process that stopped were released");
         }
+        let card_names: Vec<&str> = config.signers.iter().map(|s| s.name.as_str()).collect();
         let marks = store
-            .pause_for_pins_in_flight(now_ms())
+            .pause_for_pins_in_flight(&card_names, now_ms())
             .await
             .map_err(|source| StartError::Store { path: path.clone(), source })?;
         if let Some(mark) = marks.first() {
             tracing::error!(
                 reason = mark.pause_reason(),
-                "SIGNING PAUSED at start: a process stopped while the card may have been checking an unproven PIN"
+                "SIGNING PAUSED at start: a process stopped while a card may have been checking an unproven PIN"
             );
         }
-        let live = Arc::new(crate::live::Live::new(&config.signers[0].url));
+        let live =
+            Arc::new(crate::live::Live::new(config.signers.iter().map(|s| (s.name.as_str(), s.url.as_str()))));
         let (stop, shutdown) = Shutdown::new();
         let ctx = ApiContext {
             config: Arc::new(config),
@@ -122,10 +125,17 @@ impl Service {
                 Ok(workers::alerts::Sender { channel, wake: Arc::new(Notify::new()) })
             })
             .collect::<Result<Vec<_>, StartError>>()?;
-        let signer = Arc::new(SignerClient::new(
-            ctx.config.signers[0].url.clone(),
-            Duration::from_millis(ctx.config.signers[0].timeout_ms),
-        ));
+        let cards: Vec<Arc<workers::sign::Card>> = ctx
+            .config
+            .signers
+            .iter()
+            .map(|config| {
+                let client = SignerClient::new(config.url.clone(), Duration::from_millis(config.timeout_ms));
+                // Task names live as long as the process: the cards are fixed at start.
+                let task: &'static str = Box::leak(format!("signer {}", config.name).into_boxed_str());
+                Arc::new(workers::sign::Card { config: config.clone(), client, task })
+            })
+            .collect();
         let open_files = raise_open_file_limit();
         let (intake_cap, admin_cap) = connection_caps(&ctx.config, open_files);
         let intake_listener = bind("intake", ctx.config.intake.listen).await?;
@@ -170,8 +180,6 @@ impl Service {
                 ),
             ),
         ];
-        let signing_step =
-            Duration::from_millis(ctx.config.signers[0].timeout_ms.saturating_mul(2)) + SIGNER_BACKOFF;
         let upload_step = Duration::from_millis(ctx.config.customs.timeout_ms);
         let mut workers = vec![
             supervise(&health, "preparer", SLACK, workers::prepare::run(ctx.clone(), shutdown.clone())),
@@ -184,17 +192,17 @@ impl Service {
             ),
             supervise(
                 &health,
-                "signer",
-                SLACK + signing_step,
-                workers::sign::run(ctx.clone(), signer, shutdown.clone()),
-            ),
-            supervise(
-                &health,
                 "uploader",
                 SLACK + upload_step,
                 workers::upload::run(ctx.clone(), customs, shutdown.clone()),
             ),
         ];
+        for card in cards {
+            let signing_step = Duration::from_millis(card.config.timeout_ms.saturating_mul(2)) + SIGNER_BACKOFF;
+            let span = tracing::info_span!("card", card = card.config.name);
+            let sign = workers::sign::run(ctx.clone(), card.clone(), shutdown.clone()).instrument(span);
+            workers.push(supervise(&health, card.task, SLACK + signing_step, sign));
+        }
         let wakes = senders.iter().map(|s| s.wake.clone()).collect();
         let watch = workers::alerts::watch(ctx.clone(), wakes, shutdown.clone());
         workers.push(supervise(&health, "alert watcher", SLACK, watch));
@@ -213,7 +221,7 @@ impl Service {
             intake = %intake_addr,
             path = ctx.config.intake.path,
             admin = %admin_addr,
-            signer = ctx.config.signers[0].url,
+            cards = ctx.config.signers.len(),
             store = %ctx.config.store.path.display(),
             customs = ctx.config.customs.endpoint_description(),
             pull = ctx.config.payments.pull_url.is_some(),

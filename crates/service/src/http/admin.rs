@@ -138,7 +138,15 @@ async fn metrics(State(ctx): State<ApiContext>, headers: HeaderMap) -> Result<Re
     for stage in Stage::ALL {
         paused.push((stage.as_str(), ctx.store.pause_of(stage).await?.is_some()));
     }
-    let body = ctx.metrics.render(&depths, &paused);
+    let card_pauses = ctx.store.card_pauses().await?;
+    let mut cards = Vec::new();
+    for signer in &ctx.config.signers {
+        for stage in Stage::ALL {
+            let paused = card_pauses.iter().any(|p| p.card == signer.name && p.stage == stage);
+            cards.push((signer.name.as_str(), stage.as_str(), paused));
+        }
+    }
+    let body = ctx.metrics.render(&depths, &paused, &cards);
     Ok(([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body)
         .into_response())
 }

@@ -1,7 +1,9 @@
-//! Operator controls: `GET /api/control` shows the global pauses (why,
-//! since when, by whom); `POST /api/control/{stage}/pause` (with a reason)
-//! and `POST /api/control/{stage}/resume` set and clear one. Every action
-//! is audited under the token's name; `GET /api/audit` lists them.
+//! Operator controls: `GET /api/control` shows the global pauses and every
+//! card's own (why, since when, by whom); `POST /api/control/{stage}/pause`
+//! (with a reason) and `POST /api/control/{stage}/resume` set and clear a
+//! global one, `POST /api/control/cards/{card}/{stage}/pause|resume` one
+//! card's. Every action is audited under the token's name; `GET /api/audit`
+//! lists them.
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -20,6 +22,8 @@ pub(crate) fn router() -> Router<ApiContext> {
         .route("/api/control", get(show))
         .route("/api/control/{stage}/pause", post(pause))
         .route("/api/control/{stage}/resume", post(resume))
+        .route("/api/control/cards/{card}/{stage}/pause", post(pause_card))
+        .route("/api/control/cards/{card}/{stage}/resume", post(resume_card))
         .route("/api/audit", get(audit))
 }
 
@@ -60,24 +64,101 @@ struct StageStatus {
     pause: Option<Pause>,
 }
 
+impl StageStatus {
+    fn of(pause: Option<Pause>) -> StageStatus {
+        StageStatus { paused: pause.is_some(), pause }
+    }
+}
+
 #[derive(Serialize)]
 struct Controls {
+    signing: StageStatus,
+    uploading: StageStatus,
+    /// Every configured card's own pauses, in the configuration's order.
+    cards: Vec<CardControls>,
+}
+
+#[derive(Serialize)]
+struct CardControls {
+    name: String,
     signing: StageStatus,
     uploading: StageStatus,
 }
 
 async fn show(State(ctx): State<ApiContext>, headers: HeaderMap) -> Result<Json<Controls>, ApiError> {
     authorize(&ctx, &headers, Caller::Viewer)?;
-    let status = async |stage| -> Result<StageStatus, ApiError> {
-        let pause = ctx.store.pause_of(stage).await?;
-        Ok(StageStatus { paused: pause.is_some(), pause })
+    let pauses = ctx.store.card_pauses().await?;
+    let own = |card: &str, stage| {
+        StageStatus::of(pauses.iter().find(|p| p.card == card && p.stage == stage).map(|p| p.pause.clone()))
     };
-    Ok(Json(Controls { signing: status(Stage::Signing).await?, uploading: status(Stage::Uploading).await? }))
+    let cards = ctx
+        .config
+        .signers
+        .iter()
+        .map(|s| CardControls {
+            name: s.name.clone(),
+            signing: own(&s.name, Stage::Signing),
+            uploading: own(&s.name, Stage::Uploading),
+        })
+        .collect();
+    Ok(Json(Controls {
+        signing: StageStatus::of(ctx.store.pause_of(Stage::Signing).await?),
+        uploading: StageStatus::of(ctx.store.pause_of(Stage::Uploading).await?),
+        cards,
+    }))
+}
+
+/// What an action stops or lets go: a stage on every card, or on one.
+#[derive(Clone, Copy)]
+enum Target<'a> {
+    All(Stage),
+    Card(&'a str, Stage),
+}
+
+impl Target<'_> {
+    fn stage(self) -> Stage {
+        match self {
+            Target::All(stage) | Target::Card(_, stage) => stage,
+        }
+    }
+
+    fn card(self) -> Option<String> {
+        match self {
+            Target::All(_) => None,
+            Target::Card(card, _) => Some(card.to_owned()),
+        }
+    }
+
+    /// "resume signing", "pause uploading on card b".
+    fn action(self, verb: &str) -> String {
+        match self {
+            Target::All(stage) => format!("{verb} {}", stage.as_str()),
+            Target::Card(card, stage) => format!("{verb} {} on card {card}", stage.as_str()),
+        }
+    }
+
+    async fn pause_of(self, ctx: &ApiContext) -> Result<Option<Pause>, ApiError> {
+        Ok(match self {
+            Target::All(stage) => ctx.store.pause_of(stage).await?,
+            Target::Card(card, stage) => ctx.store.card_pause_of(card, stage).await?,
+        })
+    }
+}
+
+/// A configured card's name, or 404.
+fn card_of<'a>(ctx: &'a ApiContext, card: &str) -> Result<&'a str, ApiError> {
+    ctx.config.signers.iter().find(|s| s.name == card).map(|s| s.name.as_str()).ok_or_else(|| {
+        let names: Vec<&str> = ctx.config.signers.iter().map(|s| s.name.as_str()).collect();
+        ApiError::NotFound(format!("no card {card:?}; cards: {}", names.join(", ")))
+    })
 }
 
 #[derive(Serialize)]
 struct Resumed {
     stage: Stage,
+    /// The card, when one card's stage was resumed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    card: Option<String>,
     /// The pause that was cleared; absent when the stage was not paused.
     #[serde(skip_serializing_if = "Option::is_none")]
     cleared: Option<Pause>,
@@ -90,23 +171,51 @@ async fn resume(
     body: Bytes,
 ) -> Result<Json<Resumed>, ApiError> {
     let actor = authorize(&ctx, &headers, Caller::Operator)?;
-    let stage = stage_of(&stage)?;
-    let reason = reason_of(&body)?;
-    let cleared = ctx.store.resume(stage).await?;
+    let target = Target::All(stage_of(&stage)?);
+    resume_target(&ctx, &actor.name, target, &body).await
+}
+
+async fn resume_card(
+    State(ctx): State<ApiContext>,
+    headers: HeaderMap,
+    Path((card, stage)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Json<Resumed>, ApiError> {
+    let actor = authorize(&ctx, &headers, Caller::Operator)?;
+    let target = Target::Card(card_of(&ctx, &card)?, stage_of(&stage)?);
+    resume_target(&ctx, &actor.name, target, &body).await
+}
+
+async fn resume_target(
+    ctx: &ApiContext,
+    actor: &str,
+    target: Target<'_>,
+    body: &Bytes,
+) -> Result<Json<Resumed>, ApiError> {
+    let reason = reason_of(body)?;
+    let stage = target.stage();
+    let cleared = match target {
+        Target::All(stage) => ctx.store.resume(stage).await?,
+        Target::Card(card, stage) => ctx.store.resume_card(card, stage).await?,
+    };
     if let Some(pause) = &cleared {
-        tracing::warn!(stage = stage.as_str(), actor = actor.name, reason = pause.reason, "operator resumed");
+        tracing::warn!(stage = stage.as_str(), card = target.card(), actor, reason = pause.reason, "operator resumed");
     }
-    let action = format!("resume {}", stage.as_str());
-    ctx.store
-        .audit(&actor.name, &action, None, reason.as_deref(), i64::from(cleared.is_some()), now_ms())
-        .await?;
-    wake(&ctx, stage);
-    Ok(Json(Resumed { stage, cleared }))
+    let action = target.action("resume");
+    ctx.store.audit(actor, &action, None, reason.as_deref(), i64::from(cleared.is_some()), now_ms()).await?;
+    wake(ctx, stage);
+    if matches!(target, Target::Card(..)) {
+        // A card's uploads resumed lets it sign again.
+        ctx.sign.notify_one();
+    }
+    Ok(Json(Resumed { stage, card: target.card(), cleared }))
 }
 
 #[derive(Serialize)]
 struct Paused {
     stage: Stage,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    card: Option<String>,
     /// The pause in force: this one, or an earlier one, whose reason is kept.
     pause: Option<Pause>,
 }
@@ -120,14 +229,37 @@ async fn pause(
     body: Bytes,
 ) -> Result<Json<Paused>, ApiError> {
     let actor = authorize(&ctx, &headers, Caller::Operator)?;
-    let stage = stage_of(&stage)?;
-    let reason = reason_of(&body)?
+    let target = Target::All(stage_of(&stage)?);
+    pause_target(&ctx, &actor.name, target, &body).await
+}
+
+async fn pause_card(
+    State(ctx): State<ApiContext>,
+    headers: HeaderMap,
+    Path((card, stage)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Json<Paused>, ApiError> {
+    let actor = authorize(&ctx, &headers, Caller::Operator)?;
+    let target = Target::Card(card_of(&ctx, &card)?, stage_of(&stage)?);
+    pause_target(&ctx, &actor.name, target, &body).await
+}
+
+async fn pause_target(
+    ctx: &ApiContext,
+    actor: &str,
+    target: Target<'_>,
+    body: &Bytes,
+) -> Result<Json<Paused>, ApiError> {
+    let reason = reason_of(body)?
         .ok_or_else(|| ApiError::BadRequest("a pause needs a reason: {\"reason\": \"...\"}".into()))?;
     let now = now_ms();
-    ctx.store.pause_as(stage, &reason, Some(&actor.name), now).await?;
-    tracing::warn!(stage = stage.as_str(), actor = actor.name, reason, "operator paused");
-    ctx.store.audit(&actor.name, &format!("pause {}", stage.as_str()), None, Some(&reason), 1, now).await?;
-    Ok(Json(Paused { stage, pause: ctx.store.pause_of(stage).await? }))
+    match target {
+        Target::All(stage) => ctx.store.pause_as(stage, &reason, Some(actor), now).await?,
+        Target::Card(card, stage) => ctx.store.pause_card(card, stage, &reason, Some(actor), now).await?,
+    }
+    tracing::warn!(stage = target.stage().as_str(), card = target.card(), actor, reason, "operator paused");
+    ctx.store.audit(actor, &target.action("pause"), None, Some(&reason), 1, now).await?;
+    Ok(Json(Paused { stage: target.stage(), card: target.card(), pause: target.pause_of(ctx).await? }))
 }
 
 #[derive(Deserialize)]

@@ -74,13 +74,17 @@ pub(crate) struct Status {
     tasks: Vec<crate::health::TaskHealth>,
 }
 
-/// A card as the signer last saw it, and whether its signing is paused.
+/// A card as its signer last saw it, and its own pauses (all signing
+/// paused is `signing` of the status).
 #[derive(Serialize)]
 struct CardStatus {
     #[serde(flatten)]
     seen: crate::live::CardView,
-    /// Signing paused (for every card, today): why, since when, by whom.
+    /// The card's signing paused (a refused PIN, its breaker, its
+    /// certificate, an operator): why, since when, by whom.
     paused: Option<Pause>,
+    /// The card's uploads paused: customs refused its certNo (20004).
+    uploads_stopped: Option<Pause>,
 }
 
 #[derive(Serialize)]
@@ -159,6 +163,10 @@ pub(crate) async fn current(ctx: &ApiContext) -> Result<Status, ApiError> {
     let deliveries = ctx.store.deliveries_since(hour_ago).await?;
     let uploading = ctx.store.pause_of(Stage::Uploading).await?;
     let signing = ctx.store.pause_of(Stage::Signing).await?;
+    let card_pauses = ctx.store.card_pauses().await?;
+    let own = |card: &str, stage: Stage| {
+        card_pauses.iter().find(|p| p.card == card && p.stage == stage).map(|p| p.pause.clone())
+    };
     Ok(Status {
         now,
         states,
@@ -173,7 +181,11 @@ pub(crate) async fn current(ctx: &ApiContext) -> Result<Status, ApiError> {
             .live
             .cards()
             .into_iter()
-            .map(|seen| CardStatus { seen, paused: signing.clone() })
+            .map(|seen| CardStatus {
+                paused: own(&seen.name, Stage::Signing),
+                uploads_stopped: own(&seen.name, Stage::Uploading),
+                seen,
+            })
             .collect(),
         customs: CustomsStatus {
             environment: customs.environment.as_str(),

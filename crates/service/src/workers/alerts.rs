@@ -104,13 +104,18 @@ fn alert_of(change: &Change, source: &str, now: i64) -> Alert {
 async fn observe(ctx: &ApiContext, rules: &Rules, now: i64) -> Result<Observation, StoreError> {
     let seen_pause =
         |pause: Option<Pause>| pause.map(|p| PauseSeen { reason: p.reason, since: p.since, by: p.by });
+    let pauses = ctx.store.card_pauses().await?;
+    let own = |card: &str, stage: Stage| {
+        seen_pause(pauses.iter().find(|p| p.card == card && p.stage == stage).map(|p| p.pause.clone()))
+    };
     let cards = ctx
         .live
         .cards()
         .into_iter()
         .map(|card| CardSeen {
-            name: card.name.to_owned(),
-            paused: None,
+            paused: own(&card.name, Stage::Signing),
+            uploads_stopped: own(&card.name, Stage::Uploading),
+            name: card.name,
             unreachable_since: card.unreachable_since,
             error: card.last_error,
             certificate_not_after: card.valid_until,

@@ -1,16 +1,18 @@
-//! The signer: takes prepared requests, earliest deadline first, has the
-//! card sign their pre-sign strings through EportClient, verifies each
-//! signature locally and stores it with the upload body built from the
-//! very bytes that were signed.
+//! The signers, one per card: each takes prepared requests from the one
+//! queue, in the queue's order, has its card sign their pre-sign strings
+//! through its EportClient, verifies each signature locally against that
+//! card's certificate and stores it, with the card's name and certNo, in the
+//! upload body built from the very bytes that were signed.
 //!
 //! Failures follow the spec's allow-list: reader errors and lost connections
 //! are retried later; a request the control calls malformed (Base50000)
-//! fails the item; anything else may be a wrong PIN or a locked card, so all
-//! signing pauses at once, persistently, until an operator resumes. A Sign
-//! without an answer is retried only once the PIN is proven on the card (see
-//! [`crate::card`]); before that it pauses too. Unusable signatures (not
-//! verifying, missing, another certNo) send their items back to be signed
-//! again, and `[signer] breaker_after` of them in a row pause signing.
+//! fails the item; anything else may be a wrong PIN or a locked card, so the
+//! card's signing pauses at once, persistently, until an operator resumes
+//! it (the other cards go on). A Sign without an answer is retried only once
+//! the PIN is proven on the card (see [`crate::card`]); before that it
+//! pauses the card too. Unusable signatures (not verifying, missing, another
+//! certNo) send their items back to be signed again, and the card's
+//! `breaker_after` of them in a row pause the card.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -18,12 +20,14 @@ use std::time::Duration;
 
 use customs179_core::PreSign;
 use customs179_eport::{FailureClass, SignerClient, SignerError};
+use customs179_store::Pause;
 use customs179_store::{Outcome, SigningJob, Stage, State, StoreError};
 use tokio::sync::mpsc;
 use tracing::Instrument as _;
 
 use super::{Shutdown, backoff, code};
-use crate::card::{self, SERVICE_HOLDER};
+use crate::card;
+use crate::config::SignerConfig;
 use crate::context::{ApiContext, now_ms};
 
 /// Requests claimed ahead of the card: while it signs one, the next few are
@@ -47,11 +51,29 @@ type Signed = Result<customs179_eport::CardSignature, SignerError>;
 /// What the card answered, and how long the signing took (connecting
 /// included, should the connection have been down).
 struct CardAnswer {
+    card: Arc<Card>,
     result: Signed,
     took_ms: i64,
 }
 
-pub(crate) async fn run(ctx: ApiContext, signer: Arc<SignerClient>, mut shutdown: Shutdown) {
+/// One card, as its signer holds it.
+pub(crate) struct Card {
+    pub config: SignerConfig,
+    pub client: SignerClient,
+    /// Its signer's task name, for the health report.
+    pub task: &'static str,
+}
+
+impl Card {
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+}
+
+pub(crate) async fn run(ctx: ApiContext, card: Arc<Card>, mut shutdown: Shutdown) {
+    let signer = &card.client;
+    let name = card.name();
+    let holder = card::service_holder(name);
     let (results, mut to_commit) = mpsc::channel::<(SigningJob, CardAnswer)>(64);
     let committer = {
         let ctx = ctx.clone();
@@ -60,7 +82,7 @@ pub(crate) async fn run(ctx: ApiContext, signer: Arc<SignerClient>, mut shutdown
                 let span = super::request_span(&job.claim);
                 let mut retry = super::DbRetry::new("signer");
                 async {
-                    while let Err(e) = commit(&ctx, &job, answer.result.clone(), answer.took_ms).await {
+                    while let Err(e) = commit(&ctx, &job, &answer).await {
                         if !retry.again(&e).await {
                             break;
                         }
@@ -72,23 +94,23 @@ pub(crate) async fn run(ctx: ApiContext, signer: Arc<SignerClient>, mut shutdown
         })
     };
     let (claimed, mut jobs) = mpsc::channel::<SigningJob>(PREFETCH);
-    let claimer = tokio::spawn(claim_ahead(ctx.clone(), claimed, shutdown.clone()));
-    let breaker_after = ctx.config.signers[0].breaker_after;
+    let claimer = tokio::spawn(claim_ahead(ctx.clone(), card.clone(), claimed, shutdown.clone()));
+    let breaker_after = card.config.breaker_after;
     let mut unusable_in_a_row = 0u64;
     // The first idle second probes: the status and alerts know the card from the start.
     let mut last_probe =
         std::time::Instant::now().checked_sub(PROBE_EVERY).unwrap_or_else(std::time::Instant::now);
     loop {
-        ctx.health.beat("signer");
+        ctx.health.beat(card.task);
         let job = tokio::select! {
             job = jobs.recv() => job,
             () = shutdown.requested() => None,
             // Beats while nothing is to be signed, or signing is paused.
             () = tokio::time::sleep(Duration::from_secs(1)) => {
                 // Under a certificate pause the card is asked every second anyway.
-                let mut asked = lift_certificate_pause(&ctx, &signer).await;
+                let mut asked = lift_certificate_pause(&ctx, &card).await;
                 if !asked && last_probe.elapsed() >= PROBE_EVERY {
-                    probe(&ctx, &signer).await;
+                    probe(&ctx, &card).await;
                     asked = true;
                 }
                 if asked {
@@ -99,7 +121,7 @@ pub(crate) async fn run(ctx: ApiContext, signer: Arc<SignerClient>, mut shutdown
         };
         let Some(job) = job else { break };
         // A pause may have come after this job was claimed.
-        if !matches!(ctx.store.pause_of(Stage::Signing).await, Ok(None)) {
+        if !matches!(ctx.store.card_signing_stop(name).await, Ok(None)) {
             give_back(&ctx, &job, 0, code::SIGNING_PAUSED, "signing is paused").await;
             continue;
         }
@@ -116,30 +138,29 @@ pub(crate) async fn run(ctx: ApiContext, signer: Arc<SignerClient>, mut shutdown
         let attempt = match session {
             Ok(session) => {
                 if let Some(identity) = session.identity() {
-                    ctx.live.card_connected(identity, now_ms());
+                    ctx.live.card_connected(name, identity, now_ms());
                     // Checked before each signature: customs refuses what an
                     // expired certificate signs, and every upload would fail.
                     if let Some(reason) = certificate_out_of_date(identity.verifier.validity(), now_ms()) {
                         drop(session);
-                        pause(&ctx, &reason, Some(CERTIFICATE_CHECK), &mut shutdown).await;
+                        pause(&ctx, &card, &reason, Some(CERTIFICATE_CHECK), &mut shutdown).await;
                         // Coded as the card's own certificate problems are.
                         let code = SignerError::Certificate(String::new()).code();
                         give_back(&ctx, &job, 0, code, &reason).await;
                         continue;
                     }
                 }
-                card::sign(session, &ctx.store, SERVICE_HOLDER, &job.presign, ctx.config.signers[0].pin.expose())
-                    .await
+                card::sign(session, &ctx.store, &holder, name, &job.presign, card.config.pin.expose()).await
             }
             Err(e) => card::Attempt { result: Err(e), pin_proven: false, pause: None },
         };
         let took = started.elapsed();
         match &attempt.result {
             Ok(_) => {
-                ctx.metrics.signed(took);
-                ctx.live.card_signed(now_ms());
+                ctx.metrics.signed(name, took);
+                ctx.live.card_signed(name, now_ms());
             }
-            Err(e) => card_failed(&ctx, e),
+            Err(e) => card_failed(&ctx, name, e),
         }
         unusable_in_a_row = match &attempt.result {
             Err(SignerError::BadSignature(_)) => unusable_in_a_row + 1,
@@ -151,14 +172,14 @@ pub(crate) async fn run(ctx: ApiContext, signer: Arc<SignerClient>, mut shutdown
                 unusable_in_a_row = 0;
                 Some(format!(
                     "{breaker_after} requests in a row got an unusable signature from the card (last: {reason}); \
-                     they wait to be signed again. Check the card and EportClient, then resume signing"
+                     they wait to be signed again. Check the card and EportClient, then resume its signing"
                 ))
             }
             _ => None,
         });
         // Paused before anything else reaches the card.
         if let Some(reason) = pause_reason {
-            pause(&ctx, &reason, None, &mut shutdown).await;
+            pause(&ctx, &card, &reason, None, &mut shutdown).await;
         }
         // The code of an outage of the card or its reader, if this was one.
         let unwell = match &attempt.result {
@@ -170,7 +191,8 @@ pub(crate) async fn run(ctx: ApiContext, signer: Arc<SignerClient>, mut shutdown
             _ => None,
         };
         let took_ms = i64::try_from(took.as_millis()).unwrap_or(i64::MAX);
-        if results.send((job, CardAnswer { result: attempt.result, took_ms })).await.is_err() {
+        let answer = CardAnswer { card: card.clone(), result: attempt.result, took_ms };
+        if results.send((job, answer)).await.is_err() {
             break;
         }
         if let Some(unwell) = unwell {
@@ -190,15 +212,15 @@ pub(crate) async fn run(ctx: ApiContext, signer: Arc<SignerClient>, mut shutdown
     let _ = committer.await;
 }
 
-/// Keeps up to [`PREFETCH`] ready requests claimed ahead of the card,
-/// earliest deadline first, while signing is not paused.
-async fn claim_ahead(ctx: ApiContext, claimed: mpsc::Sender<SigningJob>, mut shutdown: Shutdown) {
+/// Keeps up to [`PREFETCH`] ready requests claimed ahead of the card, in
+/// the queue's order, while nothing stops the card signing.
+async fn claim_ahead(ctx: ApiContext, card: Arc<Card>, claimed: mpsc::Sender<SigningJob>, mut shutdown: Shutdown) {
     // Long enough for every job ahead to wait out a signature or a reconnection.
     let per_job =
-        i64::try_from(ctx.config.signers[0].timeout_ms).unwrap_or(i64::MAX).saturating_add(CLIENT_MAX_BACKOFF_MS);
+        i64::try_from(card.config.timeout_ms).unwrap_or(i64::MAX).saturating_add(CLIENT_MAX_BACKOFF_MS);
     let lease = per_job.saturating_mul(i64::try_from(PREFETCH).unwrap_or(4) + 2);
     while !shutdown.is_requested() {
-        let paused = match ctx.store.pause_of(Stage::Signing).await {
+        let paused = match ctx.store.card_signing_stop(card.name()).await {
             Ok(pause) => pause.is_some(),
             Err(e) => {
                 tracing::error!(error = %e, "signer: database error");
@@ -215,7 +237,12 @@ async fn claim_ahead(ctx: ApiContext, claimed: mpsc::Sender<SigningJob>, mut shu
         };
         let Ok(permit) = permit else { break };
         match ctx.store.claim_signing(now_ms(), lease, 1).await {
-            Ok(mut jobs) if !jobs.is_empty() => permit.send(jobs.remove(0)),
+            Ok(mut jobs) if !jobs.is_empty() => {
+                permit.send(jobs.remove(0));
+                // One wake reaches one signer: passed on, it reaches the
+                // other cards' too while there is work.
+                ctx.sign.notify_one();
+            }
             Ok(_) => {
                 drop(permit);
                 let due = ctx.store.next_due(State::Ready).await.ok().flatten();
@@ -240,20 +267,22 @@ async fn give_back(ctx: &ApiContext, job: &SigningJob, delay_ms: i64, code: &str
     }
 }
 
-/// Persists the pause, then clears the "PIN in flight" mark it supersedes.
-/// Until the pause is stored nothing else is signed; once the service is
-/// stopping it is retried for [`PAUSE_RETRY_AT_STOP`] only, and if it is
-/// still not stored the process exits non-zero (the store keeps the pause
-/// in a file beside the database, which the next start applies).
-async fn pause(ctx: &ApiContext, reason: &str, by: Option<&str>, shutdown: &mut Shutdown) {
+/// Persists the card's pause, then clears the "PIN in flight" mark it
+/// supersedes. Until the pause is stored nothing else is signed on the card;
+/// once the service is stopping it is retried for [`PAUSE_RETRY_AT_STOP`]
+/// only, and if it is still not stored the process exits non-zero (the
+/// store keeps a pause of all signing in a file beside the database, which
+/// the next start applies).
+async fn pause(ctx: &ApiContext, card: &Card, reason: &str, by: Option<&str>, shutdown: &mut Shutdown) {
     tracing::error!(
+        card = card.name(),
         reason,
-        "SIGNING PAUSED. Fix the cause, then resume signing \
-         (customs179 resume signing, or POST /api/control/signing/resume)"
+        "SIGNING PAUSED ON THIS CARD. Fix the cause, then resume its signing \
+         (customs179 resume signing --card NAME, or POST /api/control/cards/NAME/signing/resume)"
     );
     let mut give_up_at = None;
-    while let Err(e) = ctx.store.pause_as(Stage::Signing, reason, by, now_ms()).await {
-        tracing::error!(error = %e, "signer: cannot persist the pause; retrying");
+    while let Err(e) = ctx.store.pause_card(card.name(), Stage::Signing, reason, by, now_ms()).await {
+        tracing::error!(card = card.name(), error = %e, "signer: cannot persist the pause; retrying");
         if shutdown.is_requested() {
             let give_up_at =
                 *give_up_at.get_or_insert_with(|| std::time::Instant::now() + PAUSE_RETRY_AT_STOP);
@@ -267,7 +296,7 @@ async fn pause(ctx: &ApiContext, reason: &str, by: Option<&str>, shutdown: &mut 
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    if let Err(e) = ctx.store.clear_pin_in_flight(SERVICE_HOLDER).await {
+    if let Err(e) = ctx.store.clear_pin_in_flight(&card::service_holder(card.name())).await {
         tracing::error!(error = %e, "signer: cannot clear the PIN-in-flight mark (the pause is stored)");
     }
 }
@@ -304,49 +333,51 @@ const PROBE_EVERY: Duration = Duration::from_secs(10);
 /// One exchange with the card (a real one, so that a connection lost
 /// meanwhile is noticed and the next call connects anew), noted for the
 /// status; the card's identity when it answered.
-async fn probe(ctx: &ApiContext, signer: &SignerClient) -> Option<customs179_eport::CardIdentity> {
-    let asked = signer.call(customs179_eport::Method::GetCertNo, serde_json::Map::new()).await;
-    match asked.and(signer.identity().await) {
+async fn probe(ctx: &ApiContext, card: &Card) -> Option<customs179_eport::CardIdentity> {
+    let asked = card.client.call(customs179_eport::Method::GetCertNo, serde_json::Map::new()).await;
+    match asked.and(card.client.identity().await) {
         Ok(identity) => {
-            ctx.live.card_connected(&identity, now_ms());
+            ctx.live.card_connected(card.name(), &identity, now_ms());
             Some(identity)
         }
         Err(e) => {
-            card_failed(ctx, &e);
+            card_failed(ctx, card.name(), &e);
             None
         }
     }
 }
 
-/// Notes a failure at the card for the status; whether the connection stands
-/// tells whether the EportClient is reachable.
-fn card_failed(ctx: &ApiContext, e: &SignerError) {
+/// Notes a failure at the card for the status and metrics; whether the
+/// connection stands tells whether the EportClient is reachable.
+fn card_failed(ctx: &ApiContext, name: &str, e: &SignerError) {
     let connected = !matches!(e, SignerError::Unavailable(_) | SignerError::NoAnswer(_));
-    ctx.live.card_failed(&e.to_string(), connected, now_ms());
+    ctx.metrics.card_error(name);
+    ctx.live.card_failed(name, &e.to_string(), connected, now_ms());
 }
 
-/// Lifts a pause made for a certificate out of date once the card connected
-/// has a valid one. Other pauses are an operator's to lift. Whether it asked
-/// the card (it does under such a pause).
-async fn lift_certificate_pause(ctx: &ApiContext, signer: &SignerClient) -> bool {
-    let Ok(Some(pause)) = ctx.store.pause_of(Stage::Signing).await else { return false };
-    if pause.by.as_deref() != Some(CERTIFICATE_CHECK) {
+/// Lifts the card's pause made for a certificate out of date once the card
+/// connected has a valid one. Other pauses are an operator's to lift.
+/// Whether it asked the card (it does under such a pause).
+async fn lift_certificate_pause(ctx: &ApiContext, card: &Card) -> bool {
+    let Ok(Some(Pause { by, .. })) = ctx.store.card_pause_of(card.name(), Stage::Signing).await else {
+        return false;
+    };
+    if by.as_deref() != Some(CERTIFICATE_CHECK) {
         return false;
     }
     // The card may have been changed: asked anew, not as last seen.
-    let Some(identity) = probe(ctx, signer).await else { return true };
+    let Some(identity) = probe(ctx, card).await else { return true };
     if certificate_out_of_date(identity.verifier.validity(), now_ms()).is_some() {
         return true;
     }
     let cert_no = identity.cert_no.to_string();
     let now = now_ms();
     let why = format!("a card with a valid certificate (certNo {cert_no}) connected");
-    match ctx.store.resume(Stage::Signing).await {
+    match ctx.store.resume_card(card.name(), Stage::Signing).await {
         Ok(_) => {
-            tracing::warn!(cert_no, "SIGNING RESUMED: {why}");
-            if let Err(e) =
-                ctx.store.audit(CERTIFICATE_CHECK, "resume signing", None, Some(&why), 1, now).await
-            {
+            tracing::warn!(card = card.name(), cert_no, "SIGNING RESUMED ON THIS CARD: {why}");
+            let action = format!("resume signing on card {}", card.name());
+            if let Err(e) = ctx.store.audit(CERTIFICATE_CHECK, &action, None, Some(&why), 1, now).await {
                 tracing::error!(error = %e, "signer: cannot write the audit log");
             }
             ctx.sign.notify_one();
@@ -363,10 +394,11 @@ async fn wait(ctx: &ApiContext, shutdown: &mut Shutdown, at_most: Duration) {
     }
 }
 
-async fn commit(ctx: &ApiContext, job: &SigningJob, result: Signed, took_ms: i64) -> Result<(), StoreError> {
+async fn commit(ctx: &ApiContext, job: &SigningJob, answer: &CardAnswer) -> Result<(), StoreError> {
     let now = now_ms();
+    let (card, took_ms) = (answer.card.name(), answer.took_ms);
     let session_id = job.claim.session_id.as_str();
-    let error = match result {
+    let error = match answer.result.clone() {
         Ok(signature) => {
             let body = match PreSign::parse(&job.presign) {
                 Ok(presign) => presign.upload_body(&signature.cert_no, &signature.sign_value),
@@ -378,8 +410,8 @@ async fn commit(ctx: &ApiContext, job: &SigningJob, result: Signed, took_ms: i64
                 }
             };
             let (cert_no, sign_value) = (&signature.cert_no, &signature.sign_value);
-            if ctx.store.signed(job, cert_no, sign_value, body.as_str(), took_ms, now).await? {
-                tracing::info!(session_id, cert_no = signature.cert_no, "signer: signed and verified");
+            if ctx.store.signed(job, card, cert_no, sign_value, body.as_str(), took_ms, now).await? {
+                tracing::info!(session_id, card, cert_no = signature.cert_no, "signer: signed and verified");
                 ctx.upload.notify_one();
             }
             return Ok(());
@@ -393,12 +425,12 @@ async fn commit(ctx: &ApiContext, job: &SigningJob, result: Signed, took_ms: i64
         | SignerError::NoAnswer(_)
         | SignerError::Failed { class: FailureClass::ReaderUnwell, .. }
         | SignerError::BadSignature(_) => {
-            tracing::warn!(session_id, reason, "signer: will retry");
+            tracing::warn!(session_id, card, reason, "signer: will retry");
             let next = now + backoff(1_000, job.claim.attempts, MAX_BACKOFF_MS);
             ctx.store.retry_later(&job.claim, "sign", next, &problem, now).await?;
         }
         SignerError::Failed { class: FailureClass::BadArguments, .. } => {
-            tracing::error!(session_id, reason, "signer: the item failed");
+            tracing::error!(session_id, card, reason, "signer: the item failed");
             ctx.store.fail(&job.claim, "sign", &problem, now).await?;
         }
         // The pause itself was persisted by the signing loop.

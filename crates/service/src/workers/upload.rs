@@ -2,8 +2,10 @@
 //! earliest deadline first, and acts on every answer of spec 1.2.
 //!
 //! 10000 delivered; 20006 delivered by an earlier attempt (on a first
-//! attempt, an anomaly worth showing); 20004 is a configuration error that
-//! stops all uploads, persistently, until an operator resumes; anything else
+//! attempt, an anomaly worth showing); 20004 refuses the certNo of the card
+//! that signed: that card's uploads pause and its signed requests go back to
+//! be signed by another card, or, with no other card left, all uploads stop,
+//! persistently, until an operator resumes; anything else
 //! (timeouts included) is retried with exponential backoff and jitter up to
 //! `[customs] retry_max_secs`, until `[customs] give_up_after_secs` after
 //! customs' call, when the request fails with the last answer as reason.
@@ -11,7 +13,7 @@
 use std::time::Duration;
 
 use customs179_core::AnswerClass;
-use customs179_store::{Delivery, Outcome, Stage, State, StoreError, UploadJob};
+use customs179_store::{CertificateRefused, Delivery, Outcome, Stage, State, StoreError, UploadJob};
 use tokio::task::JoinSet;
 use tracing::Instrument as _;
 
@@ -121,16 +123,30 @@ async fn settle(
         AnswerClass::ConfigurationError { message } => {
             let reason =
                 format!("customs answered 20004 (certNo not registered, or not this ebpCode's): {message}");
-            tracing::error!(
-                session_id,
-                reason,
-                "UPLOADS STOPPED: fix the registration, then resume uploading \
-                 (customs179 resume uploading, or POST /api/control/uploading/resume)"
-            );
+            let cards: Vec<&str> = ctx.config.signers.iter().map(|s| s.name.as_str()).collect();
             // The attempt is on record before the pause shows; no new upload is
             // claimed before this settles (the claim loop waits for its batch).
-            ctx.store.retry_later(&job.claim, "upload", now, &outcome, now).await?;
-            ctx.store.pause(Stage::Uploading, &reason, now).await?;
+            match ctx.store.certificate_refused(job, &cards, &outcome, &reason, now).await? {
+                CertificateRefused::SentBack { card, requests } => {
+                    tracing::error!(
+                        session_id,
+                        card,
+                        sent_back = requests.len(),
+                        reason,
+                        "UPLOADS OF THIS CARD PAUSED: its signed requests go back to be signed by another card. \
+                         Register its certNo, then resume its uploads \
+                         (customs179 resume uploading --card NAME, or POST /api/control/cards/NAME/uploading/resume)"
+                    );
+                    ctx.sign.notify_one();
+                }
+                CertificateRefused::AllStopped => tracing::error!(
+                    session_id,
+                    reason,
+                    "UPLOADS STOPPED: no other card is left. Fix the registration, then resume uploading \
+                     (customs179 resume uploading, or POST /api/control/uploading/resume)"
+                ),
+                CertificateRefused::Lost => {}
+            }
         }
         AnswerClass::Retryable { .. } | AnswerClass::Unknown { .. } => {
             let give_up_ms =
