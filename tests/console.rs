@@ -461,6 +461,31 @@ give_up_after_secs = 600
     assert!(alerts[0].as_str().unwrap().contains("all clear"), "{alerts}");
     assert!(alerts[1].as_str().unwrap().contains("customs maintenance (paused by alice)"), "{alerts}");
 
+    // The card's own signing, paused from its tile and resumed: the card's pause, not all signing.
+    browser.click(&browser.find("[data-tile=card][data-card=card] [data-action=pause]").await).await;
+    browser.type_into(&browser.find("#ask-reason").await, "card swap").await;
+    browser.click(&browser.find("#ask-ok").await).await;
+    browser
+        .wait_until(
+            "the card's pause on its tile",
+            "return document.querySelector('[data-tile=card][data-card=card]')?.textContent.includes('card swap') || null",
+        )
+        .await;
+    let controls = h.controls().await;
+    assert_eq!(controls["signing"]["paused"], false, "{controls:#}");
+    assert_eq!(
+        (&controls["cards"][0]["signing"]["paused"], &controls["cards"][0]["signing"]["by"]),
+        (&json!(true), &json!("alice")),
+        "{controls:#}"
+    );
+    browser.click(&browser.find("[data-tile=card][data-card=card] [data-action=resume]").await).await;
+    browser.click(&browser.find("#ask-ok").await).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while h.controls().await["cards"][0]["signing"]["paused"] != false {
+        assert!(Instant::now() < deadline, "the card's signing was not resumed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
     // A viewer: no write button anywhere, though there is something to replay.
     let buttons = write_buttons(&browser).await;
     assert!(buttons.as_array().unwrap().len() >= 3, "an operator has write buttons: {buttons}");

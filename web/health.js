@@ -12,11 +12,14 @@ let shown = { pauses: null, tiles: null, risk: null };
 let riskLists = { at: 0, atRisk: [], past: [] };
 
 /** Pauses or resumes `stage`, asking the operator why. */
-async function control(stage, action, after) {
-  const question = action === "pause" ? t("askPause", stageName(stage)) : t("askResume", stageName(stage));
+/** Pauses or resumes a stage on every card, or with `card` on that card only. */
+async function control(stage, action, after, card) {
+  const what = card ? t("onCard", stageName(stage), card) : stageName(stage);
+  const question = action === "pause" ? t("askPause", what) : t("askResume", what);
   const reason = await ask({ message: question, reasonRequired: action === "pause", confirm: t("ok") });
   if (reason === null) return;
-  await api(`/api/control/${stage}/${action}`, { method: "POST", body: reason ? { reason } : {} });
+  const path = card ? `/api/control/cards/${encodeURIComponent(card)}/${stage}/${action}` : `/api/control/${stage}/${action}`;
+  await api(path, { method: "POST", body: reason ? { reason } : {} });
   await after();
 }
 
@@ -62,16 +65,17 @@ export function render(status, { operator, refresh, openDetail }) {
   }
 }
 
-function controls(stage, paused, operator, refresh) {
+function controls(stage, paused, operator, refresh, card) {
   if (!operator) return null;
   return el("div", { class: "actions" }, paused
-    ? button(t("resume", stageName(stage)), () => control(stage, "resume", refresh), { "data-action": "resume" })
-    : button(t("pause", stageName(stage)), () => control(stage, "pause", refresh), { "data-action": "pause" }));
+    ? button(t("resume", stageName(stage)), () => control(stage, "resume", refresh, card), { "data-action": "resume" })
+    : button(t("pause", stageName(stage)), () => control(stage, "pause", refresh, card), { "data-action": "pause" }));
 }
 
 function cardTile(c, operator, refresh) {
   const days = c.days_left;
-  return el("section", { class: `tile ${c.connected ? "ok" : "bad"}`, "data-tile": "card" },
+  const bad = !c.connected || c.paused || c.uploads_stopped;
+  return el("section", { class: `tile ${bad ? "bad" : "ok"}`, "data-tile": "card", "data-card": c.name },
     el("h3", {}, t("card", c.name)),
     el("p", { class: c.connected ? "good" : "problem" }, c.connected ? t("connected") : t("disconnected")),
     c.cert_no ? el("p", { class: "id" }, c.cert_no, c.algorithm ? ` (${c.algorithm})` : null) : null,
@@ -80,7 +84,16 @@ function cardTile(c, operator, refresh) {
     c.last_signature_at ? el("p", {}, t("lastSignature", time(c.last_signature_at))) : null,
     c.last_error ? el("p", { class: "problem" }, t("lastError", time(c.last_error_at)), " ", c.last_error) : null,
     c.paused ? el("p", { class: "problem" }, t("pausedBy", c.paused.reason, c.paused.by, time(c.paused.since))) : null,
-    controls("signing", Boolean(c.paused), operator, refresh));
+    c.uploads_stopped
+      ? el("p", { class: "problem", "data-stopped": "uploading" },
+        t("uploadsStoppedBy", c.uploads_stopped.reason, c.uploads_stopped.by, time(c.uploads_stopped.since)))
+      : null,
+    controls("signing", Boolean(c.paused), operator, refresh, c.name),
+    // A card's uploads are paused by customs' 20004 only; resumed once its certNo is registered.
+    c.uploads_stopped && operator
+      ? el("div", { class: "actions" }, button(t("resume", stageName("uploading")),
+        () => control("uploading", "resume", refresh, c.name), { "data-action": "resume-uploading" }))
+      : null);
 }
 
 function customsTile(customs, operator, refresh) {

@@ -136,7 +136,10 @@ fn chosen_cards<'a>(
     let Some(card) = card else { return Ok(config.signers.iter().collect()) };
     match config.signers.iter().find(|s| s.name == card) {
         Some(signer) => Ok(vec![signer]),
-        None => Err(Failure::BadInput(format!("no card {card:?} in the configuration; cards: {}", card_names(config)))),
+        None => Err(Failure::BadInput(format!(
+            "no card {card:?} in the configuration; cards: {}",
+            card_names(config)
+        ))),
     }
 }
 

@@ -83,7 +83,10 @@ pub(crate) async fn sign_or_pause(
         let names: Vec<&str> = config.signers.iter().map(|s| s.name.as_str()).collect();
         let marks = store.pause_for_pins_in_flight(&names, now_ms()).await.map_err(|e| check(&e))?;
         if let Some(mark) = marks.first() {
-            return Err(Failure::Check(format!("{}\nsigning on that card is now paused", mark.pause_reason())));
+            return Err(Failure::Check(format!(
+                "{}\nsigning on that card is now paused",
+                mark.pause_reason()
+            )));
         }
     }
     let signer = SignerClient::new(card.url.clone(), Duration::from_millis(card.timeout_ms));

@@ -181,7 +181,12 @@ impl Metrics {
 
     /// Everything, with the queue depths and pauses read from the store.
     /// `cards` are (card, stage, paused) of every configured card.
-    pub fn render(&self, depths: &[(&str, i64)], paused: &[(&str, bool)], cards: &[(&str, &str, bool)]) -> String {
+    pub fn render(
+        &self,
+        depths: &[(&str, i64)],
+        paused: &[(&str, bool)],
+        cards: &[(&str, &str, bool)],
+    ) -> String {
         let mut out = String::with_capacity(4096);
         self.intake_requests.render(
             &mut out,
@@ -291,8 +296,11 @@ mod tests {
         metrics.signed("card-a", Duration::from_millis(200));
         metrics.card_error("card-b");
         let cards = [("card-a", "signing", false), ("card-b", "uploading", true)];
-        let text =
-            metrics.render(&[("waiting", 2), ("failed", 0)], &[("signing", true), ("uploading", false)], &cards);
+        let text = metrics.render(
+            &[("waiting", 2), ("failed", 0)],
+            &[("signing", true), ("uploading", false)],
+            &cards,
+        );
         for line in [
             "customs179_signatures_total{card=\"card-a\"} 2",
             "customs179_card_errors_total{card=\"card-b\"} 1",
@@ -323,7 +331,7 @@ mod tests {
     fn open_event_streams_are_counted_until_dropped() {
         let metrics = std::sync::Arc::new(Metrics::default());
         let gauge = |m: &Metrics| {
-            let text = m.render(&[], &[]);
+            let text = m.render(&[], &[], &[]);
             text.lines().find(|l| l.starts_with("customs179_events_streams ")).map(str::to_owned)
         };
         assert_eq!(gauge(&metrics).as_deref(), Some("customs179_events_streams 0"));

@@ -87,8 +87,9 @@ impl Service {
                 "SIGNING PAUSED at start: a process stopped while a card may have been checking an unproven PIN"
             );
         }
-        let live =
-            Arc::new(crate::live::Live::new(config.signers.iter().map(|s| (s.name.as_str(), s.url.as_str()))));
+        let live = Arc::new(crate::live::Live::new(
+            config.signers.iter().map(|s| (s.name.as_str(), s.url.as_str())),
+        ));
         let (stop, shutdown) = Shutdown::new();
         let ctx = ApiContext {
             config: Arc::new(config),
@@ -198,7 +199,8 @@ impl Service {
             ),
         ];
         for card in cards {
-            let signing_step = Duration::from_millis(card.config.timeout_ms.saturating_mul(2)) + SIGNER_BACKOFF;
+            let signing_step =
+                Duration::from_millis(card.config.timeout_ms.saturating_mul(2)) + SIGNER_BACKOFF;
             let span = tracing::info_span!("card", card = card.config.name);
             let sign = workers::sign::run(ctx.clone(), card.clone(), shutdown.clone()).instrument(span);
             workers.push(supervise(&health, card.task, SLACK + signing_step, sign));

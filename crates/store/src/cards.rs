@@ -97,18 +97,19 @@ impl Store {
             control_name(card, Stage::Signing),
             control_name(card, Stage::Uploading),
         ];
-        let rows: Vec<(String, String, Millis, Option<String>)> = sqlx::query_as(
-            "SELECT name, reason, paused_at, paused_by FROM controls WHERE name IN (?, ?, ?)",
-        )
-        .bind(&names[0])
-        .bind(&names[1])
-        .bind(&names[2])
-        .fetch_all(&self.pool)
-        .await?;
+        let rows: Vec<(String, String, Millis, Option<String>)> =
+            sqlx::query_as("SELECT name, reason, paused_at, paused_by FROM controls WHERE name IN (?, ?, ?)")
+                .bind(&names[0])
+                .bind(&names[1])
+                .bind(&names[2])
+                .fetch_all(&self.pool)
+                .await?;
         Ok(names.iter().find_map(|name| {
-            rows.iter()
-                .find(|(row, ..)| row == name)
-                .map(|(_, reason, since, by)| Pause { reason: reason.clone(), since: *since, by: by.clone() })
+            rows.iter().find(|(row, ..)| row == name).map(|(_, reason, since, by)| Pause {
+                reason: reason.clone(),
+                since: *since,
+                by: by.clone(),
+            })
         }))
     }
 
@@ -142,9 +143,9 @@ impl Store {
             .await?;
         let card = signed_by.filter(|card| cards.contains(&card.as_str()));
         let other_left = card.as_deref().is_some_and(|card| {
-            cards.iter().any(|other| {
-                *other != card && !paused.contains(&control_name(other, Stage::Uploading))
-            })
+            cards
+                .iter()
+                .any(|other| *other != card && !paused.contains(&control_name(other, Stage::Uploading)))
         });
         let (Some(card), Some(cert_no), true) = (card, cert_no, other_left) else {
             sqlx::query(

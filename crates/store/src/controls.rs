@@ -249,7 +249,10 @@ impl Store {
             sqlx::query_as("SELECT holder, card, cert_no, since FROM pin_in_flight ORDER BY since")
                 .fetch_all(&self.pool)
                 .await?;
-        Ok(marks.into_iter().map(|(holder, card, cert_no, since)| PinInFlight { holder, card, cert_no, since }).collect())
+        Ok(marks
+            .into_iter()
+            .map(|(holder, card, cert_no, since)| PinInFlight { holder, card, cert_no, since })
+            .collect())
     }
 
     /// Turns the marks left by dead processes into pauses, in one

@@ -413,7 +413,12 @@ async fn pin_marks_left_behind_pause_their_card() {
     f.store.mark_pin_in_flight("the sign command (pid 7)", "card", "0a1b", 12).await.unwrap();
     f.store.clear_pin_in_flight("the sign command (pid 7)").await.unwrap();
     let marks = f.store.pins_in_flight().await.unwrap();
-    let mark = PinInFlight { holder: "the service".into(), card: Some("card".into()), cert_no: "0a1b".into(), since: 11 };
+    let mark = PinInFlight {
+        holder: "the service".into(),
+        card: Some("card".into()),
+        cert_no: "0a1b".into(),
+        since: 11,
+    };
     assert_eq!(marks, [mark]);
     let before = f.store.changes().await.unwrap();
 
@@ -816,7 +821,13 @@ async fn signed_by(store: &Store, session_id: &str, card: &str, cert_no: &str, n
     for other in jobs.iter().filter(|j| j.claim.session_id != session_id) {
         store.poll_again(&other.claim, now, &Outcome::new("x", "x"), now).await.unwrap();
     }
-    store.claim_uploads(now + 1, 1_000, 8).await.unwrap().into_iter().find(|j| j.claim.session_id == session_id).unwrap()
+    store
+        .claim_uploads(now + 1, 1_000, 8)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|j| j.claim.session_id == session_id)
+        .unwrap()
 }
 
 #[tokio::test]
@@ -831,8 +842,12 @@ async fn a_refused_certno_sends_its_signed_requests_back_while_another_card_is_l
     let by_b = signed_by(&f.store, "S3", "b", "bbbb", 120).await;
     f.store.poll_again(&by_b.claim, 120, &Outcome::new("x", "x"), 120).await.unwrap();
     let answer = Outcome::new("20004", r#"{"code":"20004"}"#);
-    let came = f.store.certificate_refused(&refused, &["a", "b"], &answer, "not registered", 200).await.unwrap();
-    assert_eq!(came, CertificateRefused::SentBack { card: "a".into(), requests: vec!["S1".into(), "S2".into()] });
+    let came =
+        f.store.certificate_refused(&refused, &["a", "b"], &answer, "not registered", 200).await.unwrap();
+    assert_eq!(
+        came,
+        CertificateRefused::SentBack { card: "a".into(), requests: vec!["S1".into(), "S2".into()] }
+    );
     assert_eq!(state_of(&f.store, "S1").await, State::Ready);
     assert_eq!(state_of(&f.store, "S2").await, State::Ready);
     assert_eq!(state_of(&f.store, "S3").await, State::Signed, "card b's signature stands");
@@ -844,7 +859,10 @@ async fn a_refused_certno_sends_its_signed_requests_back_while_another_card_is_l
     let last = detail.attempts.last().unwrap();
     assert!(last.outcome.starts_with("sent back to be signed by another card"), "{}", last.outcome);
     assert_eq!(last.code.as_deref(), Some("20004"));
-    assert_eq!(f.store.count_by_state().await.unwrap().iter().find(|(s, _)| *s == State::Ready).unwrap().1, 2);
+    assert_eq!(
+        f.store.count_by_state().await.unwrap().iter().find(|(s, _)| *s == State::Ready).unwrap().1,
+        2
+    );
     // The old claim is gone: a second answer to it changes nothing.
     let again = f.store.certificate_refused(&refused, &["a", "b"], &answer, "again", 202).await.unwrap();
     assert_eq!(again, CertificateRefused::Lost);
@@ -852,11 +870,15 @@ async fn a_refused_certno_sends_its_signed_requests_back_while_another_card_is_l
     // Card b refused too: no card is left, so every upload stops and the request stays signed.
     let by_b = f.store.claim_uploads(300, 1_000, 8).await.unwrap().remove(0);
     assert_eq!(by_b.claim.session_id, "S3");
-    let came = f.store.certificate_refused(&by_b, &["a", "b"], &answer, "b not registered", 301).await.unwrap();
+    let came =
+        f.store.certificate_refused(&by_b, &["a", "b"], &answer, "b not registered", 301).await.unwrap();
     assert_eq!(came, CertificateRefused::AllStopped);
     assert_eq!(state_of(&f.store, "S3").await, State::Signed);
     assert_eq!(f.store.pause_of(Stage::Uploading).await.unwrap().unwrap().reason, "b not registered");
     assert_eq!(f.store.card_pause_of("b", Stage::Uploading).await.unwrap(), None);
     let pauses = f.store.card_pauses().await.unwrap();
-    assert_eq!(pauses.iter().map(|p| (p.card.as_str(), p.stage)).collect::<Vec<_>>(), [("a", Stage::Uploading)]);
+    assert_eq!(
+        pauses.iter().map(|p| (p.card.as_str(), p.stage)).collect::<Vec<_>>(),
+        [("a", Stage::Uploading)]
+    );
 }

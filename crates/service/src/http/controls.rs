@@ -199,7 +199,13 @@ async fn resume_target(
         Target::Card(card, stage) => ctx.store.resume_card(card, stage).await?,
     };
     if let Some(pause) = &cleared {
-        tracing::warn!(stage = stage.as_str(), card = target.card(), actor, reason = pause.reason, "operator resumed");
+        tracing::warn!(
+            stage = stage.as_str(),
+            card = target.card(),
+            actor,
+            reason = pause.reason,
+            "operator resumed"
+        );
     }
     let action = target.action("resume");
     ctx.store.audit(actor, &action, None, reason.as_deref(), i64::from(cleared.is_some()), now_ms()).await?;

@@ -214,7 +214,12 @@ pub(crate) async fn run(ctx: ApiContext, card: Arc<Card>, mut shutdown: Shutdown
 
 /// Keeps up to [`PREFETCH`] ready requests claimed ahead of the card, in
 /// the queue's order, while nothing stops the card signing.
-async fn claim_ahead(ctx: ApiContext, card: Arc<Card>, claimed: mpsc::Sender<SigningJob>, mut shutdown: Shutdown) {
+async fn claim_ahead(
+    ctx: ApiContext,
+    card: Arc<Card>,
+    claimed: mpsc::Sender<SigningJob>,
+    mut shutdown: Shutdown,
+) {
     // Long enough for every job ahead to wait out a signature or a reconnection.
     let per_job =
         i64::try_from(card.config.timeout_ms).unwrap_or(i64::MAX).saturating_add(CLIENT_MAX_BACKOFF_MS);
