@@ -40,7 +40,7 @@ async fn an_expired_certificate_pauses_signing_until_a_renewed_card_connects() {
 
     let deadline = std::time::Instant::now() + WAIT;
     let paused = loop {
-        let signing = h.controls().await["signing"].clone();
+        let signing = h.controls().await["cards"][0]["signing"].clone();
         if signing["paused"] == true {
             break signing;
         }
@@ -70,12 +70,12 @@ async fn an_expired_certificate_pauses_signing_until_a_renewed_card_connects() {
 
     let delivered = h.wait_for_state("S-1", "delivered", WAIT).await;
     assert_eq!(delivered["uploads"][0]["cert_no"], renewed.cert_no().as_str(), "{delivered:#}");
-    assert_eq!(h.controls().await["signing"]["paused"], false);
+    assert_eq!(h.controls().await["cards"][0]["signing"]["paused"], false);
     let audit = h.get("/api/audit").await;
     let lifted: Vec<&Value> =
         audit["entries"].as_array().unwrap().iter().filter(|e| e["actor"] == "certificate check").collect();
     assert_eq!(lifted.len(), 1, "{audit:#}");
-    assert_eq!(lifted[0]["action"], "resume signing");
+    assert_eq!(lifted[0]["action"], "resume signing on card card");
     assert!(h.get("/api/status").await["cards"][0]["days_left"].as_i64().unwrap() >= 399);
     h.stop().await;
     customs.stop().await;

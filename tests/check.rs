@@ -103,7 +103,11 @@ fn an_environment_override_fixes_a_config() {
     let output =
         check(&path, &[("CUSTOMS179_SIGNER_PIN", PIN), ("CUSTOMS179_SIGNER_URL", "ws://10.0.0.5:61232/")]);
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
-    assert!(stdout(&output).contains("signer: ws://10.0.0.5:61232/, pin: set"), "{}", stdout(&output));
+    assert!(
+        stdout(&output).contains("signers: card at ws://10.0.0.5:61232/, pin: set"),
+        "{}",
+        stdout(&output)
+    );
     assert_no_secret(&output);
 }
 

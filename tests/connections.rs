@@ -158,7 +158,7 @@ async fn healthz_lists_every_task_beating() {
             "intake listener",
             "intake writer",
             "preparer",
-            "signer",
+            "signer card",
             "uploader"
         ]
     );

@@ -127,7 +127,7 @@ async fn what_another_process_changed_comes_as_a_snapshot() {
     let snapshot = events
         .wait_for("snapshot", WITHIN, |data| data["status"]["signing"]["reason"] == "card maintenance")
         .await;
-    assert_eq!(snapshot["status"]["cards"][0]["paused"]["reason"], "card maintenance", "{snapshot:#}");
+    assert!(snapshot["status"]["cards"][0]["paused"].is_null(), "the card's own pause is not all signing's");
     other.close().await;
     h.stop().await;
 }

@@ -147,7 +147,9 @@ async fn sign_refuses_while_signing_is_paused_unless_forced() {
         run(&["sign", "--config", setup.config(), "--force", setup.text.to_str().unwrap()], "").await;
     assert_signed(&output, &sim);
     assert_eq!(sim.stats().signatures, 1);
-    let pause = setup.signing_pause().await.expect("--force leaves the pause in place");
+    let store = setup.store().await;
+    let pause = store.pause_of(Stage::Signing).await.unwrap().expect("--force leaves the pause in place");
+    store.close().await;
     assert_eq!(pause.reason, "the operator is changing the card");
 }
 
@@ -176,13 +178,15 @@ async fn a_wrong_pin_pauses_signing_and_resume_clears_it() {
     assert!(stderr(&output).contains("paused"), "{}", stderr(&output));
     assert_eq!(sim.stats().sign_requests, 1, "no second wrong PIN");
 
-    let output = run(&["resume", "--config", setup.config(), "signing"], "").await;
+    let output = run(&["resume", "--config", setup.config(), "signing", "--card", "nope"], "").await;
+    assert_eq!(output.status.code(), Some(2), "an unknown card is bad input: {}", stderr(&output));
+    let output = run(&["resume", "--config", setup.config(), "signing", "--card", "card"], "").await;
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     let out = stdout(&output);
-    assert!(out.contains("signing resumed") && out.contains(&pause.reason), "{out}");
+    assert!(out.contains("signing on card card resumed") && out.contains(&pause.reason), "{out}");
     assert!(setup.signing_pause().await.is_none(), "the pause is cleared");
 
-    let output = run(&["resume", "--config", setup.config(), "signing"], "").await;
+    let output = run(&["resume", "--config", setup.config(), "signing", "--card", "card"], "").await;
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     assert!(stdout(&output).contains("was not paused"), "{}", stdout(&output));
     assert_eq!(sim.stats().wrong_pins, 1);

@@ -164,8 +164,9 @@ async fn a_wrong_pin_pauses_signing_until_resumed_and_each_resume_costs_one_try(
     let detail = h.wait_until(&first, WAIT, |d| d["last_error"].is_string()).await;
     assert_eq!(detail["state"], "ready", "{detail:#}");
     let controls = h.controls().await;
-    let signing = &controls["signing"];
-    assert_eq!(signing["paused"], true, "{controls}");
+    assert_eq!(controls["signing"]["paused"], false, "all signing goes on: {controls}");
+    let signing = &controls["cards"][0]["signing"];
+    assert_eq!(signing["paused"], true, "the card's own signing pauses: {controls}");
     let reason = signing["reason"].as_str().unwrap_or_else(|| panic!("no reason: {controls}"));
     assert!(reason.contains(TAG_WRONG_PIN), "the card's answer: {reason}");
     assert!(!reason.contains(WRONG_PIN) && !reason.contains(PIN), "no PIN in the reason: {reason}");
@@ -186,13 +187,13 @@ async fn a_wrong_pin_pauses_signing_until_resumed_and_each_resume_costs_one_try(
     }
 
     // Resuming with the PIN still wrong costs exactly one more try, then pauses again.
-    let (status, resumed) = h.post("/api/control/signing/resume", String::new()).await;
+    let (status, resumed) = h.post("/api/control/cards/card/signing/resume", String::new()).await;
     assert_eq!(status, StatusCode::OK, "{resumed}");
     assert_eq!(resumed["stage"], "signing");
     assert_eq!(resumed["cleared"]["reason"], reason, "{resumed}");
     wait_for_sim(&sim, WAIT, |s| s.wrong_pins == 2).await;
     let deadline = Instant::now() + WAIT;
-    while h.controls().await["signing"]["paused"] != true {
+    while h.controls().await["cards"][0]["signing"]["paused"] != true {
         assert!(Instant::now() < deadline, "paused again");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -214,23 +215,23 @@ async fn after_a_refusal_and_a_resume_the_item_is_signed() {
     let session_id = h.request("RESUME").await;
     wait_for_sim(&sim, WAIT, |s| s.wrong_pins == 1).await;
     h.wait_until(&session_id, WAIT, |d| d["last_error"].is_string()).await;
-    assert_eq!(h.controls().await["signing"]["paused"], true);
+    assert_eq!(h.controls().await["cards"][0]["signing"]["paused"], true);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(h.detail(&session_id).await["state"], "ready");
     assert_eq!(sim.stats().sign_requests, 1, "nothing retried on its own");
 
-    let (status, resumed) = h.post("/api/control/signing/resume", String::new()).await;
+    let (status, resumed) = h.post("/api/control/cards/card/signing/resume", String::new()).await;
     assert_eq!(status, StatusCode::OK, "{resumed}");
     let resumed_at = Instant::now();
     let detail = h.wait_signed(&session_id, WAIT).await;
     assert!(resumed_at.elapsed() < Duration::from_secs(3), "signed soon after the resume");
     assert_upload_verifies(&detail, &sim);
     let controls = h.controls().await;
-    assert_eq!(controls["signing"], json!({"paused": false}), "{controls}");
+    assert_eq!(controls["cards"][0]["signing"], json!({"paused": false}), "{controls}");
     let stats = sim.stats();
     assert_eq!((stats.sign_requests, stats.wrong_pins, stats.signatures), (2, 1, 1));
     // A second resume finds nothing to clear.
-    let (status, resumed) = h.post("/api/control/signing/resume", String::new()).await;
+    let (status, resumed) = h.post("/api/control/cards/card/signing/resume", String::new()).await;
     assert_eq!(status, StatusCode::OK);
     assert!(resumed.get("cleared").is_none(), "{resumed}");
     h.stop().await;

@@ -150,7 +150,7 @@ async fn signer_checks(config: &Config, card: &SignerConfig, store: &Store) -> V
     checks.push(match store.card_signing_stop(&card.name).await {
         Ok(Some(pause)) => Check::fail(
             named("test signature"),
-            format!("skipped: signing on this card is paused: {}", pause.reason),
+            format!("skipped: signing is paused: {}", pause.reason),
             format!(
                 "fix the PIN or the card, then `customs179 resume --config FILE signing --card {}`",
                 card.name

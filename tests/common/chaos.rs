@@ -849,8 +849,23 @@ async fn operator(admin: String, mut stop: watch::Receiver<bool>) -> Vec<SeenPau
     while !*stop.borrow() {
         // The service may be down: the next look will do.
         if let Some(controls) = get_controls(&client, &admin).await {
-            for stage in ["signing", "uploading"] {
-                let status = &controls[stage];
+            // The global pauses, and the card's own (a PIN problem pauses the card).
+            let card = &controls["cards"][0];
+            let places = [
+                ("signing", &controls["signing"], "signing".to_owned()),
+                ("uploading", &controls["uploading"], "uploading".to_owned()),
+                (
+                    "signing",
+                    &card["signing"],
+                    format!("cards/{}/signing", card["name"].as_str().unwrap_or("card")),
+                ),
+                (
+                    "uploading",
+                    &card["uploading"],
+                    format!("cards/{}/uploading", card["name"].as_str().unwrap_or("card")),
+                ),
+            ];
+            for (stage, status, path) in places {
                 if status["paused"] != true {
                     continue;
                 }
@@ -864,7 +879,7 @@ async fn operator(admin: String, mut stop: watch::Receiver<bool>) -> Vec<SeenPau
                     seen.push(pause);
                 }
                 let _ = client
-                    .post(format!("{admin}/api/control/{stage}/resume"))
+                    .post(format!("{admin}/api/control/{path}/resume"))
                     .bearer_auth(ADMIN_TOKEN)
                     .send()
                     .await;

@@ -1,5 +1,8 @@
 //! The configuration of `customs179 serve`: a TOML file, any key of which an
-//! environment variable `CUSTOMS179_<SECTION>_<KEY>` overrides.
+//! environment variable `CUSTOMS179_<SECTION>_<KEY>` overrides. The arrays of
+//! tables (`[[alerts]]`, `[[signer]]` for several cards) are read apart, in
+//! submodules, and have no variables: with `[[signer]]` entries, the
+//! `CUSTOMS179_SIGNER_*` variables of the single `[signer]` table are refused.
 //!
 //! The file is walked by hand against a table of known keys rather than
 //! deserialised with serde: an operator fixing a configuration wants every
@@ -18,6 +21,7 @@ use toml::{Table, Value};
 pub use customs179_core::Secret;
 
 mod alerts;
+mod signers;
 
 /// Where customs takes uploads in production.
 pub const PRODUCTION_UPLOAD_URL: &str = "https://customs.chinaport.gov.cn/ceb2grab/grab/realTimeDataUpload";
@@ -559,6 +563,9 @@ struct Settings {
     values: HashMap<&'static str, Option<Setting>>,
     /// `[[alerts]]`, read apart: an array of tables of several kinds.
     channels: Vec<customs179_alerts::channel::ChannelConfig>,
+    /// `[[signer]]` entries, read apart; `None` for a single `[signer]` table
+    /// or none. Empty when the entries were refused (the problems recorded).
+    signer_entries: Option<Vec<SignerConfig>>,
     problems: Vec<String>,
 }
 
@@ -569,8 +576,6 @@ fn parse(
     problems: Vec<String>,
 ) -> Result<Config, ConfigErrors> {
     let mut settings = Settings { problems, ..Settings::default() };
-    // The environment first, so that file values it overrides are not judged.
-    let env_problems = settings.read_env(env);
     let table = match text.map(str::parse::<Table>) {
         Some(Ok(table)) => Some(table),
         Some(Err(e)) => {
@@ -582,6 +587,10 @@ fn parse(
         }
         None => None,
     };
+    // `CUSTOMS179_SIGNER_*` apply to a single `[signer]` table only.
+    let signer_entries = table.as_ref().and_then(|table| table.get("signer")).is_some_and(Value::is_array);
+    // The environment before the file, so that file values it overrides are not judged.
+    let env_problems = settings.read_env(env, signer_entries);
     let Some(table) = table else {
         settings.problems.extend(env_problems);
         return Err(ConfigErrors(settings.problems));
@@ -637,8 +646,9 @@ impl Settings {
     }
 
     /// Takes the `CUSTOMS179_*` variables; returns their problems, which
-    /// are reported after the file's.
-    fn read_env(&mut self, mut env: Vec<(String, String)>) -> Vec<String> {
+    /// are reported after the file's. With `signer_entries` (the file has
+    /// `[[signer]]` entries), the `[signer]` variables are refused.
+    fn read_env(&mut self, mut env: Vec<(String, String)>, signer_entries: bool) -> Vec<String> {
         // A stable order of problems; of duplicates, the last one given wins.
         env.sort_by(|a, b| a.0.cmp(&b.0));
         let before = self.problems.len();
@@ -647,6 +657,13 @@ impl Settings {
                 self.problems.push(unknown_var(&var));
                 continue;
             };
+            if signer_entries && key.section() == "signer" {
+                // Its value is not shown: it may be the PIN.
+                self.problems.push(format!(
+                    "{var}: applies to a single [signer] table; with [[signer]] entries, set each card's keys in its entry"
+                ));
+                continue;
+            }
             let raw = match key.kind {
                 Kind::Text | Kind::Secret => Some(Raw::Text(text.clone())),
                 Kind::Integer => text.parse::<u64>().ok().filter(|n| *n > 0).map(Raw::Integer),
@@ -690,6 +707,13 @@ impl Settings {
                 }
                 continue;
             }
+            if section == "signer" && value.is_array() {
+                self.signer_entries = Some(signers::signers(value).unwrap_or_else(|problems| {
+                    self.problems.extend(problems);
+                    Vec::new()
+                }));
+                continue;
+            }
             if !SECTIONS.contains(&section.as_str()) {
                 let problem = if value.is_table() {
                     format!("[{section}]: unknown section (the sections are {})", SECTIONS.join(", "))
@@ -700,7 +724,10 @@ impl Settings {
                 continue;
             }
             let Value::Table(entries) = value else {
-                self.problems.push(format!("{section}: must be a table [{section}], got {}", shown(value)));
+                let entries =
+                    if section == "signer" { " or an array of tables ([[signer]] entries)" } else { "" };
+                self.problems
+                    .push(format!("{section}: must be a table [{section}]{entries}, got {}", shown(value)));
                 continue;
             };
             for (name, value) in entries {
@@ -890,6 +917,24 @@ impl Settings {
         ok.then_some(values)
     }
 
+    /// The single `[signer]` table (or none: its defaults, the PIN from the
+    /// environment) as the card named [`SINGLE_CARD`].
+    fn single_signer(&mut self) -> Option<SignerConfig> {
+        let url = self
+            .text(&SIGNER_URL, |s| url(s, &["ws://", "wss://"]))
+            .unwrap_or_else(|| "ws://127.0.0.1:61232/".to_owned());
+        let pin = self.required(&SIGNER_PIN, "the card's PIN", |s| {
+            if s.is_empty() { Err("must not be empty".to_owned()) } else { Ok(Secret::new(s)) }
+        });
+        Some(SignerConfig {
+            name: SINGLE_CARD.to_owned(),
+            url,
+            pin: pin?,
+            timeout_ms: self.integer(&SIGNER_TIMEOUT_MS, 10_000),
+            breaker_after: self.integer(&SIGNER_BREAKER_AFTER, 3),
+        })
+    }
+
     fn build(mut self) -> Result<Config, ConfigErrors> {
         let intake = IntakeConfig {
             listen: self
@@ -936,14 +981,11 @@ impl Settings {
             path: self.text(&STORE_PATH, path).unwrap_or_else(|| PathBuf::from("data/customs179.sqlite")),
         };
         let ebp_code = self.required(&ENTERPRISE_EBP_CODE, "the platform's customs code (ebpCode)", ebp_code);
-        let signer_url = self
-            .text(&SIGNER_URL, |s| url(s, &["ws://", "wss://"]))
-            .unwrap_or_else(|| "ws://127.0.0.1:61232/".to_owned());
-        let pin = self.required(&SIGNER_PIN, "the card's PIN", |s| {
-            if s.is_empty() { Err("must not be empty".to_owned()) } else { Ok(Secret::new(s)) }
-        });
-        let signer_timeout_ms = self.integer(&SIGNER_TIMEOUT_MS, 10_000);
-        let breaker_after = self.integer(&SIGNER_BREAKER_AFTER, 3);
+        let signers = match self.signer_entries.take() {
+            // Empty only when refused, the problems recorded.
+            Some(entries) => Some(entries).filter(|entries| !entries.is_empty()),
+            None => self.single_signer().map(|signer| vec![signer]),
+        };
         let environment = self.required(&CUSTOMS_ENVIRONMENT, "\"test\" or \"production\"", |s| match s {
             "test" => Ok(Environment::Test),
             "production" => Ok(Environment::Production),
@@ -1003,8 +1045,8 @@ impl Settings {
             },
         };
 
-        let (Some(admin_tokens), Some(ebp_code), Some(pin), Some(environment), true) =
-            (admin_tokens, ebp_code, pin, environment, self.problems.is_empty())
+        let (Some(admin_tokens), Some(ebp_code), Some(signers), Some(environment), true) =
+            (admin_tokens, ebp_code, signers, environment, self.problems.is_empty())
         else {
             return Err(ConfigErrors(self.problems));
         };
@@ -1014,13 +1056,7 @@ impl Settings {
             admin: AdminConfig { listen: admin_listen, tokens: admin_tokens, connections: admin_connections },
             store,
             enterprise: EnterpriseConfig { ebp_code },
-            signers: vec![SignerConfig {
-                name: SINGLE_CARD.to_owned(),
-                url: signer_url,
-                pin,
-                timeout_ms: signer_timeout_ms,
-                breaker_after,
-            }],
+            signers,
             customs: CustomsConfig {
                 environment,
                 upload_url,
@@ -1622,6 +1658,233 @@ mod tests {
             "signer.pin: missing: the card's PIN (set it in [signer] or in CUSTOMS179_SIGNER_PIN)"
         );
         assert_eq!(problem(&[("signer.pin", Some("\"\""))]), "signer.pin: must not be empty");
+    }
+
+    /// The required keys without `[signer]`, then `entries` (`[[signer]]` tables).
+    fn with_entries(entries: &str) -> String {
+        format!("{}{entries}", doc(&[("signer.pin", None)]))
+    }
+
+    fn entries_problems(entries: &str, vars: &[(&str, &str)]) -> Vec<String> {
+        match Config::from_toml_str(&with_entries(entries), env(vars)) {
+            Ok(config) => panic!("accepted: {config:?}"),
+            Err(errors) => errors.0,
+        }
+    }
+
+    fn entry(name: &str, url: &str) -> String {
+        format!("[[signer]]\nname = {name:?}\nurl = {url:?}\npin = {PIN_VALUE:?}\n")
+    }
+
+    #[test]
+    fn the_single_signer_table_is_the_card_named_card() {
+        let config =
+            parse(&[("signer.url", Some("\"ws://10.0.0.5:61232/\"")), ("signer.breaker_after", Some("5"))]);
+        assert_eq!(config.signers.len(), 1);
+        let card = &config.signers[0];
+        assert_eq!((card.name.as_str(), card.url.as_str()), (SINGLE_CARD, "ws://10.0.0.5:61232/"));
+        assert_eq!((card.timeout_ms, card.breaker_after), (10_000, 5));
+        // No [signer] section at all: its defaults, and the PIN from the environment.
+        let config = Config::from_toml_str(
+            &doc(&[("signer.pin", None)]),
+            env(&[("CUSTOMS179_SIGNER_PIN", PIN_VALUE), ("CUSTOMS179_SIGNER_TIMEOUT_MS", "2500")]),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let card = &config.signers[0];
+        assert_eq!((card.name.as_str(), card.url.as_str()), (SINGLE_CARD, "ws://127.0.0.1:61232/"));
+        assert_eq!((card.pin.expose(), card.timeout_ms, card.breaker_after), (PIN_VALUE, 2500, 3));
+        assert!(
+            config.summary().contains("signers: card at ws://127.0.0.1:61232/, pin: set, timeout 2500 ms\n"),
+            "{}",
+            config.summary()
+        );
+    }
+
+    #[test]
+    fn two_signer_entries_in_order_with_defaults() {
+        let text = with_entries(
+            "[[signer]]\nname = \"card-b\"\nurl = \"ws://10.0.0.6:61232/\"\npin = \"pin-b\"\n\
+             [[signer]]\nname = \"card_a\"\nurl = \"wss://10.0.0.5:61231\"\npin = \"pin-a\"\n",
+        );
+        let config = Config::from_toml_str(&text, []).unwrap_or_else(|e| panic!("{e}"));
+        let cards: Vec<(&str, &str, &str, u64, u64)> = config
+            .signers
+            .iter()
+            .map(|s| (s.name.as_str(), s.url.as_str(), s.pin.expose(), s.timeout_ms, s.breaker_after))
+            .collect();
+        assert_eq!(
+            cards,
+            [
+                ("card-b", "ws://10.0.0.6:61232/", "pin-b", 10_000, 3),
+                ("card_a", "wss://10.0.0.5:61231", "pin-a", 10_000, 3),
+            ]
+        );
+        assert!(
+            config.summary().contains(
+                "signers: card-b at ws://10.0.0.6:61232/, pin: set, timeout 10000 ms; \
+                 card_a at wss://10.0.0.5:61231, pin: set, timeout 10000 ms\n"
+            ),
+            "{}",
+            config.summary()
+        );
+    }
+
+    #[test]
+    fn four_signer_entries_in_order() {
+        let text = with_entries(&format!(
+            "{}{}timeout_ms = 2500\n{}breaker_after = 1\n{}timeout_ms = 30000\nbreaker_after = 9\n",
+            entry("A1", "ws://10.0.0.1:61232/"),
+            entry("a2", "ws://10.0.0.2:61232/"),
+            entry("card-3", "ws://10.0.0.3:61232/"),
+            entry("0123456789abcdef0123456789abcdef", "wss://card4.example:61231/"),
+        ));
+        let config = Config::from_toml_str(&text, []).unwrap_or_else(|e| panic!("{e}"));
+        let cards: Vec<(&str, &str, u64, u64)> = config
+            .signers
+            .iter()
+            .map(|s| (s.name.as_str(), s.url.as_str(), s.timeout_ms, s.breaker_after))
+            .collect();
+        assert_eq!(
+            cards,
+            [
+                ("A1", "ws://10.0.0.1:61232/", 10_000, 3),
+                ("a2", "ws://10.0.0.2:61232/", 2500, 3),
+                ("card-3", "ws://10.0.0.3:61232/", 10_000, 1),
+                ("0123456789abcdef0123456789abcdef", "wss://card4.example:61231/", 30_000, 9),
+            ]
+        );
+        assert!(config.signers.iter().all(|s| s.pin.expose() == PIN_VALUE));
+    }
+
+    #[test]
+    fn bad_signer_entries_are_refused_by_entry_and_key() {
+        let problems = entries_problems(
+            &format!(
+                "{}colour = \"red\"\npinn = {PIN_VALUE:?}\n\
+                 [[signer]]\nurl = \"http://x/\"\npin = \"\"\ntimeout_ms = \"10\"\nbreaker_after = 0\n\
+                 [[signer]]\nname = \"card b\"\nurl = 61232\npin = 88888888\ntimeout_ms = -1\n\
+                 [[signer]]\nname = \"0123456789abcdef0123456789abcdefg\"\nurl = \"ws://\"\n\
+                 [[signer]]\nname = \"卡\"\npin = {PIN_VALUE:?}\n\
+                 [[signer]]\nname = 7\nurl = \"ws://10.0.0.9:61232/\"\npin = {PIN_VALUE:?}\n\
+                 {}{}{}",
+                entry("card-a", "ws://10.0.0.5:61232/"),
+                entry("card-a", "ws://10.0.0.6:61232/"),
+                entry("CARD-A", "ws://10.0.0.7:61232/"),
+                entry("card-c", "ws://10.0.0.5:61232"),
+            ),
+            &[],
+        );
+        assert_eq!(
+            problems,
+            [
+                r#"signer: entry 1 ("card-a"): colour: unknown key (the keys of a [[signer]] entry are name, url, pin, timeout_ms, breaker_after)"#,
+                r#"signer: entry 1 ("card-a"): pinn: unknown key (the keys of a [[signer]] entry are name, url, pin, timeout_ms, breaker_after)"#,
+                r#"signer: entry 2: name: missing: the card's name, such as "card-a""#,
+                r#"signer: entry 2: url: must be a ws:// or wss:// URL, got "http://x/""#,
+                r#"signer: entry 2: pin: must not be empty"#,
+                r#"signer: entry 2: timeout_ms: must be a positive integer, got "10""#,
+                r#"signer: entry 2: breaker_after: must be a positive integer, got 0"#,
+                r#"signer: entry 3: name: must be 1 to 32 letters, digits, '-' or '_' (it appears in URLs, metrics and the store), got "card b""#,
+                r#"signer: entry 3: url: must be a string, got 61232"#,
+                r#"signer: entry 3: pin: must be a string"#,
+                r#"signer: entry 3: timeout_ms: must be a positive integer, got -1"#,
+                r#"signer: entry 4: name: must be 1 to 32 letters, digits, '-' or '_' (it appears in URLs, metrics and the store), got "0123456789abcdef0123456789abcdefg""#,
+                r#"signer: entry 4: url: must be a ws:// or wss:// URL, got "ws://""#,
+                r#"signer: entry 4: pin: missing: the card's PIN"#,
+                r#"signer: entry 5: name: must be 1 to 32 letters, digits, '-' or '_' (it appears in URLs, metrics and the store), got "卡""#,
+                r#"signer: entry 5: url: missing: the card's EportClient WebSocket, such as "ws://127.0.0.1:61232/""#,
+                r#"signer: entry 6: name: must be 1 to 32 letters, digits, '-' or '_' (it appears in URLs, metrics and the store), got 7"#,
+                r#"signer: entry 7 ("card-a"): name: used by entry 1 too (give each card its own name)"#,
+                r#"signer: entry 8 ("CARD-A"): name: differs only in case from entry 1's "card-a" (give each card its own name)"#,
+                r#"signer: entry 9 ("card-c"): url: the same EportClient as entry 1 (one card, one entry), got "ws://10.0.0.5:61232""#,
+            ]
+        );
+        assert_no_secret(&problems.join("\n"));
+        assert!(!problems.join("\n").contains("88888888"), "a PIN of the wrong type is not shown either");
+    }
+
+    #[test]
+    fn signer_entries_that_are_not_tables_or_none() {
+        let problems = |signer: &str| {
+            Config::from_toml_str(&format!("signer = {signer}\n{}", doc(&[("signer.pin", None)])), [])
+                .unwrap_err()
+                .0
+        };
+        // Not shown: a string or a number in place of an entry may be a PIN.
+        let not_tables = problems(&format!(
+            "[1, {{ name = \"a\", url = \"ws://x/\", pin = {PIN_VALUE:?} }}, {PIN_VALUE:?}]"
+        ));
+        assert_eq!(
+            not_tables,
+            [
+                "signer: entry 1: must be a table, got an integer",
+                "signer: entry 3: must be a table, got a string"
+            ]
+        );
+        assert_eq!(
+            problems("[]"),
+            ["signer: no entries (give at least one [[signer]] entry, or a single [signer] table)"]
+        );
+        assert_eq!(
+            problems("5")[0],
+            "signer: must be a table [signer] or an array of tables ([[signer]] entries), got 5"
+        );
+    }
+
+    #[test]
+    fn signer_variables_are_refused_with_signer_entries() {
+        let text =
+            format!("{}{}", entry("card-a", "ws://10.0.0.5:61232/"), entry("card-b", "ws://10.0.0.6:61232/"));
+        let problems = entries_problems(
+            &text,
+            &[
+                ("CUSTOMS179_SIGNER_PIN", PIN_VALUE),
+                ("CUSTOMS179_SIGNER_TIMEOUT_MS", "0"),
+                ("CUSTOMS179_SIGNER_URL", "ws://10.0.0.9:61232/"),
+            ],
+        );
+        assert_eq!(
+            problems,
+            [
+                "CUSTOMS179_SIGNER_PIN: applies to a single [signer] table; with [[signer]] entries, set each card's keys in its entry",
+                "CUSTOMS179_SIGNER_TIMEOUT_MS: applies to a single [signer] table; with [[signer]] entries, set each card's keys in its entry",
+                "CUSTOMS179_SIGNER_URL: applies to a single [signer] table; with [[signer]] entries, set each card's keys in its entry",
+            ]
+        );
+        assert_no_secret(&problems.join("\n"));
+        // Other variables still apply.
+        let config = Config::from_toml_str(&with_entries(&text), env(&[("CUSTOMS179_LOG_LEVEL", "debug")]))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((config.log.level.as_str(), config.signers.len()), ("debug", 2));
+    }
+
+    #[test]
+    fn signer_entries_never_show_their_pins() {
+        let config = Config::from_toml_str(
+            &with_entries(&format!(
+                "{}{}",
+                entry("card-a", "ws://10.0.0.5:61232/"),
+                entry("card-b", "ws://10.0.0.6:61232/")
+            )),
+            [],
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.signers[1].pin.expose(), PIN_VALUE);
+        assert_no_secret(&format!("{config:?}"));
+        assert_no_secret(&config.summary());
+        // Refused entries: a duplicate name and URL beside a PIN, a PIN under an
+        // unknown key, a PIN of the wrong type, a PIN in the environment.
+        let problems = entries_problems(
+            &format!(
+                "{}{}pin_2 = {PIN_VALUE:?}\n[[signer]]\nname = \"x\"\nurl = \"ws://x/\"\npin = 88888888\n",
+                entry("card-a", "ws://10.0.0.5:61232/"),
+                entry("card-a", "ws://10.0.0.5:61232/"),
+            ),
+            &[("CUSTOMS179_SIGNER_PIN", PIN_VALUE)],
+        );
+        assert_eq!(problems.len(), 5, "{problems:#?}");
+        assert_no_secret(&problems.join("\n"));
+        assert_no_secret(&format!("{:?}", ConfigErrors(problems)));
     }
 
     #[test]
