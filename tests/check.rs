@@ -112,6 +112,36 @@ fn an_environment_override_fixes_a_config() {
 }
 
 #[test]
+fn signer_entries_are_several_cards() {
+    let dir = tempfile::tempdir().unwrap();
+    let entries = format!(
+        "[[signer]]\nname = \"card-a\"\nurl = \"ws://10.0.0.5:61232/\"\npin = \"{PIN}\"\n\
+         [[signer]]\nname = \"card-b\"\nurl = \"ws://10.0.0.6:61232/\"\npin = \"{PIN}\"\ntimeout_ms = 15000\n"
+    );
+    let path = write(&dir, &(valid().replace(&format!("[signer]\npin = \"{PIN}\"\n"), "") + &entries));
+    let output = check(&path, &[]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert!(
+        stdout(&output).contains(
+            "signers: card-a at ws://10.0.0.5:61232/, pin: set, timeout 10000 ms; \
+             card-b at ws://10.0.0.6:61232/, pin: set, timeout 15000 ms\n"
+        ),
+        "{}",
+        stdout(&output)
+    );
+    assert_no_secret(&output);
+
+    let output = check(&path, &[("CUSTOMS179_SIGNER_PIN", PIN)]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("CUSTOMS179_SIGNER_PIN: applies to a single [signer] table"),
+        "{}",
+        stderr(&output)
+    );
+    assert_no_secret(&output);
+}
+
+#[test]
 fn missing_and_unparsable_files_are_bad_input() {
     let dir = tempfile::tempdir().unwrap();
     let output = check(&dir.path().join("none.toml"), &[]);

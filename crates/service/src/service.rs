@@ -134,7 +134,7 @@ impl Service {
                 let client = SignerClient::new(config.url.clone(), Duration::from_millis(config.timeout_ms));
                 // Task names live as long as the process: the cards are fixed at start.
                 let task: &'static str = Box::leak(format!("signer {}", config.name).into_boxed_str());
-                Arc::new(workers::sign::Card { config: config.clone(), client, task })
+                Arc::new(workers::sign::Card::new(config.clone(), client, task))
             })
             .collect();
         let open_files = raise_open_file_limit();

@@ -15,7 +15,7 @@
 //! `breaker_after` of them in a row pause the card.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use customs179_core::PreSign;
@@ -62,11 +62,33 @@ pub(crate) struct Card {
     pub client: SignerClient,
     /// Its signer's task name, for the health report.
     pub task: &'static str,
+    /// Until when (unix ms) the card is left alone after its EportClient
+    /// could not be reached, and how long the last such wait was: the other
+    /// cards take the work meanwhile.
+    pub unwell_until: AtomicI64,
+    pub unwell_for: AtomicI64,
 }
 
 impl Card {
+    pub fn new(config: SignerConfig, client: SignerClient, task: &'static str) -> Card {
+        Card { config, client, task, unwell_until: AtomicI64::new(0), unwell_for: AtomicI64::new(0) }
+    }
+
     pub fn name(&self) -> &str {
         &self.config.name
+    }
+
+    /// The card could not be reached: nothing is claimed for it for a while
+    /// (1 s, doubling up to [`MAX_BACKOFF_MS`] while it stays away).
+    fn unwell(&self, now: i64) {
+        let wait = (self.unwell_for.load(Ordering::Relaxed) * 2).clamp(1_000, MAX_BACKOFF_MS);
+        self.unwell_for.store(wait, Ordering::Relaxed);
+        self.unwell_until.store(now + wait, Ordering::Relaxed);
+    }
+
+    fn well(&self) {
+        self.unwell_for.store(0, Ordering::Relaxed);
+        self.unwell_until.store(0, Ordering::Relaxed);
     }
 }
 
@@ -191,9 +213,15 @@ pub(crate) async fn run(ctx: ApiContext, card: Arc<Card>, mut shutdown: Shutdown
             _ => None,
         };
         let took_ms = i64::try_from(took.as_millis()).unwrap_or(i64::MAX);
+        let answer_ok = attempt.result.is_ok();
         let answer = CardAnswer { card: card.clone(), result: attempt.result, took_ms };
         if results.send((job, answer)).await.is_err() {
             break;
+        }
+        match (&unwell, &answer_ok) {
+            (Some(_), _) => card.unwell(now_ms()),
+            (None, true) => card.well(),
+            (None, false) => {}
         }
         if let Some(unwell) = unwell {
             // The jobs claimed ahead would only wait out the client's
@@ -232,8 +260,10 @@ async fn claim_ahead(
                 true
             }
         };
-        if paused {
-            wait(&ctx, &mut shutdown, Duration::from_secs(1)).await;
+        let unwell_ms = card.unwell_until.load(Ordering::Relaxed) - now_ms();
+        if paused || unwell_ms > 0 {
+            let wait_ms = if paused { 1_000 } else { unwell_ms.min(1_000) };
+            wait(&ctx, &mut shutdown, Duration::from_millis(u64::try_from(wait_ms).unwrap_or(1_000))).await;
             continue;
         }
         let permit = tokio::select! {
@@ -342,10 +372,14 @@ async fn probe(ctx: &ApiContext, card: &Card) -> Option<customs179_eport::CardId
     let asked = card.client.call(customs179_eport::Method::GetCertNo, serde_json::Map::new()).await;
     match asked.and(card.client.identity().await) {
         Ok(identity) => {
+            card.well();
             ctx.live.card_connected(card.name(), &identity, now_ms());
             Some(identity)
         }
         Err(e) => {
+            if matches!(e, SignerError::Unavailable(_)) {
+                card.unwell(now_ms());
+            }
             card_failed(ctx, card.name(), &e);
             None
         }
@@ -431,7 +465,13 @@ async fn commit(ctx: &ApiContext, job: &SigningJob, answer: &CardAnswer) -> Resu
         | SignerError::Failed { class: FailureClass::ReaderUnwell, .. }
         | SignerError::BadSignature(_) => {
             tracing::warn!(session_id, card, reason, "signer: will retry");
-            let next = now + backoff(1_000, job.claim.attempts, MAX_BACKOFF_MS);
+            // Nothing reached an unreachable card: with another card there, it
+            // may sign at once (this card is left alone meanwhile, see Card::unwell).
+            let next = if matches!(error, SignerError::Unavailable(_)) && ctx.config.signers.len() > 1 {
+                now
+            } else {
+                now + backoff(1_000, job.claim.attempts, MAX_BACKOFF_MS)
+            };
             ctx.store.retry_later(&job.claim, "sign", next, &problem, now).await?;
         }
         SignerError::Failed { class: FailureClass::BadArguments, .. } => {
