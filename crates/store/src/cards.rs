@@ -9,7 +9,7 @@
 
 use serde::Serialize;
 
-use crate::controls::bump_changes;
+use crate::controls::{bump_changes, insert_control};
 use crate::queue::{Entry, UploadJob, record_attempt};
 use crate::{Millis, Outcome, Pause, Stage, Store, StoreError};
 
@@ -20,6 +20,13 @@ pub struct CardPause {
     pub stage: Stage,
     #[serde(flatten)]
     pub pause: Pause,
+}
+
+impl CardPause {
+    /// `card`'s pause of `stage` among `pauses` (as [`Store::card_pauses`] lists them).
+    pub fn find<'a>(pauses: &'a [CardPause], card: &str, stage: Stage) -> Option<&'a Pause> {
+        pauses.iter().find(|p| p.card == card && p.stage == stage).map(|p| &p.pause)
+    }
 }
 
 /// What a 20004 for the certNo of an upload came to.
@@ -161,27 +168,13 @@ impl Store {
             .await?;
             let entry = Entry::new(&job.claim.session_id, "upload", "retry", now).of(answer);
             record_attempt(&mut tx, &entry).await?;
-            sqlx::query(
-                "INSERT INTO controls (name, paused_at, reason) VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING",
-            )
-            .bind(Stage::Uploading.as_str())
-            .bind(now)
-            .bind(reason)
-            .execute(&mut *tx)
-            .await?;
+            insert_control(&mut tx, Stage::Uploading.as_str(), reason, None, now).await?;
             bump_changes(&mut tx).await?;
             tx.commit().await?;
             self.changed(|| vec![job.claim.session_id.clone()]);
             return Ok(CertificateRefused::AllStopped);
         };
-        sqlx::query(
-            "INSERT INTO controls (name, paused_at, reason) VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING",
-        )
-        .bind(control_name(&card, Stage::Uploading))
-        .bind(now)
-        .bind(reason)
-        .execute(&mut *tx)
-        .await?;
+        insert_control(&mut tx, &control_name(&card, Stage::Uploading), reason, None, now).await?;
         // Signed requests are few (the state index finds them); each one's
         // upload is read by its key.
         let requests: Vec<String> = sqlx::query_scalar(

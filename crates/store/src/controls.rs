@@ -118,16 +118,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         let stored = async {
             let mut tx = self.pool.begin().await?;
-            sqlx::query(
-                "INSERT INTO controls (name, paused_at, reason, paused_by) VALUES (?, ?, ?, ?)
-                 ON CONFLICT (name) DO NOTHING",
-            )
-            .bind(name)
-            .bind(now)
-            .bind(reason)
-            .bind(by)
-            .execute(&mut *tx)
-            .await?;
+            insert_control(&mut tx, name, reason, by, now).await?;
             bump_changes(&mut tx).await?;
             Ok::<_, StoreError>(tx.commit().await?)
         }
@@ -281,14 +272,7 @@ impl Store {
                 Some(card) => crate::cards::control_name(card, Stage::Signing),
                 None => Stage::Signing.as_str().to_owned(),
             };
-            sqlx::query(
-                "INSERT INTO controls (name, paused_at, reason) VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING",
-            )
-            .bind(control)
-            .bind(now)
-            .bind(mark.pause_reason())
-            .execute(&mut *tx)
-            .await?;
+            insert_control(&mut tx, &control, &mark.pause_reason(), None, now).await?;
         }
         if !marks.is_empty() {
             bump_changes(&mut tx).await?;
@@ -318,6 +302,28 @@ impl Store {
         }
         Ok(())
     }
+}
+
+/// Sets the control `name` (a stage, or a card's stage) inside a
+/// transaction; a pause already there keeps its first reason.
+pub(crate) async fn insert_control(
+    tx: &mut sqlx::SqliteConnection,
+    name: &str,
+    reason: &str,
+    by: Option<&str>,
+    now: Millis,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO controls (name, paused_at, reason, paused_by) VALUES (?, ?, ?, ?)
+         ON CONFLICT (name) DO NOTHING",
+    )
+    .bind(name)
+    .bind(now)
+    .bind(reason)
+    .bind(by)
+    .execute(tx)
+    .await?;
+    Ok(())
 }
 
 /// Bumps the change counter inside a transaction that changes a control or a request.

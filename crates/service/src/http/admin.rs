@@ -6,7 +6,7 @@ use axum::http::header::{self, AUTHORIZATION};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use customs179_store::Stage;
+use customs179_store::{CardPause, Stage};
 
 use super::ApiError;
 use crate::config::{Role, Secret};
@@ -142,7 +142,7 @@ async fn metrics(State(ctx): State<ApiContext>, headers: HeaderMap) -> Result<Re
     let mut cards = Vec::new();
     for signer in &ctx.config.signers {
         for stage in Stage::ALL {
-            let paused = card_pauses.iter().any(|p| p.card == signer.name && p.stage == stage);
+            let paused = CardPause::find(&card_pauses, &signer.name, stage).is_some();
             cards.push((signer.name.as_str(), stage.as_str(), paused));
         }
     }

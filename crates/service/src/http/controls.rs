@@ -10,7 +10,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use customs179_store::{AuditEntry, Pause, Stage};
+use customs179_store::{AuditEntry, CardPause, Pause, Stage};
 use serde::{Deserialize, Serialize};
 
 use super::ApiError;
@@ -89,7 +89,7 @@ async fn show(State(ctx): State<ApiContext>, headers: HeaderMap) -> Result<Json<
     authorize(&ctx, &headers, Caller::Viewer)?;
     let pauses = ctx.store.card_pauses().await?;
     let own = |card: &str, stage| {
-        StageStatus::of(pauses.iter().find(|p| p.card == card && p.stage == stage).map(|p| p.pause.clone()))
+        StageStatus::of(CardPause::find(&pauses, card, stage).cloned())
     };
     let cards = ctx
         .config

@@ -7,7 +7,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, header};
 use axum::routing::get;
 use axum::{Json, Router};
-use customs179_store::{Pause, Stage};
+use customs179_store::{CardPause, Pause, Stage};
 use serde::Serialize;
 
 use super::ApiError;
@@ -165,7 +165,7 @@ pub(crate) async fn current(ctx: &ApiContext) -> Result<Status, ApiError> {
     let signing = ctx.store.pause_of(Stage::Signing).await?;
     let card_pauses = ctx.store.card_pauses().await?;
     let own = |card: &str, stage: Stage| {
-        card_pauses.iter().find(|p| p.card == card && p.stage == stage).map(|p| p.pause.clone())
+        CardPause::find(&card_pauses, card, stage).cloned()
     };
     Ok(Status {
         now,

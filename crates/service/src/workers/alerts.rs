@@ -14,7 +14,7 @@ use std::time::Duration;
 use customs179_alerts::channel::Channel;
 use customs179_alerts::condition::{self, CardSeen, Change, Observation, PauseSeen, Rules};
 use customs179_alerts::{Alert, Event};
-use customs179_store::{Pause, Stage, StoreError};
+use customs179_store::{CardPause, Pause, Stage, StoreError};
 use tokio::sync::Notify;
 
 use super::Shutdown;
@@ -106,7 +106,7 @@ async fn observe(ctx: &ApiContext, rules: &Rules, now: i64) -> Result<Observatio
         |pause: Option<Pause>| pause.map(|p| PauseSeen { reason: p.reason, since: p.since, by: p.by });
     let pauses = ctx.store.card_pauses().await?;
     let own = |card: &str, stage: Stage| {
-        seen_pause(pauses.iter().find(|p| p.card == card && p.stage == stage).map(|p| p.pause.clone()))
+        seen_pause(CardPause::find(&pauses, card, stage).cloned())
     };
     let cards = ctx
         .live
