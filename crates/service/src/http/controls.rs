@@ -22,8 +22,8 @@ pub(crate) fn router() -> Router<ApiContext> {
         .route("/api/control", get(show))
         .route("/api/control/{stage}/pause", post(pause))
         .route("/api/control/{stage}/resume", post(resume))
-        .route("/api/control/cards/{card}/{stage}/pause", post(pause_card))
-        .route("/api/control/cards/{card}/{stage}/resume", post(resume_card))
+        .route("/api/control/cards/{card}/{stage}/pause", post(pause))
+        .route("/api/control/cards/{card}/{stage}/resume", post(resume))
         .route("/api/audit", get(audit))
 }
 
@@ -88,9 +88,7 @@ struct CardControls {
 async fn show(State(ctx): State<ApiContext>, headers: HeaderMap) -> Result<Json<Controls>, ApiError> {
     authorize(&ctx, &headers, Caller::Viewer)?;
     let pauses = ctx.store.card_pauses().await?;
-    let own = |card: &str, stage| {
-        StageStatus::of(CardPause::find(&pauses, card, stage).cloned())
-    };
+    let own = |card: &str, stage| StageStatus::of(CardPause::find(&pauses, card, stage).cloned());
     let cards = ctx
         .config
         .signers
@@ -164,26 +162,31 @@ struct Resumed {
     cleared: Option<Pause>,
 }
 
+/// `/api/control/{stage}/…` or `/api/control/cards/{card}/{stage}/…`.
+#[derive(Deserialize)]
+struct ControlPath {
+    card: Option<String>,
+    stage: String,
+}
+
+impl ControlPath {
+    fn target<'a>(&self, ctx: &'a ApiContext) -> Result<Target<'a>, ApiError> {
+        let stage = stage_of(&self.stage)?;
+        Ok(match &self.card {
+            None => Target::All(stage),
+            Some(card) => Target::Card(card_of(ctx, card)?, stage),
+        })
+    }
+}
+
 async fn resume(
     State(ctx): State<ApiContext>,
     headers: HeaderMap,
-    Path(stage): Path<String>,
+    Path(path): Path<ControlPath>,
     body: Bytes,
 ) -> Result<Json<Resumed>, ApiError> {
     let actor = authorize(&ctx, &headers, Caller::Operator)?;
-    let target = Target::All(stage_of(&stage)?);
-    resume_target(&ctx, &actor.name, target, &body).await
-}
-
-async fn resume_card(
-    State(ctx): State<ApiContext>,
-    headers: HeaderMap,
-    Path((card, stage)): Path<(String, String)>,
-    body: Bytes,
-) -> Result<Json<Resumed>, ApiError> {
-    let actor = authorize(&ctx, &headers, Caller::Operator)?;
-    let target = Target::Card(card_of(&ctx, &card)?, stage_of(&stage)?);
-    resume_target(&ctx, &actor.name, target, &body).await
+    resume_target(&ctx, &actor.name, path.target(&ctx)?, &body).await
 }
 
 async fn resume_target(
@@ -226,28 +229,16 @@ struct Paused {
     pause: Option<Pause>,
 }
 
-/// An operator stops a stage (a card to change, customs' maintenance): a
-/// reason is required, and shown with the operator's name.
+/// An operator stops a stage (a card to change, customs' maintenance), on
+/// every card or on one: a reason is required, and shown with the operator's name.
 async fn pause(
     State(ctx): State<ApiContext>,
     headers: HeaderMap,
-    Path(stage): Path<String>,
+    Path(path): Path<ControlPath>,
     body: Bytes,
 ) -> Result<Json<Paused>, ApiError> {
     let actor = authorize(&ctx, &headers, Caller::Operator)?;
-    let target = Target::All(stage_of(&stage)?);
-    pause_target(&ctx, &actor.name, target, &body).await
-}
-
-async fn pause_card(
-    State(ctx): State<ApiContext>,
-    headers: HeaderMap,
-    Path((card, stage)): Path<(String, String)>,
-    body: Bytes,
-) -> Result<Json<Paused>, ApiError> {
-    let actor = authorize(&ctx, &headers, Caller::Operator)?;
-    let target = Target::Card(card_of(&ctx, &card)?, stage_of(&stage)?);
-    pause_target(&ctx, &actor.name, target, &body).await
+    pause_target(&ctx, &actor.name, path.target(&ctx)?, &body).await
 }
 
 async fn pause_target(
