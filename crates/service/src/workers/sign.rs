@@ -465,9 +465,9 @@ async fn commit(ctx: &ApiContext, job: &SigningJob, answer: &CardAnswer) -> Resu
         | SignerError::Failed { class: FailureClass::ReaderUnwell, .. }
         | SignerError::BadSignature(_) => {
             tracing::warn!(session_id, card, reason, "signer: will retry");
-            // Nothing reached an unreachable card: with another card there, it
-            // may sign at once (this card is left alone meanwhile, see Card::unwell).
-            let next = if matches!(error, SignerError::Unavailable(_)) && ctx.config.signers.len() > 1 {
+            // Nothing reached an unreachable card: the request is due at once for
+            // any card, while this one is left alone for its own backoff (Card::unwell).
+            let next = if matches!(error, SignerError::Unavailable(_)) {
                 now
             } else {
                 now + backoff(1_000, job.claim.attempts, MAX_BACKOFF_MS)
