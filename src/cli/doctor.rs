@@ -159,8 +159,7 @@ async fn signer_checks(config: &Config, card: &SignerConfig, store: &Store) -> V
         Ok(None) => {
             let text = format!("customs179 doctor {}", now_ms());
             let holder = format!("the doctor command (pid {})", std::process::id());
-            drop(signer);
-            match super::sign::sign_or_pause(card, config, store, &holder, &text).await {
+            match super::sign::sign_or_pause(&signer, card, config, store, &holder, &text).await {
                 Ok(signature) => Check::pass(
                     named("test signature"),
                     format!("signed and verified with certNo {}", signature.cert_no),

@@ -50,7 +50,8 @@ pub fn run(args: Args) -> Result<(), Failure> {
             )));
         }
         let holder = format!("the sign command (pid {})", std::process::id());
-        let outcome = sign_or_pause(card, &config, &store, &holder, &text).await.map(|signature| {
+        let signer = SignerClient::new(card.url.clone(), Duration::from_millis(card.timeout_ms));
+        let outcome = sign_or_pause(&signer, card, &config, &store, &holder, &text).await.map(|signature| {
             println!("{}\n{}", signature.cert_no, signature.sign_value);
         });
         store.close().await;
@@ -64,6 +65,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
 /// refusal, or a Sign that gets no answer, pauses signing for the service
 /// too. A mark left by a process that died mid-Sign pauses signing first.
 pub(crate) async fn sign_or_pause(
+    signer: &SignerClient,
     card: &SignerConfig,
     config: &Config,
     store: &Store,
@@ -89,7 +91,6 @@ pub(crate) async fn sign_or_pause(
             )));
         }
     }
-    let signer = SignerClient::new(card.url.clone(), Duration::from_millis(card.timeout_ms));
     let session = signer.session().await.map_err(|e| check(&e))?;
     let attempt = card::sign(session, store, holder, &card.name, text, card.pin.expose()).await;
     if let Some(reason) = attempt.pause {
