@@ -4,7 +4,7 @@
 //! in-process with a real SQLite file; each card is its own EportClient simulator on a real
 //! WebSocket and uploads go to the customs simulator.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use customs179_core::{SignatureVerifier, UploadBody};
 use customs179_sim::customs::{self, CustomsSimOptions, RunningCustomsSim};
@@ -14,7 +14,7 @@ use tempfile::TempDir;
 
 mod common;
 
-use common::{EBP_CODE, Harness, loopback};
+use common::{EBP_CODE, Harness, eventually, loopback};
 
 const PIN: &str = "88888888";
 const WRONG_PIN: &str = "13572468";
@@ -97,15 +97,11 @@ impl Harness {
     }
 
     async fn wait_card(&self, name: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + WAIT;
-        loop {
+        eventually(&format!("card {name} {what}"), WAIT, || async {
             let card = self.card_status(name).await;
-            if done(&card) {
-                return card;
-            }
-            assert!(Instant::now() < deadline, "card {name}: not {what}: {card:#}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+            if done(&card) { Ok(card) } else { Err(format!("{card:#}")) }
+        })
+        .await
     }
 }
 
@@ -150,16 +146,7 @@ async fn every_card_signs(cards: Vec<SimCard>) {
         assert_eq!(card["cert_no"], sim.cert_no().as_str(), "{card}");
         assert_eq!(card["connected"], true, "{card}");
     }
-    let metrics = h
-        .client
-        .get(format!("{}/metrics", h.admin))
-        .bearer_auth(common::ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let (_, metrics) = h.metrics(Some(common::ADMIN_TOKEN)).await;
     for (card, n) in &by_card {
         assert!(
             metrics.contains(&format!("customs179_signatures_total{{card=\"{card}\"}} {n}\n")),
@@ -204,16 +191,13 @@ async fn a_wrong_pin_pauses_its_card_only_and_is_never_retried() {
     assert_eq!(controls["cards"][0]["signing"]["paused"], false, "{controls}");
 
     // The card's own alert, while its pause lasts.
-    let deadline = Instant::now() + WAIT;
-    loop {
+    eventually("the alert for card b", WAIT, || async {
         let alerts = h.get("/api/alerts").await;
         let active = alerts["active"].as_array().unwrap();
-        if active.iter().any(|a| a["kind"] == "signing_paused" && a["card"] == "b") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no alert for card b: {alerts:#}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        let found = active.iter().any(|a| a["kind"] == "signing_paused" && a["card"] == "b");
+        if found { Ok(()) } else { Err(format!("{alerts:#}")) }
+    })
+    .await;
 
     // Still paused a while on: nothing reaches the card.
     tokio::time::sleep(Duration::from_secs(2)).await;

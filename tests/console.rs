@@ -480,11 +480,11 @@ give_up_after_secs = 600
     );
     browser.click(&browser.find("[data-tile=card][data-card=card] [data-action=resume]").await).await;
     browser.click(&browser.find("#ask-ok").await).await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while h.controls().await["cards"][0]["signing"]["paused"] != false {
-        assert!(Instant::now() < deadline, "the card's signing was not resumed");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    common::eventually("the card's signing resumed", Duration::from_secs(10), || async {
+        let controls = h.controls().await;
+        if controls["cards"][0]["signing"]["paused"] == false { Ok(()) } else { Err(format!("{controls:#}")) }
+    })
+    .await;
 
     // A viewer: no write button anywhere, though there is something to replay.
     let buttons = write_buttons(&browser).await;
@@ -669,16 +669,7 @@ fn screenshots_dir() -> PathBuf {
 
 /// `customs179_events_streams` of /metrics.
 async fn streams(h: &Harness) -> i64 {
-    let text = h
-        .client
-        .get(format!("{}/metrics", h.admin))
-        .bearer_auth(ALICE)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let (_, text) = h.metrics(Some(ALICE)).await;
     let line = text
         .lines()
         .find(|l| l.starts_with("customs179_events_streams "))

@@ -99,15 +99,6 @@ impl Harness {
         }
         details
     }
-
-    async fn metrics(&self, token: Option<&str>) -> (StatusCode, String) {
-        let mut request = self.client.get(format!("{}/metrics", self.admin));
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        let response = request.send().await.unwrap();
-        (response.status(), response.text().await.unwrap())
-    }
 }
 
 /// Everything an ordinary test needs: the card, customs (registering the card and our

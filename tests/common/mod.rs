@@ -321,6 +321,16 @@ impl Api {
         self.get(&format!("/api/requests/{session_id}")).await
     }
 
+    /// `GET /metrics` as `token` (none when `None`): the status and the text.
+    pub async fn metrics(&self, token: Option<&str>) -> (StatusCode, String) {
+        let mut request = self.client.get(format!("{}/metrics", self.admin));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.unwrap();
+        (response.status(), response.text().await.unwrap())
+    }
+
     pub async fn controls(&self) -> Value {
         self.get("/api/control").await
     }
@@ -346,6 +356,23 @@ impl Api {
 
     pub async fn wait_for_state(&self, session_id: &str, state: &str, within: Duration) -> Value {
         self.wait_until(session_id, within, |d| d["state"] == state).await
+    }
+}
+
+/// Looks until `look` finds something, failing after `within` with what it saw last (`what`
+/// names the wait): the workers run on their own, so tests can only watch for an outcome.
+pub async fn eventually<T, F: std::future::Future<Output = Result<T, String>>>(
+    what: &str,
+    within: Duration,
+    mut look: impl FnMut() -> F,
+) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        match look().await {
+            Ok(found) => return found,
+            Err(seen) => assert!(Instant::now() < deadline, "{what}: not within {within:?}: {seen}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

@@ -164,9 +164,7 @@ pub(crate) async fn current(ctx: &ApiContext) -> Result<Status, ApiError> {
     let uploading = ctx.store.pause_of(Stage::Uploading).await?;
     let signing = ctx.store.pause_of(Stage::Signing).await?;
     let card_pauses = ctx.store.card_pauses().await?;
-    let own = |card: &str, stage: Stage| {
-        CardPause::find(&card_pauses, card, stage).cloned()
-    };
+    let own = |card: &str, stage: Stage| CardPause::find(&card_pauses, card, stage).cloned();
     Ok(Status {
         now,
         states,

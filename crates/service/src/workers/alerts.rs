@@ -105,9 +105,7 @@ async fn observe(ctx: &ApiContext, rules: &Rules, now: i64) -> Result<Observatio
     let seen_pause =
         |pause: Option<Pause>| pause.map(|p| PauseSeen { reason: p.reason, since: p.since, by: p.by });
     let pauses = ctx.store.card_pauses().await?;
-    let own = |card: &str, stage: Stage| {
-        seen_pause(CardPause::find(&pauses, card, stage).cloned())
-    };
+    let own = |card: &str, stage: Stage| seen_pause(CardPause::find(&pauses, card, stage).cloned());
     let cards = ctx
         .live
         .cards()
