@@ -147,6 +147,7 @@ impl Store {
             failures: Arc::default(),
         };
         store.apply_pending_pauses(path).await?;
+        store.group_older_failures().await?;
         Ok(store)
     }
 

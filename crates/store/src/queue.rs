@@ -12,6 +12,7 @@
 use customs179_core::{Guid, OpenReq, PreSign};
 use sqlx::Row;
 
+use crate::replays::failure_kind;
 use crate::{Millis, Store, StoreError};
 
 /// Where a customs request stands.
@@ -573,12 +574,14 @@ impl Store {
         let tx = self.pool.begin().await?;
         let change = sqlx::query(
             "UPDATE requests SET state = 'failed', lease_until = NULL, last_error = ?, last_code = ?,
-                                 updated_at = ?, generation = generation + 1
+                                 updated_at = ?, generation = generation + 1, failed_stage = ?, failed_kind = ?
              WHERE session_id = ? AND generation = ? AND state <> 'delivered'",
         )
         .bind(reason.text)
         .bind(reason.code)
         .bind(now)
+        .bind(step)
+        .bind(failure_kind(reason.text, &claim.session_id, &claim.order_no))
         .bind(&claim.session_id)
         .bind(claim.generation);
         let entry = Entry::new(&claim.session_id, step, "failed", now).of(reason);
@@ -594,22 +597,30 @@ impl Store {
         now: Millis,
     ) -> Result<Vec<String>, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let gave_up: Vec<String> = sqlx::query_scalar(
+        const STEP: &str = "payment data";
+        let gave_up: Vec<(String, String)> = sqlx::query_as(
             "UPDATE requests SET state = 'failed', lease_until = NULL, last_error = ?, last_code = ?,
-                                 updated_at = ?, generation = generation + 1
+                                 updated_at = ?, generation = generation + 1, failed_stage = ?
              WHERE state = 'waiting' AND waiting_since <= ?
-             RETURNING session_id",
+             RETURNING session_id, order_no",
         )
         .bind(reason.text)
         .bind(reason.code)
         .bind(now)
+        .bind(STEP)
         .bind(waiting_since)
         .fetch_all(&mut *tx)
         .await?;
-        for session_id in &gave_up {
-            record_attempt(&mut tx, &Entry::new(session_id, "payment data", "failed", now).of(reason))
+        for (session_id, order_no) in &gave_up {
+            // The kind may hold the request's own ids, generalised: one statement per request.
+            sqlx::query("UPDATE requests SET failed_kind = ? WHERE session_id = ?")
+                .bind(failure_kind(reason.text, session_id, order_no))
+                .bind(session_id)
+                .execute(&mut *tx)
                 .await?;
+            record_attempt(&mut tx, &Entry::new(session_id, STEP, "failed", now).of(reason)).await?;
         }
+        let gave_up: Vec<String> = gave_up.into_iter().map(|(session_id, _)| session_id).collect();
         tx.commit().await?;
         if !gave_up.is_empty() {
             self.changed(|| gave_up.clone());

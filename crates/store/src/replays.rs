@@ -17,7 +17,7 @@
 //! counts, so a job cut short by a crash resumes where it was, and no request
 //! is replayed twice by one job.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 
 use serde::Serialize;
 use sqlx::Row;
@@ -37,7 +37,7 @@ pub const REPLAY_CHUNK: i64 = 500;
 /// The stage of a failed request that has no failed attempt on record.
 const UNKNOWN_STAGE: &str = "unknown";
 
-/// Failed requests read per statement when all of them are looked at.
+/// Older failed requests given their group per transaction.
 const FAILED_PAGE: i64 = 2_000;
 
 /// Failed requests that failed at the same stage for the same kind of reason.
@@ -270,74 +270,43 @@ pub fn failure_group_id(stage: &str, kind: &str) -> String {
     format!("{hash:016x}")
 }
 
-/// One failed request, as grouping sees it.
-struct Failed {
-    session_id: String,
-    generation: i64,
-    received_at: Millis,
-    failed_at: Millis,
-    reason: String,
-    stage: String,
-    kind: String,
-}
-
-/// Every failed request, through the index of failed requests only, page by page.
-async fn each_failed(
-    conn: &mut sqlx::SqliteConnection,
-    mut each: impl FnMut(Failed),
-) -> Result<(), StoreError> {
-    const COLUMNS: &str =
-        "SELECT r.session_id, r.order_no, r.generation, r.received_at, r.updated_at, r.last_error,
-                (SELECT a.step FROM attempts a WHERE a.session_id = r.session_id AND a.outcome = 'failed'
-                 ORDER BY a.id DESC LIMIT 1) AS stage
-         FROM requests r";
-    let first = format!("{COLUMNS} WHERE r.state = 'failed' ORDER BY r.received_at, r.session_id LIMIT ?1");
-    let next = format!(
-        "{COLUMNS} WHERE r.state = 'failed' AND (r.received_at, r.session_id) > (?2, ?3)
-         ORDER BY r.received_at, r.session_id LIMIT ?1"
-    );
-    let mut after: Option<(Millis, String)> = None;
-    loop {
-        let rows = match &after {
-            None => {
-                sqlx::query(sqlx::AssertSqlSafe(first.as_str()))
-                    .bind(FAILED_PAGE)
-                    .fetch_all(&mut *conn)
-                    .await?
-            }
-            Some((received_at, session_id)) => {
-                sqlx::query(sqlx::AssertSqlSafe(next.as_str()))
-                    .bind(FAILED_PAGE)
-                    .bind(received_at)
-                    .bind(session_id)
-                    .fetch_all(&mut *conn)
-                    .await?
-            }
-        };
-        let full = i64::try_from(rows.len()).unwrap_or(i64::MAX) == FAILED_PAGE;
-        for row in rows {
-            let session_id: String = row.get(0);
-            let order_no: String = row.get(1);
-            let reason: Option<String> = row.get(5);
-            let reason = reason.unwrap_or_default();
-            let stage: Option<String> = row.get(6);
-            let kind = failure_kind(&reason, &session_id, &order_no);
-            let failed = Failed {
-                generation: row.get(2),
-                received_at: row.get(3),
-                failed_at: row.get(4),
-                stage: stage.unwrap_or_else(|| UNKNOWN_STAGE.to_owned()),
-                kind,
-                reason,
-                session_id,
-            };
-            after = Some((failed.received_at, failed.session_id.clone()));
-            each(failed);
-        }
-        if !full {
-            return Ok(());
-        }
+/// Every failure group, from the group columns of failed requests (one pass
+/// over their index), the largest group first.
+async fn failure_groups_in(conn: &mut sqlx::SqliteConnection) -> Result<Vec<FailureGroup>, StoreError> {
+    let rows: Vec<(String, String, i64, Millis, Millis, Millis, Millis)> = sqlx::query_as(
+        "SELECT failed_stage, failed_kind, COUNT(*), MIN(received_at), MAX(received_at),
+                MIN(updated_at), MAX(updated_at)
+         FROM requests INDEXED BY requests_failure_groups
+         WHERE state = 'failed' AND failed_stage IS NOT NULL AND failed_kind IS NOT NULL
+         GROUP BY failed_stage, failed_kind",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut groups = Vec::with_capacity(rows.len());
+    for (stage, kind, count, oldest, newest, first_failed_at, last_failed_at) in rows {
+        let (session_id, reason): (String, Option<String>) = sqlx::query_as(
+            "SELECT session_id, last_error FROM requests INDEXED BY requests_failure_groups
+             WHERE state = 'failed' AND failed_stage = ? AND failed_kind = ?
+             ORDER BY received_at DESC, session_id DESC LIMIT 1",
+        )
+        .bind(&stage)
+        .bind(&kind)
+        .fetch_one(&mut *conn)
+        .await?;
+        groups.push(FailureGroup {
+            id: failure_group_id(&stage, &kind),
+            example: FailureExample { session_id, reason: reason.unwrap_or_default() },
+            stage,
+            kind,
+            count,
+            oldest,
+            newest,
+            first_failed_at,
+            last_failed_at,
+        });
     }
+    groups.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| (&a.stage, &a.kind).cmp(&(&b.stage, &b.kind))));
+    Ok(groups)
 }
 
 impl ReplaySelection {
@@ -357,9 +326,8 @@ pub(crate) type FailuresRead = ((i64, i64), Vec<FailureGroup>);
 
 impl Store {
     /// Failed requests grouped by stage and kind, the largest group first.
-    /// Reads the failed requests only (one pass, through their own index),
-    /// all in one snapshot; and only when they may have changed since the
-    /// last call: the set of failed requests changes only when one fails
+    /// Groups in SQL over the index of failed requests' groups, in one
+    /// snapshot; and only when they may have changed since the last call: the set of failed requests changes only when one fails
     /// (the failed count grows) or a replay takes some (the change counter
     /// moves, whichever process replayed), so the two numbers tell.
     pub async fn failure_groups(&self) -> Result<Vec<FailureGroup>, StoreError> {
@@ -377,36 +345,50 @@ impl Store {
         {
             return Ok(groups.clone());
         }
-        let mut groups: BTreeMap<(String, String), FailureGroup> = BTreeMap::new();
-        each_failed(&mut tx, |failed| {
-            let group =
-                groups.entry((failed.stage.clone(), failed.kind.clone())).or_insert_with(|| FailureGroup {
-                    id: failure_group_id(&failed.stage, &failed.kind),
-                    stage: failed.stage.clone(),
-                    kind: failed.kind.clone(),
-                    count: 0,
-                    oldest: failed.received_at,
-                    newest: failed.received_at,
-                    first_failed_at: failed.failed_at,
-                    last_failed_at: failed.failed_at,
-                    example: FailureExample { session_id: String::new(), reason: String::new() },
-                });
-            group.count += 1;
-            group.oldest = group.oldest.min(failed.received_at);
-            // Pages come oldest first: the last seen is the newest.
-            group.newest = failed.received_at;
-            group.first_failed_at = group.first_failed_at.min(failed.failed_at);
-            group.last_failed_at = group.last_failed_at.max(failed.failed_at);
-            group.example = FailureExample { session_id: failed.session_id, reason: failed.reason };
-        })
-        .await?;
+        let groups = failure_groups_in(&mut tx).await?;
         tx.rollback().await?;
-        let mut groups: Vec<FailureGroup> = groups.into_values().collect();
-        groups.sort_by(|a, b| {
-            b.count.cmp(&a.count).then_with(|| (&a.stage, &a.kind).cmp(&(&b.stage, &b.kind)))
-        });
         *cached = Some((seen, groups.clone()));
         Ok(groups)
+    }
+
+    /// Gives requests failed before their group was kept in the row (migration
+    /// 0016) their stage and kind: the stage is the step of their last failed
+    /// attempt. A few thousand at a time; once done, one indexed look finds
+    /// nothing more.
+    pub(crate) async fn group_older_failures(&self) -> Result<(), StoreError> {
+        loop {
+            let rows = sqlx::query(
+                "SELECT r.session_id, r.order_no, r.last_error,
+                        (SELECT a.step FROM attempts a WHERE a.session_id = r.session_id
+                         AND a.outcome = 'failed' ORDER BY a.id DESC LIMIT 1)
+                 FROM requests r INDEXED BY requests_failure_groups
+                 WHERE r.state = 'failed' AND r.failed_stage IS NULL LIMIT ?",
+            )
+            .bind(FAILED_PAGE)
+            .fetch_all(&self.pool)
+            .await?;
+            if rows.is_empty() {
+                return Ok(());
+            }
+            let mut tx = self.pool.begin().await?;
+            for row in rows {
+                let session_id: String = row.get(0);
+                let order_no: String = row.get(1);
+                let reason: Option<String> = row.get(2);
+                let stage: Option<String> = row.get(3);
+                // Guarded: a request that failed again meanwhile has its own group already.
+                sqlx::query(
+                    "UPDATE requests SET failed_stage = ?, failed_kind = ?
+                     WHERE session_id = ? AND state = 'failed' AND failed_stage IS NULL",
+                )
+                .bind(stage.as_deref().unwrap_or(UNKNOWN_STAGE))
+                .bind(failure_kind(reason.as_deref().unwrap_or_default(), &session_id, &order_no))
+                .bind(&session_id)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+        }
     }
 
     /// A bulk replay's dry run: captures the failed requests `selection`
@@ -463,18 +445,19 @@ impl Store {
                 }
             }
             ReplaySelection::Group(group) => {
-                let mut count: i64 = 0;
-                each_failed(&mut read, |failed| {
-                    if failure_group_id(&failed.stage, &failed.kind) == *group {
-                        count += 1;
-                        if items.len() <= cap {
-                            items.push((failed.session_id, failed.generation));
-                        }
+                let groups = failure_groups_in(&mut read).await?;
+                if let Some(found) = groups.iter().find(|g| g.id == *group) {
+                    if found.count > cap_count {
+                        return Err(ReplayError::OverCap { count: found.count, cap });
                     }
-                })
-                .await?;
-                if count > cap_count {
-                    return Err(ReplayError::OverCap { count, cap });
+                    items = sqlx::query_as(
+                        "SELECT session_id, generation FROM requests
+                         WHERE state = 'failed' AND failed_stage = ? AND failed_kind = ?",
+                    )
+                    .bind(&found.stage)
+                    .bind(&found.kind)
+                    .fetch_all(&mut *read)
+                    .await?;
                 }
             }
             ReplaySelection::Filter(filter) => {
@@ -890,6 +873,58 @@ mod tests {
         assert_eq!(store.capture_replay(&unknown, "alice", "t-2", 10, 6_003).await.unwrap().count, 0);
     }
 
+    /// Requests failed before the group columns existed get their group when the store is
+    /// next opened; requests given up waiting carry theirs from the start.
+    #[tokio::test]
+    async fn requests_failed_before_the_group_columns_are_grouped_when_the_store_opens() {
+        let (store, dir) = store().await;
+        failed(&store, "U-1", 1_000, "upload", "customs said no to U-1 (O-U-1)").await;
+        failed(&store, "U-2", 1_500, "upload", "customs said no to U-2 (O-U-2)").await;
+        store
+            .insert_requests(&[request("W-1", "O-W-1", 2_000), request("W-2", "O-W-2", 2_500)])
+            .await
+            .unwrap();
+        let reason = Outcome::new("payment data", "no payment data after 15 s");
+        assert_eq!(store.give_up_waiting(2_500, &reason, 3_000).await.unwrap().len(), 2);
+        // As an older version left them: no group, and one without any failed attempt.
+        store.insert_requests(&[request("X-1", "O-X-1", 4_000)]).await.unwrap();
+        sqlx::query(
+            "UPDATE requests SET state = 'failed', last_error = 'lost in 2019', updated_at = 4_010
+             WHERE session_id = 'X-1'",
+        )
+        .execute(&store.pool)
+        .await
+        .unwrap();
+        sqlx::query(
+            "UPDATE requests SET failed_stage = NULL, failed_kind = NULL WHERE session_id IN ('U-1', 'X-1')",
+        )
+        .execute(&store.pool)
+        .await
+        .unwrap();
+        store.close().await;
+
+        let store = Store::open(&dir.path().join("queue.sqlite")).await.unwrap();
+        let groups = store.failure_groups().await.unwrap();
+        let seen: Vec<(&str, &str, i64)> =
+            groups.iter().map(|g| (g.stage.as_str(), g.kind.as_str(), g.count)).collect();
+        assert_eq!(
+            seen,
+            [
+                ("payment data", "no payment data after # s", 2),
+                ("upload", "customs said no to {sessionID} ({orderNo})", 2),
+                ("unknown", "lost in #", 1),
+            ]
+        );
+        assert_eq!(groups[1].example.session_id, "U-2");
+        let unset: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM requests WHERE state = 'failed' AND failed_kind IS NULL",
+        )
+        .fetch_one(&store.pool)
+        .await
+        .unwrap();
+        assert_eq!(unset, 0);
+    }
+
     /// The groups are read again exactly when the failed requests may have changed: one
     /// failed, or a replay took some, here or in another process.
     #[tokio::test]
@@ -1112,26 +1147,43 @@ mod tests {
     async fn failures_are_read_through_the_index_of_failed_requests() {
         let (store, _dir) = store().await;
         let mut conn = store.pool.acquire().await.unwrap();
-        for sql in [
-            "SELECT r.session_id, (SELECT a.step FROM attempts a WHERE a.session_id = r.session_id
-                 AND a.outcome = 'failed' ORDER BY a.id DESC LIMIT 1)
-             FROM requests r WHERE r.state = 'failed' AND (r.received_at, r.session_id) > (1, 'x')
-             ORDER BY r.received_at, r.session_id LIMIT 10",
-            "SELECT COUNT(*) FROM requests WHERE state = 'failed' AND received_at >= 1 AND received_at < 2
-             AND (NULL IS NULL OR order_no = NULL)",
+        for (sql, index) in [
+            // The groups: one pass over the partial index of failed requests' groups.
+            (
+                "SELECT failed_stage, failed_kind, COUNT(*), MIN(received_at), MAX(received_at),
+                        MIN(updated_at), MAX(updated_at)
+                 FROM requests INDEXED BY requests_failure_groups
+         WHERE state = 'failed' AND failed_stage IS NOT NULL AND failed_kind IS NOT NULL
+                 GROUP BY failed_stage, failed_kind",
+                "USING COVERING INDEX requests_failure_groups",
+            ),
+            // A group's example and its members.
+            (
+                "SELECT session_id, last_error FROM requests INDEXED BY requests_failure_groups
+                 WHERE state = 'failed' AND failed_stage = 'a' AND failed_kind = 'b'
+                 ORDER BY received_at DESC, session_id DESC LIMIT 1",
+                "requests_failure_groups (failed_stage=? AND failed_kind=?)",
+            ),
+            // Requests failed before the group columns, found once at open.
+            (
+                "SELECT r.session_id, (SELECT a.step FROM attempts a WHERE a.session_id = r.session_id
+                     AND a.outcome = 'failed' ORDER BY a.id DESC LIMIT 1)
+                 FROM requests r INDEXED BY requests_failure_groups
+                 WHERE r.state = 'failed' AND r.failed_stage IS NULL LIMIT 10",
+                "requests_failure_groups (failed_stage=?)",
+            ),
+            (
+                "SELECT COUNT(*) FROM requests WHERE state = 'failed' AND received_at >= 1 AND received_at < 2
+                 AND (NULL IS NULL OR order_no = NULL)",
+                // An index on state, searched for 'failed'.
+                "(state=?",
+            ),
         ] {
             let plan = crate::tests::query_plan(&mut conn, sql).await;
-            // Only failed requests are read: through their own partial index, or
-            // an index on state searched for 'failed'; never a scan of all requests.
-            let only_failed = |step: &String| step.contains("requests_failed") || step.contains("(state=?");
-            assert!(
-                plan.iter()
-                    .filter(|step| step.contains(" r ") || step.contains(" requests "))
-                    .all(&only_failed),
-                "{plan:#?}"
-            );
-            assert!(plan.iter().any(only_failed), "{plan:#?}");
-            assert!(plan.iter().all(|step| !step.starts_with("SCAN")), "{plan:#?}");
+            // Only failed requests are read, through an index of failed requests only.
+            let requests: Vec<&String> =
+                plan.iter().filter(|step| step.contains(" r ") || step.contains(" requests ")).collect();
+            assert!(!requests.is_empty() && requests.iter().all(|step| step.contains(index)), "{plan:#?}");
         }
     }
 }
