@@ -511,6 +511,12 @@ async fn metrics_count_what_happened_and_healthz_needs_no_token() {
     ] {
         assert!(metrics.lines().any(|l| l == line), "missing {line:?} in:\n{metrics}");
     }
+    // Three calls one after another: one to three group commits.
+    let commits = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("customs179_intake_commit_seconds_count "))
+        .and_then(|n| n.parse::<u64>().ok());
+    assert!(matches!(commits, Some(1..=3)), "{metrics}");
     assert_eq!(h.metrics(None).await.0, StatusCode::UNAUTHORIZED);
     assert_eq!(h.metrics(Some("wrong-token")).await.0, StatusCode::UNAUTHORIZED);
 

@@ -84,6 +84,8 @@ fn escape(label: &str) -> String {
 pub(crate) struct Metrics {
     intake_requests: LabelledCounter,
     intake_seconds: Histogram,
+    /// Each group commit of the intake writer: where an intake stall would show.
+    intake_commit_seconds: Histogram,
     sign_seconds: Histogram,
     /// Signatures made and verified, by card.
     signatures: LabelledCounter,
@@ -117,6 +119,7 @@ impl Default for Metrics {
         Metrics {
             intake_requests: LabelledCounter::default(),
             intake_seconds: Histogram::new(&FAST_BUCKETS),
+            intake_commit_seconds: Histogram::new(&FAST_BUCKETS),
             sign_seconds: Histogram::new(&FAST_BUCKETS),
             signatures: LabelledCounter::default(),
             card_errors: LabelledCounter::default(),
@@ -136,6 +139,11 @@ impl Metrics {
     pub fn intake(&self, outcome: &str, took: Duration) {
         self.intake_requests.add(outcome);
         self.intake_seconds.observe(took);
+    }
+
+    /// One group commit of customs calls by the intake writer, committed or not.
+    pub fn intake_commit(&self, took: Duration) {
+        self.intake_commit_seconds.observe(took);
     }
 
     pub fn signed(&self, card: &str, took: Duration) {
@@ -198,6 +206,11 @@ impl Metrics {
             &mut out,
             "customs179_intake_seconds",
             "Time to answer customs' call (stored first).",
+        );
+        self.intake_commit_seconds.render(
+            &mut out,
+            "customs179_intake_commit_seconds",
+            "Time of each group commit of customs' calls (its count is the number of commits).",
         );
         let _ = writeln!(
             out,
@@ -289,6 +302,7 @@ mod tests {
         metrics.intake("stored", Duration::from_micros(1_500));
         metrics.intake("stored", Duration::from_millis(30));
         metrics.intake("malformed", Duration::from_micros(300));
+        metrics.intake_commit(Duration::from_millis(3));
         metrics.customs_answer("10000");
         metrics.customs_answer("transport");
         metrics.delivered(Duration::from_secs(130), true, false);
@@ -313,6 +327,9 @@ mod tests {
             "customs179_intake_seconds_bucket{le=\"0.05\"} 3",
             "customs179_intake_seconds_bucket{le=\"+Inf\"} 3",
             "customs179_intake_seconds_count 3",
+            "customs179_intake_commit_seconds_bucket{le=\"0.002\"} 0",
+            "customs179_intake_commit_seconds_bucket{le=\"0.005\"} 1",
+            "customs179_intake_commit_seconds_count 1",
             "customs179_queue_requests{state=\"waiting\"} 2",
             "customs179_delivery_seconds_bucket{le=\"120\"} 0",
             "customs179_delivery_seconds_bucket{le=\"300\"} 1",

@@ -145,8 +145,12 @@ impl Service {
         let admin_addr = local_addr("admin", &admin_listener)?;
 
         let health = ctx.health.clone();
-        let (writer, writing) =
-            intake::IntakeWriter::start(store.clone(), ctx.prepare.clone(), health.clone());
+        let (writer, writing) = intake::IntakeWriter::start(
+            store.clone(),
+            ctx.prepare.clone(),
+            health.clone(),
+            ctx.metrics.clone(),
+        );
         let intake_writer = supervise(&health, "intake writer", SLACK, writing);
         // Requests left waiting by an earlier run are looked at once.
         ctx.prepare.sweep();

@@ -49,6 +49,7 @@ impl IntakeWriter {
         store: Store,
         prepare: std::sync::Arc<crate::context::PrepareQueue>,
         health: std::sync::Arc<crate::health::Health>,
+        metrics: std::sync::Arc<crate::metrics::Metrics>,
     ) -> (IntakeWriter, impl std::future::Future<Output = ()> + Send + 'static) {
         let (jobs, mut queue) = mpsc::channel::<Job>(4 * MAX_BATCH);
         let task = async move {
@@ -63,7 +64,9 @@ impl IntakeWriter {
                     break;
                 }
                 let requests: Vec<NewRequest> = batch.iter().map(|job| job.request.clone()).collect();
+                let started = std::time::Instant::now();
                 let result = store.insert_requests(&requests).await;
+                metrics.intake_commit(started.elapsed());
                 if let Err(e) = &result {
                     tracing::error!(error = %e, requests = batch.len(), "intake: cannot commit customs requests");
                 }
