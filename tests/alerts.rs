@@ -495,7 +495,7 @@ async fn an_alert_pending_at_a_kill_is_delivered_after_the_restart() {
     let metrics = metrics.text().await.unwrap();
     assert!(metrics.contains("customs179_alert_deliveries_total{outcome=\"sent\"} 4"), "{metrics}");
     assert!(!metrics.contains("customs179_alerts_total{"), "this process raised nothing itself: {metrics}");
-    serve.terminate(WAIT).await;
+    serve.kill();
 }
 
 #[tokio::test]
@@ -605,6 +605,8 @@ async fn requests_at_risk_late_and_failed_and_customs_errors_are_told() {
     card.stop().await;
 }
 
+// Unix only: the log is read after a graceful stop (SIGTERM), so that nothing is left unwritten.
+#[cfg(unix)]
 #[tokio::test]
 async fn at_trace_level_no_channel_secret_appears_in_the_log_the_api_or_the_page() {
     let (receiver, addr) = Receiver::start().await;

@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ExitStatus, Output};
+use std::process::{Child, Output};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use customs179_service::Service;
@@ -92,7 +92,7 @@ impl Sim {
     /// Sends `signal` (`INT`, `TERM`) and waits for the exit; returns the status and what
     /// the simulator logged, so the test can check it stopped cleanly.
     #[cfg(unix)]
-    pub async fn stop_with(&mut self, signal: &str) -> (ExitStatus, String) {
+    pub async fn stop_with(&mut self, signal: &str) -> (std::process::ExitStatus, String) {
         let pid = self.0.id().to_string();
         let signalled = std::process::Command::new("kill").args([&format!("-{signal}"), &pid]).status();
         assert!(signalled.unwrap().success());
