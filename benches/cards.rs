@@ -53,19 +53,14 @@ struct Options {
     burst_cards: usize,
 }
 
-fn parse(mut args: impl Iterator<Item = String>) -> Result<Options, String> {
+fn parse(args: impl Iterator<Item = String>) -> Result<Options, String> {
     let mut options = Options { per_card: 50, latency_ms: 200, burst: 1_000, burst_cards: 4 };
-    while let Some(arg) = args.next() {
-        // `cargo bench` passes `--bench` to every bench binary.
-        if arg == "--bench" {
-            continue;
-        }
-        if arg == "--help" {
-            return Err(String::new());
-        }
-        let value = args.next().ok_or_else(|| format!("{arg} needs a value"))?;
-        let number = || format!("{arg} takes a positive whole number, not {value:?}");
-        let count: usize = value.parse().ok().filter(|n| *n > 0).ok_or_else(number)?;
+    for (arg, value) in common::bench_args(args, &[])? {
+        let count: usize = value
+            .parse()
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| format!("{arg} takes a positive whole number, not {value:?}"))?;
         match arg.as_str() {
             "--per-card" => options.per_card = count,
             "--latency-ms" => options.latency_ms = count as u64,
@@ -117,15 +112,17 @@ impl Setup {
         Setup { cards: sims, customs, service, _dirs: dirs }
     }
 
-    /// How many requests are in `state`, from the database's own counts.
-    async fn count(&self, state: &str) -> usize {
+    /// Waits until `n` requests are in `state` (by the database's own counts), or `deadline`;
+    /// whether they all were.
+    async fn wait_for(&self, state: &str, n: usize, deadline: Instant) -> bool {
         let mut conn = common::open_db(&self.service.db).await;
-        let n: Option<i64> = sqlx::query_scalar("SELECT n FROM state_counts WHERE state = ?")
-            .bind(state)
-            .fetch_optional(&mut conn)
-            .await
-            .expect("state counts");
-        n.map_or(0, |n| n as usize)
+        while count(&mut conn, state).await < n {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        true
     }
 
     /// The platform pushes the payment data of orders `O-{prefix}-0..n`.
@@ -163,17 +160,6 @@ impl Setup {
         }
     }
 
-    /// Waits until `n` requests are delivered, or `deadline`; whether they all were.
-    async fn wait_delivered(&self, n: usize, deadline: Instant) -> bool {
-        while self.count("delivered").await < n {
-            if Instant::now() >= deadline {
-                return false;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        true
-    }
-
     /// What customs stored and whether every upload it received was clean.
     fn customs_problems(&self, expected: usize) -> Vec<String> {
         let totals = self.customs.report().totals;
@@ -194,6 +180,16 @@ impl Setup {
             card.stop().await;
         }
     }
+}
+
+/// How many requests are in `state`, from the database's own counts.
+async fn count(conn: &mut sqlx::SqliteConnection, state: &str) -> usize {
+    let n: Option<i64> = sqlx::query_scalar("SELECT n FROM state_counts WHERE state = ?")
+        .bind(state)
+        .fetch_optional(conn)
+        .await
+        .expect("state counts");
+    n.map_or(0, |n| n as usize)
 }
 
 struct Throughput {
@@ -225,17 +221,14 @@ async fn throughput(
     assert!(status.is_success(), "pause: {status} {answer}");
     setup.platform_pays("t", n).await;
     setup.customs_calls("t", n).await;
-    let ready_by = Instant::now() + Duration::from_secs(60);
-    while setup.count("ready").await < n {
-        assert!(Instant::now() < ready_by, "requests not prepared within 60 s");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let prepared = setup.wait_for("ready", n, Instant::now() + Duration::from_secs(60)).await;
+    assert!(prepared, "requests not prepared within 60 s");
     let busy_before: u64 = setup.cards.iter().map(|c| c.stats().busy_micros).sum();
     let start = Instant::now();
     let (status, answer) = setup.service.post("/api/control/signing/resume", "").await;
     assert!(status.is_success(), "resume: {status} {answer}");
     let expected = Duration::from_millis(latency_ms * per_card as u64);
-    if !setup.wait_delivered(n, start + expected * 4 + Duration::from_secs(30)).await {
+    if !setup.wait_for("delivered", n, start + expected * 4 + Duration::from_secs(30)).await {
         problems.push(format!("{cards} cards: not all {n} requests delivered"));
     }
     let elapsed = start.elapsed();
@@ -271,7 +264,7 @@ async fn burst(cards: usize, calls: usize, latency_ms: u64, problems: &mut Vec<S
     setup.customs_calls("b", calls).await;
     let calling = start.elapsed();
     // Waits a little past the deadline of the last call, so that late deliveries are counted.
-    let all = setup.wait_delivered(calls, Instant::now() + Duration::from_secs(125)).await;
+    let all = setup.wait_for("delivered", calls, Instant::now() + Duration::from_secs(125)).await;
     let span = start.elapsed();
     let mut conn = common::open_db(&setup.service.db).await;
     let mut delays_ms: Vec<i64> =

@@ -27,17 +27,9 @@ usage: cargo bench --bench chaos -- [OPTIONS]
   --help          this text";
 
 /// The options given on the command line over the full-size defaults.
-fn parse(mut args: impl Iterator<Item = String>) -> Result<ChaosOptions, String> {
+fn parse(args: impl Iterator<Item = String>) -> Result<ChaosOptions, String> {
     let mut options = ChaosOptions::full_size(chaos::random_seed());
-    while let Some(arg) = args.next() {
-        // `cargo bench` passes `--bench` to every bench binary.
-        if arg == "--bench" {
-            continue;
-        }
-        if arg == "--help" {
-            return Err(String::new());
-        }
-        let value = args.next().ok_or_else(|| format!("{arg} needs a value"))?;
+    for (arg, value) in common::bench_args(args, &[])? {
         let number = |what: &str| format!("{arg} takes {what}, not {value:?}");
         match arg.as_str() {
             "--requests" => options.requests = value.parse().map_err(|_| number("a count"))?,

@@ -57,7 +57,7 @@ struct Options {
     intake: bool,
 }
 
-fn parse(mut args: impl Iterator<Item = String>) -> Result<Options, String> {
+fn parse(args: impl Iterator<Item = String>) -> Result<Options, String> {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"), PathBuf::from);
     let mut o = Options {
@@ -71,28 +71,20 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Options, String> {
         reads: true,
         intake: true,
     };
-    while let Some(arg) = args.next() {
+    for (arg, value) in common::bench_args(args, &["--rebuild", "--no-reads", "--no-intake"])? {
+        let number = || format!("{arg} takes a positive number, not {value:?}");
+        let count = || value.parse::<u64>().ok().filter(|n| *n > 0).ok_or_else(number);
         match arg.as_str() {
-            // `cargo bench` passes `--bench` to every bench binary.
-            "--bench" => continue,
-            "--help" => return Err(String::new()),
             "--rebuild" => o.rebuild = true,
             "--no-reads" => o.reads = false,
             "--no-intake" => o.intake = false,
-            _ => {
-                let value = args.next().ok_or_else(|| format!("{arg} needs a value"))?;
-                let number = || format!("{arg} takes a positive number, not {value:?}");
-                let count = || value.parse::<u64>().ok().filter(|n| *n > 0).ok_or_else(number);
-                match arg.as_str() {
-                    "--requests" => o.requests = count()?,
-                    "--live" => o.live = count()?,
-                    "--keep" => o.keep = PathBuf::from(&value),
-                    "--samples" => o.samples = usize::try_from(count()?).map_err(|_| number())?,
-                    "--rate" => o.rate = count()?,
-                    "--secs" => o.secs = count()?,
-                    _ => return Err(format!("unknown option {arg}")),
-                }
-            }
+            "--requests" => o.requests = count()?,
+            "--live" => o.live = count()?,
+            "--keep" => o.keep = PathBuf::from(&value),
+            "--samples" => o.samples = usize::try_from(count()?).map_err(|_| number())?,
+            "--rate" => o.rate = count()?,
+            "--secs" => o.secs = count()?,
+            _ => return Err(format!("unknown option {arg}")),
         }
     }
     Ok(o)

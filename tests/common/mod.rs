@@ -464,6 +464,28 @@ pub async fn customs_registering(
     customs179_sim::customs::start(options).await.expect("the customs simulator starts")
 }
 
+/// A bench's arguments as (option, value) pairs, for its `parse`: `--bench` (which `cargo
+/// bench` passes to every bench binary) left out, each of `flags` with an empty value, every
+/// other option with the argument after it. The empty error of `--help` (see [`bench_options`]).
+pub fn bench_args(
+    mut args: impl Iterator<Item = String>,
+    flags: &[&str],
+) -> Result<Vec<(String, String)>, String> {
+    let mut pairs = Vec::new();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--bench" => {}
+            "--help" => return Err(String::new()),
+            flag if flags.contains(&flag) => pairs.push((arg, String::new())),
+            _ => {
+                let value = args.next().ok_or_else(|| format!("{arg} needs a value"))?;
+                pairs.push((arg, value));
+            }
+        }
+    }
+    Ok(pairs)
+}
+
 /// A bench's options, read from its arguments by `parse` (which answers an empty error for
 /// `--help`): on `--help` the usage is printed and the bench exits 0; on a bad argument the
 /// problem and the usage go to stderr and it exits 2.
