@@ -185,9 +185,107 @@ fn verify_refuses_unreadable_input_with_exit_2() {
     }
 }
 
+/// What Windows editors save: CRLF line ends, and often a byte order mark first.
+fn as_saved_on_windows(text: &str) -> String {
+    format!("\u{feff}{}\r\n", text.trim_end().replace("\r\n", "\n").replace('\n', "\r\n"))
+}
+
+#[test]
+fn inputs_saved_on_windows_read_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let save = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, as_saved_on_windows(text)).unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+    let key = save("key.pem", &std::fs::read_to_string(card_key()).unwrap());
+    let upload = save("b.upload.json", &vector("b.upload.json"));
+    let output = run(&["verify", "--cert", &key, &upload], "");
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert_eq!(stdout(&output), "valid\n");
+
+    let signature = std::fs::read_to_string(fixture("rsa-sig.b64")).unwrap();
+    let c = vector("c.upload.json");
+    let parsed: serde_json::Value = serde_json::from_str(&c).unwrap();
+    let upload =
+        c.replace(parsed["signValue"].as_str().unwrap(), &signature).replace("01010000000019f1", "01691f7f");
+    let upload = save("c.upload.json", &upload);
+    for cert in ["rsa-cert.pem", "rsa-cert.b64"] {
+        let cert = save(cert, &std::fs::read_to_string(fixture(cert)).unwrap());
+        let output = run(&["verify", "--cert", &cert, &upload], "");
+        assert_eq!(output.status.code(), Some(0), "{cert}: {}", stderr(&output));
+    }
+
+    let expected = vector("a.presign.txt");
+    let parsed = PreSign::parse(&expected).unwrap();
+    let pretty = serde_json::to_string_pretty(
+        &serde_json::from_str::<serde_json::Value>(&record_json(&expected)).unwrap(),
+    )
+    .unwrap();
+    let record = save("record.json", &pretty);
+    let session = parsed.session_id();
+    let output =
+        run(&["presign", "--session-id", &session, "--service-time", parsed.service_time(), &record], "");
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert_eq!(stdout(&output), expected);
+}
+
+#[test]
+fn serve_logs_to_daily_files_when_told_to() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    let sections = format!(
+        "[signer]\npin = \"88888888\"\n[customs]\nenvironment = \"test\"\n[log]\ndir = {:?}\nmax_files = 3\n",
+        logs.to_str().unwrap()
+    );
+    let db = dir.path().join("customs179.sqlite");
+    let config = dir.path().join("customs179.toml");
+    std::fs::write(
+        &config,
+        common::service_toml(common::free_addr(), common::free_addr(), &db, "", &sections),
+    )
+    .unwrap();
+    let stderr_path = dir.path().join("stderr");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_customs179"));
+    command.args(["serve", "--config"]).arg(&config).stdout(Stdio::null());
+    command.stderr(std::fs::File::create(&stderr_path).unwrap());
+    for name in common::developer_overrides() {
+        command.env_remove(name);
+    }
+    let mut serve = command.spawn().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let (name, text) = loop {
+        let files: Vec<_> = std::fs::read_dir(&logs).into_iter().flatten().flatten().collect();
+        if let [file] = &files[..]
+            && let Ok(text) = std::fs::read_to_string(file.path())
+            && text.contains("customs179 started")
+        {
+            break (file.file_name().into_string().unwrap(), text);
+        }
+        assert!(serve.try_wait().unwrap().is_none(), "{}", std::fs::read_to_string(&stderr_path).unwrap());
+        assert!(std::time::Instant::now() < deadline, "no log file says it started: {files:?}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    serve.kill().unwrap();
+    serve.wait().unwrap();
+    // customs179.YYYY-MM-DD.log, without colours, and nothing on stderr.
+    let day = name.strip_prefix("customs179.").and_then(|n| n.strip_suffix(".log")).unwrap_or_default();
+    assert!(day.len() == 10 && day.bytes().all(|b| b.is_ascii_digit() || b == b'-'), "{name}");
+    assert!(!text.contains('\u{1b}'), "{text}");
+    assert_eq!(std::fs::read_to_string(&stderr_path).unwrap(), "");
+}
+
+#[cfg(not(windows))]
+#[test]
+fn the_windows_service_is_refused_elsewhere_with_exit_2() {
+    let output = run(&["service", "install", "--config", "customs179.toml"], "");
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(stderr(&output).contains("on Linux run customs179 serve under systemd"), "{}", stderr(&output));
+}
+
 #[test]
 fn every_command_has_help() {
-    for args in [&["--help"][..], &["presign", "--help"], &["verify", "--help"]] {
+    for args in [&["--help"][..], &["presign", "--help"], &["verify", "--help"], &["service", "--help"]] {
         let output = run(args, "");
         assert_eq!(output.status.code(), Some(0));
         assert!(stdout(&output).contains("Usage: customs179"));

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use customs179_service::Service;
-use customs179_service::config::{Config, LogFormat};
+use customs179_service::config::{Config, LogFormat, LogTo};
 use customs179_sim::customs::{self as customs_sim, CallOptions, CustomsFaults, CustomsSimOptions};
 use customs179_sim::eport::{self as eport_sim, Algo, EportSimOptions, Faults};
 use serde_json::{Value, json};
@@ -63,7 +63,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
         return Err(Failure::BadInput("--rate must be above 0 and at most 1000".into()));
     }
     // Errors only: the live summary owns the terminal; the status page has the details.
-    super::serve::init_logging(LogFormat::Text, "error")?;
+    super::serve::init_logging(LogFormat::Text, "error", &LogTo::Stderr)?;
     super::block_on(demo(args))
 }
 

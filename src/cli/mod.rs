@@ -16,6 +16,7 @@ mod presign;
 mod replay;
 mod resume;
 mod serve;
+mod service;
 mod sign;
 mod sim;
 mod status;
@@ -40,6 +41,7 @@ enum Command {
     Check(check::Args),
     Doctor(doctor::Args),
     Serve(serve::Args),
+    Service(service::Args),
     Status(status::Args),
     Sign(sign::Args),
     Resume(resume::Args),
@@ -67,6 +69,7 @@ pub fn run() -> ExitCode {
         Command::Check(args) => check::run(args),
         Command::Doctor(args) => doctor::run(args),
         Command::Serve(args) => serve::run(args),
+        Command::Service(args) => service::run(args),
         Command::Status(args) => status::run(args),
         Command::Sign(args) => sign::run(args),
         Command::Resume(args) => resume::run(args),
@@ -100,9 +103,14 @@ fn read_input(path: Option<&Path>) -> Result<Vec<u8>, Failure> {
     Ok(bytes)
 }
 
+/// A whole text input, without the byte order mark Windows editors may begin it with.
 fn read_text(path: Option<&Path>) -> Result<String, Failure> {
-    String::from_utf8(read_input(path)?)
-        .map_err(|_| Failure::BadInput(format!("{} is not UTF-8 text", display_input(path))))
+    let text = String::from_utf8(read_input(path)?)
+        .map_err(|_| Failure::BadInput(format!("{} is not UTF-8 text", display_input(path))))?;
+    Ok(match text.strip_prefix('\u{feff}') {
+        Some(rest) => rest.to_owned(),
+        None => text,
+    })
 }
 
 fn display_input(path: Option<&Path>) -> String {

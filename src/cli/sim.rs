@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use customs179_service::config::LogFormat;
+use customs179_service::config::{LogFormat, LogTo};
 use customs179_sim::customs::{self, CallError, CallOptions, CallResult, CustomsFaults, CustomsSimOptions};
 use customs179_sim::eport::{self, Algo, EportSimOptions, Faults};
 use customs179_sim::keys::CertValidity;
@@ -143,7 +143,7 @@ fn run_eport(args: EportArgs) -> Result<(), Failure> {
     if args.pin.trim().is_empty() {
         return Err(Failure::BadInput("--pin must not be blank: the control refuses a blank passwd".into()));
     }
-    super::serve::init_logging(LogFormat::Text, "info")?;
+    super::serve::init_logging(LogFormat::Text, "info", &LogTo::Stderr)?;
     let cert_validity = args
         .cert_expires_in_days
         .map(CertValidity::ending_in_days)
@@ -315,7 +315,7 @@ struct CustomsCallArgs {
 }
 
 fn run_customs_serve(args: CustomsServeArgs) -> Result<(), Failure> {
-    super::serve::init_logging(LogFormat::Text, "info")?;
+    super::serve::init_logging(LogFormat::Text, "info", &LogTo::Stderr)?;
     let options = CustomsSimOptions {
         listen: args.listen,
         certs_dir: args.certs,

@@ -414,6 +414,8 @@ fn to_der(input: &[u8]) -> Result<Der, KeyError> {
     if let Some(start) = find(trimmed, PEM_BEGIN) {
         return from_pem(&trimmed[start..]);
     }
+    // A base64 line saved by a Windows editor may begin with a UTF-8 byte order mark.
+    let trimmed = trimmed.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(trimmed).trim_ascii();
     decode_base64_body(trimmed).map(Der::Unlabelled).map_err(|e| {
         KeyError::NotRecognised(format!(
             "expected a PEM block, DER, or one line of base64 DER; the input is not base64 ({e})"
@@ -737,6 +739,12 @@ mod tests {
 
         let crlf = String::from_utf8_lossy(RSA_CERT_PEM).replace('\n', "\r\n");
         check_rsa(&SignatureVerifier::from_bytes(crlf.as_bytes()).expect("PEM with CRLF"));
+
+        for form in [RSA_CERT_B64, RSA_CERT_PEM] {
+            let mut with_bom = b"\xEF\xBB\xBF".to_vec();
+            with_bom.extend_from_slice(form);
+            check_rsa(&SignatureVerifier::from_bytes(&with_bom).expect("after a byte order mark"));
+        }
     }
 
     #[test]

@@ -195,6 +195,32 @@ pub struct LogConfig {
     pub format: LogFormat,
     /// A `tracing` filter directive such as `info` or `customs179=debug,info`.
     pub level: String,
+    /// Where the log is written: standard error, or daily files in a folder.
+    pub to: LogTo,
+}
+
+/// Daily log files kept when `[log] max_files` is not set.
+pub const DEFAULT_MAX_LOG_FILES: usize = 30;
+
+/// Where the log goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LogTo {
+    /// Standard error, for systemd's journal or a terminal.
+    Stderr,
+    /// `customs179.YYYY-MM-DD.log` in `dir`, a new file each day (UTC), the
+    /// newest `max_files` kept: for a Windows service, which has no stderr.
+    Files { dir: PathBuf, max_files: usize },
+}
+
+impl std::fmt::Display for LogTo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LogTo::Stderr => f.write_str("standard error"),
+            LogTo::Files { dir, max_files } => {
+                write!(f, "daily files in {} (the newest {max_files} kept)", dir.display())
+            }
+        }
+    }
 }
 
 /// Which customs system receives the uploads.
@@ -361,7 +387,7 @@ impl Config {
                 payments.max_body_bytes,
                 payments.give_up_after_secs
             ),
-            format!("log: {} format, level {}", self.log.format, self.log.level),
+            format!("log: {} format, level {}, to {}", self.log.format, self.log.level, self.log.to),
             format!(
                 "alerts: {}; signer unreachable after {} s, {} customs errors or failures within {} s",
                 if self.alerts.channels.is_empty() {
@@ -462,6 +488,8 @@ const PAYMENTS_PULL_INTERVAL_SECS: Key = Key::new("payments.pull_interval_secs",
 const PAYMENTS_GIVE_UP_AFTER_SECS: Key = Key::new("payments.give_up_after_secs", Kind::Integer);
 const LOG_FORMAT: Key = Key::new("log.format", Kind::Text);
 const LOG_LEVEL: Key = Key::new("log.level", Kind::Text);
+const LOG_DIR: Key = Key::new("log.dir", Kind::Text);
+const LOG_MAX_FILES: Key = Key::new("log.max_files", Kind::Integer);
 const ALERTING_SIGNER_UNREACHABLE_SECS: Key = Key::new("alerting.signer_unreachable_secs", Kind::Integer);
 const ALERTING_CUSTOMS_ERRORS: Key = Key::new("alerting.customs_errors", Kind::Integer);
 const ALERTING_WINDOW_SECS: Key = Key::new("alerting.window_secs", Kind::Integer);
@@ -505,6 +533,8 @@ const KEYS: &[&Key] = &[
     &PAYMENTS_GIVE_UP_AFTER_SECS,
     &LOG_FORMAT,
     &LOG_LEVEL,
+    &LOG_DIR,
+    &LOG_MAX_FILES,
     &ALERTING_SIGNER_UNREACHABLE_SECS,
     &ALERTING_CUSTOMS_ERRORS,
     &ALERTING_WINDOW_SECS,
@@ -576,6 +606,8 @@ fn parse(
     problems: Vec<String>,
 ) -> Result<Config, ConfigErrors> {
     let mut settings = Settings { problems, ..Settings::default() };
+    // Windows editors (Notepad before 2019 among them) begin UTF-8 files with a byte order mark.
+    let text = text.map(|text| text.strip_prefix('\u{feff}').unwrap_or(text));
     let table = match text.map(str::parse::<Table>) {
         Some(Ok(table)) => Some(table),
         Some(Err(e)) => {
@@ -1034,6 +1066,12 @@ impl Settings {
                     if s.trim().is_empty() { Err("must not be empty".to_owned()) } else { Ok(s.to_owned()) }
                 })
                 .unwrap_or_else(|| "info".to_owned()),
+            to: match self.text(&LOG_DIR, path) {
+                Some(dir) => {
+                    LogTo::Files { dir, max_files: self.size(&LOG_MAX_FILES, DEFAULT_MAX_LOG_FILES) }
+                }
+                None => LogTo::Stderr,
+            },
         };
 
         let alerts = AlertsConfig {
@@ -1269,6 +1307,7 @@ mod tests {
         assert_eq!(config.payments.give_up_after_secs, 86_400);
         assert_eq!(config.log.format, LogFormat::Text);
         assert_eq!(config.log.level, "info");
+        assert_eq!(config.log.to, LogTo::Stderr);
     }
 
     #[test]
@@ -1297,6 +1336,8 @@ mod tests {
             ("payments.give_up_after_secs", Some("900")),
             ("log.format", Some("\"json\"")),
             ("log.level", Some("\"customs179=debug,info\"")),
+            ("log.dir", Some("\"logs\"")),
+            ("log.max_files", Some("7")),
         ]);
         assert_eq!(config.intake.listen, "[::]:8080".parse().unwrap());
         assert_eq!(config.intake.path, "/x");
@@ -1322,6 +1363,16 @@ mod tests {
         assert_eq!(config.payments.give_up_after_secs, 900);
         assert_eq!(config.log.format, LogFormat::Json);
         assert_eq!(config.log.level, "customs179=debug,info");
+        assert_eq!(config.log.to, LogTo::Files { dir: PathBuf::from("logs"), max_files: 7 });
+    }
+
+    #[test]
+    fn a_windows_file_with_crlf_and_a_byte_order_mark_reads_the_same() {
+        let unix = Config::from_toml_str(EXAMPLE, []).unwrap_or_else(|e| panic!("{e}"));
+        let windows = format!("\u{feff}{}", EXAMPLE.replace('\n', "\r\n"));
+        let windows = Config::from_toml_str(&windows, []).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(windows.summary(), unix.summary());
+        assert_eq!(windows.signers[0].pin.expose(), unix.signers[0].pin.expose());
     }
 
     #[test]
