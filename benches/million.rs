@@ -957,9 +957,6 @@ async fn main() -> ExitCode {
     if o.intake {
         ok &= intake(&serve, o.rate, o.secs).await;
     }
-    #[cfg(unix)]
     let _ = serve.terminate(Duration::from_secs(30)).await;
-    #[cfg(not(unix))]
-    serve.kill();
     if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
 }

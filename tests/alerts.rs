@@ -605,8 +605,6 @@ async fn requests_at_risk_late_and_failed_and_customs_errors_are_told() {
     card.stop().await;
 }
 
-// Unix only: the log is read after a graceful stop (SIGTERM), so that nothing is left unwritten.
-#[cfg(unix)]
 #[tokio::test]
 async fn at_trace_level_no_channel_secret_appears_in_the_log_the_api_or_the_page() {
     let (receiver, addr) = Receiver::start().await;

@@ -130,8 +130,6 @@ fn attempts_of(detail: &Value, step: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-// Unix only: it stops `serve` gracefully with SIGTERM (Windows' stop comes with issue 16).
-#[cfg(unix)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_card_and_a_wrong_pin_get_one_try_and_the_pause_survives_a_restart() {
     let rig = Rig::start().await;
@@ -389,7 +387,6 @@ async fn a_replay_from_the_command_line_is_noticed_within_a_second() {
     assert!(replayed.elapsed() < Duration::from_secs(4), "{:?}: {detail:#}", replayed.elapsed());
 }
 
-#[cfg(unix)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pause_the_database_refuses_at_the_stop_exits_non_zero_and_the_next_start_pauses() {
     use sqlx::Connection as _;
@@ -422,8 +419,6 @@ async fn a_pause_the_database_refuses_at_the_stop_exits_non_zero_and_the_next_st
     assert_eq!(rig.card.stats().sign_requests, 1);
 }
 
-// Unix only: it stops `serve` gracefully with SIGTERM (Windows' stop comes with issue 16).
-#[cfg(unix)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_secret_reaches_the_log_even_at_trace_level() {
     const PAYMENTS_TOKEN: &str = "payments-token-3e9b1f77c0";

@@ -1,9 +1,6 @@
 //! `customs179 serve` as a real process, killed while customs' calls are in
 //! flight: every call answered 10000 must be in the database afterwards.
 
-// SIGTERM and the graceful stop are Unix signals here; Windows' stop comes with issue 16.
-#![cfg(unix)]
-
 use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;

@@ -111,8 +111,6 @@ async fn pauses_carry_a_reason_and_a_name_and_every_action_is_audited() {
     h.stop().await;
 }
 
-// Unix only: it stops `serve` gracefully with SIGTERM (Windows' stop comes with issue 16).
-#[cfg(unix)]
 #[tokio::test]
 async fn the_command_line_audits_its_actions_too() {
     let dir = tempfile::tempdir().unwrap();

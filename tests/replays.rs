@@ -210,8 +210,6 @@ fn replay_command(serve: &ServeProcess, args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
-// Unix only: it stops `serve` gracefully with SIGTERM (Windows' stop comes with issue 16).
-#[cfg(unix)]
 #[tokio::test]
 async fn the_command_line_replays_failed_requests_in_bulk_under_the_same_rules() {
     let dir = tempfile::tempdir().unwrap();

@@ -123,6 +123,12 @@ impl ServeProcess {
         for name in developer_overrides() {
             command.env_remove(name);
         }
+        // Its own process group, so that [`ServeProcess::terminate`]'s Ctrl-Break reaches it alone.
+        #[cfg(windows)]
+        std::os::windows::process::CommandExt::creation_flags(
+            &mut command,
+            windows_sys::Win32::System::Threading::CREATE_NEW_PROCESS_GROUP,
+        );
         self.spawned_ms = super::now_ms();
         self.child = Some(command.spawn().unwrap());
     }
@@ -139,11 +145,19 @@ impl ServeProcess {
         None
     }
 
-    /// Sends SIGTERM and waits (up to `within`) for the exit.
-    #[cfg(unix)]
+    /// Asks for a graceful stop and waits (up to `within`) for the exit: SIGTERM, or on
+    /// Windows Ctrl-Break to the process group `serve` was started in.
     pub async fn terminate(&mut self, within: Duration) -> ExitStatus {
-        let pid = self.child.as_ref().expect("a running process").id().to_string();
-        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        let pid = self.child.as_ref().expect("a running process").id();
+        #[cfg(unix)]
+        assert!(Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap().success());
+        #[cfg(windows)]
+        {
+            use windows_sys::Win32::System::Console::{CTRL_BREAK_EVENT, GenerateConsoleCtrlEvent};
+            // SAFETY: a plain call; the group id is the child's pid (CREATE_NEW_PROCESS_GROUP).
+            let sent = unsafe { GenerateConsoleCtrlEvent(CTRL_BREAK_EVENT, pid) };
+            assert!(sent != 0, "Ctrl-Break to {pid}: {}", std::io::Error::last_os_error());
+        }
         self.wait_exit(within).await
     }
 

@@ -1138,7 +1138,14 @@ fn url_path(s: &str) -> Result<String, String> {
 }
 
 fn path(s: &str) -> Result<PathBuf, String> {
-    if s.is_empty() { Err("must not be empty".to_owned()) } else { Ok(PathBuf::from(s)) }
+    if s.is_empty() {
+        Err("must not be empty".to_owned())
+    } else if s.chars().any(char::is_control) {
+        // "C:\new" in double quotes holds a line break: TOML read the backslash as an escape.
+        Err("must not hold control characters (write Windows paths in single quotes: 'C:\\data')".to_owned())
+    } else {
+        Ok(PathBuf::from(s))
+    }
 }
 
 /// An IP network, or a bare address as a network of one.
@@ -1987,6 +1994,15 @@ mod tests {
             "log.format: must be \"text\" or \"json\", got \"yaml\""
         );
         assert_eq!(problem(&[("log.level", Some("\" \""))]), "log.level: must not be empty, got \" \"");
+        assert_eq!(
+            problem(&[("store.path", Some(r#""D:\new.sqlite""#))]),
+            format!(
+                "store.path: must not hold control characters (write Windows paths in single quotes: 'C:\\data'), got {:?}",
+                "D:\new.sqlite"
+            )
+        );
+        let windows = parse(&[("store.path", Some(r"'D:\new\db.sqlite'")), ("log.dir", Some(r"'D:\logs'"))]);
+        assert_eq!(windows.store.path, PathBuf::from(r"D:\new\db.sqlite"));
     }
 
     #[test]
