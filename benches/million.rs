@@ -800,6 +800,7 @@ async fn intake(serve: &common::serve::ServeProcess, rate: u64, secs: u64) -> bo
         .collect();
     let period = Duration::from_secs_f64(1.0 / rate as f64);
     let service_pid = serve.pid().expect("the service runs");
+    let commits_before = commit_buckets(serve).await;
     let cpu_before = (cpu_secs("self"), cpu_secs(&service_pid.to_string()));
     let mut tasks = tokio::task::JoinSet::new();
     let mut latencies = Vec::with_capacity(bodies.len());
@@ -842,6 +843,12 @@ async fn intake(serve: &common::serve::ServeProcess, rate: u64, secs: u64) -> bo
         collect(done.unwrap());
     }
     let wall = start.elapsed();
+    let commits: Vec<(String, u64)> = commit_buckets(serve)
+        .await
+        .into_iter()
+        .zip(commits_before)
+        .map(|((le, after), (_, before))| (le, after - before))
+        .collect();
     let cpu = (cpu_secs("self") - cpu_before.0, cpu_secs(&service_pid.to_string()) - cpu_before.1);
     let mut conn = common::open_db(&serve.db).await;
     let prefix = format!("INTAKE-{run}-");
@@ -875,6 +882,7 @@ async fn intake(serve: &common::serve::ServeProcess, rate: u64, secs: u64) -> bo
         ms(latencies.last().copied().unwrap_or_default())
     );
     println!("| answered but not in the database | {missing} |");
+    println!("| group commits, by time (ms) | {} |", commit_line(&commits));
     println!(
         "| CPU used meanwhile (of {:.0} core-seconds) | service {:.1} s, load generator {:.1} s |",
         wall.as_secs_f64() * std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64),
@@ -884,6 +892,38 @@ async fn intake(serve: &common::serve::ServeProcess, rate: u64, secs: u64) -> bo
     let met = failures == 0 && missing == 0 && achieved >= rate as f64 * 0.99 && ms(p99) <= 10.0;
     println!("| target met | {} |", if met { "yes" } else { "**no**" });
     missing == 0
+}
+
+/// The service's histogram of intake group commits: each bucket's upper bound and count so far.
+async fn commit_buckets(serve: &common::serve::ServeProcess) -> Vec<(String, u64)> {
+    let (_, text) = serve.metrics(Some(common::ADMIN_TOKEN)).await;
+    text.lines()
+        .filter_map(|line| line.strip_prefix("customs179_intake_commit_seconds_bucket{le=\""))
+        .filter_map(|rest| {
+            let (le, count) = rest.split_once("\"} ")?;
+            Some((le.to_owned(), count.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// `≤1: n, 1–2: n, …, >1000: n` from cumulative bucket counts, the empty buckets left out.
+fn commit_line(cumulative: &[(String, u64)]) -> String {
+    let mut parts = Vec::new();
+    let (mut below, mut lower) = (0, None::<String>);
+    for (le, count) in cumulative {
+        let bound = le.parse::<f64>().map_or_else(|_| le.clone(), |secs| format!("{}", (secs * 1e6).round() / 1e3));
+        let name = match (&lower, le.as_str()) {
+            (_, "+Inf") => format!(">{}", lower.clone().unwrap_or_default()),
+            (None, _) => format!("≤{bound}"),
+            (Some(lower), _) => format!("{lower}–{bound}"),
+        };
+        if count - below > 0 {
+            parts.push(format!("{name}: {}", count - below));
+        }
+        below = *count;
+        lower = Some(bound);
+    }
+    parts.join(", ")
 }
 
 /// User and system CPU seconds a process (`self` or a pid) has used so far (Linux).
