@@ -911,7 +911,8 @@ fn commit_line(cumulative: &[(String, u64)]) -> String {
     let mut parts = Vec::new();
     let (mut below, mut lower) = (0, None::<String>);
     for (le, count) in cumulative {
-        let bound = le.parse::<f64>().map_or_else(|_| le.clone(), |secs| format!("{}", (secs * 1e6).round() / 1e3));
+        let bound =
+            le.parse::<f64>().map_or_else(|_| le.clone(), |secs| format!("{}", (secs * 1e6).round() / 1e3));
         let name = match (&lower, le.as_str()) {
             (_, "+Inf") => format!(">{}", lower.clone().unwrap_or_default()),
             (None, _) => format!("≤{bound}"),

@@ -255,8 +255,29 @@ mod windows {
             account_password: None,
         };
         let service = manager(ServiceManagerAccess::CONNECT | ServiceManagerAccess::CREATE_SERVICE)?
-            .create_service(&info, ServiceAccess::CHANGE_CONFIG | ServiceAccess::START)
+            .create_service(
+                &info,
+                ServiceAccess::CHANGE_CONFIG | ServiceAccess::START | ServiceAccess::DELETE,
+            )
             .map_err(scm("register the service"))?;
+        // Half a service (one that is not restarted, say) is worse than none: a step that
+        // fails takes the registration back, so that install changes nothing or everything.
+        if let Err(failure) = configure(&service, config) {
+            if let Err(e) = service.delete() {
+                eprintln!("the service was registered but cannot be removed again: {e}");
+            }
+            let _ = tool("reg", super::event_source_arguments(false));
+            return Err(failure);
+        }
+        println!(
+            "installed the service {SERVICE_NAME} with {}; start it with: customs179 service start",
+            config.display()
+        );
+        Ok(())
+    }
+
+    /// What install sets beyond the registration: description, restarts, event source, ACL.
+    fn configure(service: &windows_service::service::Service, config: &Path) -> Result<(), Failure> {
         service.set_description(super::DESCRIPTION).map_err(scm("describe the service"))?;
         let restart = |secs| ServiceAction {
             action_type: ServiceActionType::Restart,
@@ -269,18 +290,13 @@ mod windows {
                 command: None,
                 actions: Some(vec![restart(5), restart(10), restart(30)]),
             })
-            .map_err(scm("set the restarts on failure"))?;
+            .map_err(scm("set the restarts after a failure"))?;
         // serve exits non-zero when a task dies: that is a failure to restart after too.
         service
             .set_failure_actions_on_non_crash_failures(true)
-            .map_err(scm("set the restarts on failure"))?;
+            .map_err(scm("have an exit with an error count as a failure"))?;
         tool("reg", super::event_source_arguments(true))?;
-        tool("icacls", super::folder_acl_arguments(super::working_dir(config)?))?;
-        println!(
-            "installed the service {SERVICE_NAME} with {}; start it with: customs179 service start",
-            config.display()
-        );
-        Ok(())
+        tool("icacls", super::folder_acl_arguments(super::working_dir(config)?))
     }
 
     fn uninstall() -> Result<(), Failure> {
