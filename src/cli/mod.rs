@@ -80,13 +80,25 @@ pub fn run() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(Failure::Check(message)) => {
-            eprintln!("{message}");
-            ExitCode::from(1)
+        Err(failure) => {
+            eprintln!("{}", failure.message());
+            ExitCode::from(failure.exit_code())
         }
-        Err(Failure::BadInput(message)) => {
-            eprintln!("{message}");
-            ExitCode::from(2)
+    }
+}
+
+impl Failure {
+    /// 1 for a failed check, 2 for bad input or configuration.
+    fn exit_code(&self) -> u8 {
+        match self {
+            Failure::Check(_) => 1,
+            Failure::BadInput(_) => 2,
+        }
+    }
+
+    fn message(&self) -> &str {
+        match self {
+            Failure::Check(message) | Failure::BadInput(message) => message,
         }
     }
 }

@@ -225,6 +225,15 @@ mod windows {
     }
 
     /// Runs a Windows tool to its end; its failure is a failed check.
+    /// Removes the event log source, if there is one; its entries stay readable without it.
+    fn forget_event_source() {
+        let _ = std::process::Command::new("reg")
+            .args(super::event_source_arguments(false))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+
     fn tool(program: &str, args: Vec<OsString>) -> Result<(), Failure> {
         let status = std::process::Command::new(program)
             .args(&args)
@@ -266,7 +275,7 @@ mod windows {
             if let Err(e) = service.delete() {
                 eprintln!("the service was registered but cannot be removed again: {e}");
             }
-            let _ = tool("reg", super::event_source_arguments(false));
+            forget_event_source();
             return Err(failure);
         }
         println!(
@@ -306,8 +315,7 @@ mod windows {
             wait_for(&service, ServiceState::Stopped, Duration::from_secs(60))?;
         }
         service.delete().map_err(scm("remove the service"))?;
-        // The source's entries stay readable in the event log without it.
-        let _ = tool("reg", super::event_source_arguments(false));
+        forget_event_source();
         println!("removed the service {SERVICE_NAME}");
         Ok(())
     }
@@ -373,14 +381,10 @@ mod windows {
                 event_log(false, "customs179 stopped");
                 ServiceExitCode::Win32(0)
             }
-            Err(Failure::Check(reason) | Failure::BadInput(reason)) => {
-                tracing::error!("{reason}");
-                event_log(true, reason);
-                ServiceExitCode::ServiceSpecific(if matches!(outcome, Err(Failure::Check(_))) {
-                    1
-                } else {
-                    2
-                })
+            Err(failure) => {
+                tracing::error!("{}", failure.message());
+                event_log(true, failure.message());
+                ServiceExitCode::ServiceSpecific(failure.exit_code().into())
             }
         };
         report(&status, ServiceState::Stopped, exit, Duration::ZERO);
