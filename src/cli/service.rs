@@ -211,7 +211,11 @@ mod windows {
     }
 
     fn scm(what: &'static str) -> impl FnOnce(windows_service::Error) -> Failure {
-        move |e| Failure::Check(format!("cannot {what}: {e} (run it as an administrator)"))
+        // The crate's own text ("IO error in winapi call") hides Windows' reason in its source.
+        move |e| {
+            let reason = std::error::Error::source(&e).map_or_else(|| e.to_string(), |source| source.to_string());
+            Failure::Check(format!("cannot {what}: {reason}"))
+        }
     }
 
     fn manager(access: ServiceManagerAccess) -> Result<ServiceManager, Failure> {
@@ -224,7 +228,6 @@ mod windows {
             .map_err(scm("open the service"))
     }
 
-    /// Runs a Windows tool to its end; its failure is a failed check.
     /// Removes the event log source, if there is one; its entries stay readable without it.
     fn forget_event_source() {
         let _ = std::process::Command::new("reg")
@@ -234,6 +237,7 @@ mod windows {
             .status();
     }
 
+    /// Runs a Windows tool to its end; its failure is a failed check.
     fn tool(program: &str, args: Vec<OsString>) -> Result<(), Failure> {
         let status = std::process::Command::new(program)
             .args(&args)
@@ -322,10 +326,23 @@ mod windows {
 
     fn start() -> Result<(), Failure> {
         let service = open(ServiceAccess::QUERY_STATUS | ServiceAccess::START)?;
-        service.start::<&str>(&[]).map_err(scm("start the service"))?;
+        // The manager refuses a start while it is starting another service (at boot, say):
+        // that passes, so it is asked again for a while.
+        let began = Instant::now();
+        while let Err(e) = service.start::<&str>(&[]) {
+            if !database_locked(&e) || began.elapsed() > Duration::from_secs(30) {
+                return Err(scm("start the service")(e));
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
         wait_for(&service, ServiceState::Running, Duration::from_secs(60))?;
         println!("the service {SERVICE_NAME} is running");
         Ok(())
+    }
+
+    fn database_locked(e: &windows_service::Error) -> bool {
+        let locked = windows_sys::Win32::Foundation::ERROR_SERVICE_DATABASE_LOCKED;
+        matches!(e, windows_service::Error::Winapi(io) if io.raw_os_error() == i32::try_from(locked).ok())
     }
 
     fn stop() -> Result<(), Failure> {
