@@ -213,7 +213,8 @@ mod windows {
     fn scm(what: &'static str) -> impl FnOnce(windows_service::Error) -> Failure {
         // The crate's own text ("IO error in winapi call") hides Windows' reason in its source.
         move |e| {
-            let reason = std::error::Error::source(&e).map_or_else(|| e.to_string(), |source| source.to_string());
+            let reason =
+                std::error::Error::source(&e).map_or_else(|| e.to_string(), |source| source.to_string());
             Failure::Check(format!("cannot {what}: {reason}"))
         }
     }

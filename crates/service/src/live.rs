@@ -8,9 +8,10 @@ use customs179_eport::CardIdentity;
 use customs179_store::Millis;
 use serde::Serialize;
 
-/// Answers are counted per minute for this long.
-const WINDOW_MINUTES: i64 = 60;
-const MINUTE_MS: i64 = 60_000;
+/// Answers are counted per second for this long: a window of a few seconds is exact to
+/// the second, whatever minute it straddles.
+const WINDOW_SECONDS: i64 = 3_600;
+const SECOND_MS: i64 = 1_000;
 
 /// One card, as the signer last saw it.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -37,7 +38,8 @@ pub(crate) struct CardView {
 #[derive(Debug, Default)]
 struct CustomsSeen {
     last_success_at: Option<Millis>,
-    /// (minute, answer code, whether it stored the upload) → uploads, for the last hour.
+    /// (second, answer code, whether it stored the upload) → uploads, for the last hour,
+    /// oldest first.
     answers: VecDeque<(i64, String, bool, u64)>,
 }
 
@@ -123,30 +125,32 @@ impl Live {
         if stored {
             customs.last_success_at = Some(now);
         }
-        let minute = now.div_euclid(MINUTE_MS);
-        match customs.answers.iter_mut().find(|(m, c, _, _)| *m == minute && c == code) {
+        let second = now.div_euclid(SECOND_MS);
+        // This second's entries are at the back: the search stops at the first older one.
+        let this_second = customs.answers.iter_mut().rev().take_while(|(s, _, _, _)| *s == second);
+        match this_second.into_iter().find(|(_, c, _, _)| c == code) {
             Some((_, _, _, n)) => *n += 1,
-            None => customs.answers.push_back((minute, code.to_owned(), stored, 1)),
+            None => customs.answers.push_back((second, code.to_owned(), stored, 1)),
         }
-        while customs.answers.front().is_some_and(|(m, _, _, _)| *m <= minute - WINDOW_MINUTES) {
+        while customs.answers.front().is_some_and(|(s, _, _, _)| *s <= second - WINDOW_SECONDS) {
             customs.answers.pop_front();
         }
     }
 
     /// Answers that stored nothing within the last `window` ms (counted by
-    /// whole minutes, at most the last hour).
+    /// whole seconds, at most the last hour).
     pub fn customs_errors(&self, now: Millis, window: Millis) -> u64 {
         let customs = self.customs.lock().unwrap_or_else(PoisonError::into_inner);
-        let minute = now.div_euclid(MINUTE_MS);
-        let from = minute - (window.div_euclid(MINUTE_MS)).clamp(0, WINDOW_MINUTES - 1);
-        customs.answers.iter().filter(|(m, _, stored, _)| *m >= from && !stored).map(|(_, _, _, n)| n).sum()
+        let second = now.div_euclid(SECOND_MS);
+        let from = second - (window.div_euclid(SECOND_MS)).clamp(0, WINDOW_SECONDS - 1);
+        customs.answers.iter().filter(|(s, _, stored, _)| *s >= from && !stored).map(|(_, _, _, n)| n).sum()
     }
 
     pub fn customs(&self, now: Millis) -> CustomsView {
         let customs = self.customs.lock().unwrap_or_else(PoisonError::into_inner);
-        let since = now.div_euclid(MINUTE_MS) - WINDOW_MINUTES;
+        let since = now.div_euclid(SECOND_MS) - WINDOW_SECONDS;
         let mut answers_last_hour = BTreeMap::new();
-        for (_, code, _, n) in customs.answers.iter().filter(|(m, _, _, _)| *m > since) {
+        for (_, code, _, n) in customs.answers.iter().filter(|(s, _, _, _)| *s > since) {
             *answers_last_hour.entry(code.clone()).or_insert(0) += n;
         }
         CustomsView { last_success_at: customs.last_success_at, answers_last_hour }
@@ -160,15 +164,15 @@ mod tests {
     #[test]
     fn customs_answers_are_counted_for_the_last_hour() {
         let live = Live::new([("card", "ws://x/")]);
-        let hour = 60 * MINUTE_MS;
+        let hour = 3_600 * SECOND_MS;
         live.customs_answered("10000", true, 1_000);
-        live.customs_answered("20000", false, 2_000);
-        live.customs_answered("10000", true, MINUTE_MS + 5);
-        let view = live.customs(MINUTE_MS + 10);
+        live.customs_answered("20000", false, 1_500);
+        live.customs_answered("10000", true, 60_000);
+        let view = live.customs(60_010);
         assert_eq!(view.answers_last_hour, BTreeMap::from([("10000".into(), 2), ("20000".into(), 1)]));
-        assert_eq!(view.last_success_at, Some(MINUTE_MS + 5));
-        // An hour on, the first minute has gone.
-        let later = live.customs(hour + 10);
+        assert_eq!(view.last_success_at, Some(60_000));
+        // An hour on, the first second has gone.
+        let later = live.customs(hour + 1_010);
         assert_eq!(later.answers_last_hour, BTreeMap::from([("10000".into(), 1)]));
         live.customs_answered("20004", false, 3 * hour);
         assert_eq!(live.customs(3 * hour).answers_last_hour, BTreeMap::from([("20004".into(), 1)]));
@@ -177,14 +181,28 @@ mod tests {
     #[test]
     fn customs_errors_are_counted_within_a_window() {
         let live = Live::new([("card", "ws://x/")]);
+        let minute = 60 * SECOND_MS;
         live.customs_answered("HTTP 503", false, 0);
-        live.customs_answered("10000", true, 10 * MINUTE_MS);
-        live.customs_answered("20000", false, 10 * MINUTE_MS + 1);
-        live.customs_answered("transport", false, 12 * MINUTE_MS);
-        assert_eq!(live.customs_errors(12 * MINUTE_MS, 10 * MINUTE_MS), 2, "the first is 12 minutes old");
-        assert_eq!(live.customs_errors(12 * MINUTE_MS, 20 * MINUTE_MS), 3);
-        assert_eq!(live.customs_errors(12 * MINUTE_MS, 0), 1, "the current minute only");
-        assert_eq!(live.customs_errors(80 * MINUTE_MS, 10 * MINUTE_MS), 0);
+        live.customs_answered("10000", true, 10 * minute);
+        live.customs_answered("20000", false, 10 * minute + 1);
+        live.customs_answered("transport", false, 12 * minute);
+        assert_eq!(live.customs_errors(12 * minute, 10 * minute), 2, "the first is 12 minutes old");
+        assert_eq!(live.customs_errors(12 * minute, 20 * minute), 3);
+        assert_eq!(live.customs_errors(12 * minute, 0), 1, "the current second only");
+        assert_eq!(live.customs_errors(80 * minute, 10 * minute), 0);
+    }
+
+    #[test]
+    fn a_window_of_seconds_straddling_a_minute_counts_both_sides() {
+        let live = Live::new([("card", "ws://x/")]);
+        let minute = 60 * SECOND_MS;
+        live.customs_answered("transport", false, 3 * minute - 1_200);
+        live.customs_answered("transport", false, 3 * minute - 200);
+        live.customs_answered("10000", true, 3 * minute + 100);
+        live.customs_answered("transport", false, 3 * minute + 300);
+        assert_eq!(live.customs_errors(3 * minute + 500, 4 * SECOND_MS), 3);
+        assert_eq!(live.customs_errors(3 * minute + 500, SECOND_MS), 2, "the last second and this one");
+        assert_eq!(live.customs_errors(3 * minute + 5_000, 4 * SECOND_MS), 0, "all older than 4 s");
     }
 
     #[test]
