@@ -145,43 +145,62 @@ pub struct SigningJob {
     pub presign: String,
 }
 
+/// Requests in one `INSERT` at most (SQLite allows 32,766 parameters; a request binds 9).
+const INSERT_CHUNK: usize = 1_000;
+
+/// Inserts requests in one statement, so that a batch costs one round trip to SQLite's
+/// thread, not one per request. Returns, per request, whether it was new.
+async fn insert_chunk(
+    conn: &mut sqlx::SqliteConnection,
+    chunk: &[NewRequest],
+) -> Result<Vec<bool>, StoreError> {
+    let rows = vec!["(?, ?, ?, ?, ?, ?, 'waiting', ?, ?, ?)"; chunk.len()].join(", ");
+    let sql = format!(
+        "INSERT INTO requests (session_id, order_no, open_req, customs_time, received_at, deadline_at,
+                               state, waiting_since, next_attempt_at, updated_at)
+         VALUES {rows}
+         ON CONFLICT (session_id) DO NOTHING
+         RETURNING session_id"
+    );
+    let mut query = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql));
+    for request in chunk {
+        query = query
+            .bind(&request.open_req.session_id)
+            .bind(&request.open_req.order_no)
+            .bind(&request.raw)
+            .bind(i64::try_from(request.open_req.service_time).unwrap_or(i64::MAX))
+            .bind(request.received_at)
+            .bind(request.deadline_at)
+            .bind(request.received_at)
+            .bind(request.received_at)
+            .bind(request.received_at);
+    }
+    let mut new: std::collections::HashSet<String> = query.fetch_all(&mut *conn).await?.into_iter().collect();
+    // A sessionID twice in one chunk is new only the first time.
+    Ok(chunk.iter().map(|request| new.remove(&request.open_req.session_id)).collect())
+}
+
 impl Store {
     /// Records a batch of customs requests in one transaction; a sessionID
     /// already stored is left as it is. Returns, per request, whether it
     /// was new.
     pub async fn insert_requests(&self, batch: &[NewRequest]) -> Result<Vec<bool>, StoreError> {
-        let mut inserted = Vec::with_capacity(batch.len());
-        let mut tx = self.pool.begin().await?;
-        // One statement per chunk: a batch costs one round trip to SQLite's
-        // thread, not one per request. (SQLite allows 32,766 parameters.)
-        for chunk in batch.chunks(1_000) {
-            let rows = vec!["(?, ?, ?, ?, ?, ?, 'waiting', ?, ?, ?)"; chunk.len()].join(", ");
-            let sql = format!(
-                "INSERT INTO requests (session_id, order_no, open_req, customs_time, received_at, deadline_at,
-                                       state, waiting_since, next_attempt_at, updated_at)
-                 VALUES {rows}
-                 ON CONFLICT (session_id) DO NOTHING
-                 RETURNING session_id"
-            );
-            let mut query = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql));
-            for request in chunk {
-                query = query
-                    .bind(&request.open_req.session_id)
-                    .bind(&request.open_req.order_no)
-                    .bind(&request.raw)
-                    .bind(i64::try_from(request.open_req.service_time).unwrap_or(i64::MAX))
-                    .bind(request.received_at)
-                    .bind(request.deadline_at)
-                    .bind(request.received_at)
-                    .bind(request.received_at)
-                    .bind(request.received_at);
+        let inserted = if batch.is_empty() {
+            Vec::new()
+        } else if batch.len() <= INSERT_CHUNK {
+            // One statement is its own transaction, committed (and synced) by the time it
+            // has returned its rows: two round trips to SQLite's thread fewer than BEGIN and
+            // COMMIT around it, which every customs call in the batch waits for.
+            insert_chunk(&mut *self.pool.acquire().await?, batch).await?
+        } else {
+            let mut tx = self.pool.begin().await?;
+            let mut inserted = Vec::with_capacity(batch.len());
+            for chunk in batch.chunks(INSERT_CHUNK) {
+                inserted.extend(insert_chunk(&mut tx, chunk).await?);
             }
-            let mut new: std::collections::HashSet<String> =
-                query.fetch_all(&mut *tx).await?.into_iter().collect();
-            // A sessionID twice in one chunk is new only the first time.
-            inserted.extend(chunk.iter().map(|request| new.remove(&request.open_req.session_id)));
-        }
-        tx.commit().await?;
+            tx.commit().await?;
+            inserted
+        };
         self.changed(|| {
             batch
                 .iter()

@@ -65,6 +65,25 @@ async fn state_of(store: &Store, session_id: &str) -> State {
 }
 
 #[tokio::test]
+async fn a_batch_longer_than_one_statement_is_stored_in_one_transaction() {
+    let f = fixture().await;
+    assert!(f.store.insert_requests(&[]).await.unwrap().is_empty());
+    f.store.insert_requests(&[request("B-0500", "O", 1)]).await.unwrap();
+    // 2,500 requests make three statements: the one stored before, and a sessionID
+    // repeated across two of them, are not new.
+    let mut batch: Vec<NewRequest> = (0..2_500).map(|i| request(&format!("B-{i:04}"), "O", 2 + i)).collect();
+    batch.push(request("B-0003", "O-again", 9_999));
+    let inserted = f.store.insert_requests(&batch).await.unwrap();
+    assert_eq!(inserted.len(), 2_501);
+    let not_new: Vec<usize> = inserted.iter().enumerate().filter(|(_, new)| !**new).map(|(i, _)| i).collect();
+    assert_eq!(not_new, [500, 2_500], "not new: the one stored before and the repeated one");
+    assert_eq!(f.store.count_by_state().await.unwrap(), counted(&f.store).await);
+    let stored: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM requests").fetch_one(&f.store.pool).await.unwrap();
+    assert_eq!(stored, 2_500);
+}
+
+#[tokio::test]
 async fn requests_are_stored_once_and_survive_reopening() {
     let f = fixture().await;
     let inserted =
