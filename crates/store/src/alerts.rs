@@ -6,6 +6,7 @@ use customs179_alerts::condition::Active;
 use customs179_alerts::{Alert, AlertKind, Event, Severity};
 use serde::Serialize;
 
+use crate::backend::{Dialect, on_db};
 use crate::{Millis, Store, StoreError};
 
 /// One channel's delivery of an alert.
@@ -71,119 +72,131 @@ fn alert_of(row: AlertRow) -> Result<Alert, StoreError> {
 /// Asked every second by the alerts: through the partial index of failed
 /// requests by time, so that only the recent ones are read, however many
 /// failed over the years (the planner may otherwise take all failed ones).
-pub(crate) const COUNT_FAILED_SINCE: &str =
-    "SELECT COUNT(*) FROM requests INDEXED BY requests_failed_at WHERE state = 'failed' AND updated_at >= ?";
+pub(crate) fn count_failed_since(d: Dialect) -> String {
+    format!(
+        "SELECT COUNT(*) FROM {} WHERE state = 'failed' AND updated_at >= $1",
+        d.table_via("requests", "requests_failed_at")
+    )
+}
 
 impl Store {
     /// The conditions active now, as their alerts raised them.
     pub async fn active_alerts(&self) -> Result<Vec<Active>, StoreError> {
-        let rows: Vec<AlertRow> = sqlx::query_as(concat!(
-            "SELECT ",
-            alert_columns!(),
-            " FROM alert_conditions c JOIN alerts a ON a.id = c.alert_id ORDER BY a.id"
-        ))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.into_iter()
-            .map(|row| {
-                let alert = alert_of(row)?;
-                Ok(Active {
-                    kind: alert.kind,
-                    card: alert.card,
-                    level: alert.level,
-                    severity: alert.severity,
-                    since: alert.since,
+        on_db!(self, pool, d => {
+            let rows: Vec<AlertRow> = sqlx::query_as(concat!(
+                "SELECT ",
+                alert_columns!(),
+                " FROM alert_conditions c JOIN alerts a ON a.id = c.alert_id ORDER BY a.id"
+            ))
+            .fetch_all(pool)
+            .await?;
+            rows.into_iter()
+                .map(|row| {
+                    let alert = alert_of(row)?;
+                    Ok(Active {
+                        kind: alert.kind,
+                        card: alert.card,
+                        level: alert.level,
+                        severity: alert.severity,
+                        since: alert.since,
+                    })
                 })
-            })
-            .collect()
+                .collect()
+        })
     }
 
     /// Stores an alert (its `id` is ignored) with a pending delivery for each
     /// of `channels`, and makes its condition active (raised) or not
     /// (cleared), in one transaction. Returns its id.
     pub async fn record_alert(&self, alert: &Alert, channels: &[&str]) -> Result<i64, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let id: i64 = sqlx::query_scalar(
-            "INSERT INTO alerts (kind, card, level, severity, event, count, detail, since, at, source)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-        )
-        .bind(alert.kind.as_str())
-        .bind(&alert.card)
-        .bind(&alert.level)
-        .bind(alert.severity.as_str())
-        .bind(alert.event.as_str())
-        .bind(alert.count)
-        .bind(&alert.detail)
-        .bind(alert.since)
-        .bind(alert.at)
-        .bind(&alert.source)
-        .fetch_one(&mut *tx)
-        .await?;
-        for channel in channels {
-            sqlx::query("INSERT INTO alert_deliveries (alert_id, channel, state, next_at) VALUES (?, ?, 'pending', ?)")
-                .bind(id)
-                .bind(channel)
-                .bind(alert.at)
-                .execute(&mut *tx)
-                .await?;
-        }
-        match alert.event {
-            Event::Raised => {
-                sqlx::query(
-                    "INSERT INTO alert_conditions (kind, card, alert_id) VALUES (?, ?, ?)
-                     ON CONFLICT (kind, card) DO UPDATE SET alert_id = excluded.alert_id",
-                )
-                .bind(alert.kind.as_str())
-                .bind(&alert.card)
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-            }
-            Event::Cleared => {
-                sqlx::query("DELETE FROM alert_conditions WHERE kind = ? AND card = ?")
-                    .bind(alert.kind.as_str())
-                    .bind(&alert.card)
+        on_db!(self, pool, d => {
+            let mut tx = pool.begin().await?;
+            let id: i64 = sqlx::query_scalar(
+                "INSERT INTO alerts (kind, card, level, severity, event, count, detail, since, at, source)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
+            )
+            .bind(alert.kind.as_str())
+            .bind(&alert.card)
+            .bind(&alert.level)
+            .bind(alert.severity.as_str())
+            .bind(alert.event.as_str())
+            .bind(alert.count)
+            .bind(&alert.detail)
+            .bind(alert.since)
+            .bind(alert.at)
+            .bind(&alert.source)
+            .fetch_one(&mut *tx)
+            .await?;
+            for channel in channels {
+                sqlx::query("INSERT INTO alert_deliveries (alert_id, channel, state, next_at) VALUES ($1, $2, 'pending', $3)")
+                    .bind(id)
+                    .bind(channel)
+                    .bind(alert.at)
                     .execute(&mut *tx)
                     .await?;
             }
-        }
-        tx.commit().await?;
-        Ok(id)
+            match alert.event {
+                Event::Raised => {
+                    sqlx::query(
+                        "INSERT INTO alert_conditions (kind, card, alert_id) VALUES ($1, $2, $3)
+                         ON CONFLICT (kind, card) DO UPDATE SET alert_id = excluded.alert_id",
+                    )
+                    .bind(alert.kind.as_str())
+                    .bind(&alert.card)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                Event::Cleared => {
+                    sqlx::query("DELETE FROM alert_conditions WHERE kind = $1 AND card = $2")
+                        .bind(alert.kind.as_str())
+                        .bind(&alert.card)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+            }
+            tx.commit().await?;
+            Ok(id)
+        })
     }
 
     /// The oldest delivery `channel` still owes, due or not: a channel sends
     /// in order, so that an all-clear never arrives before its alert.
     pub async fn next_alert_delivery(&self, channel: &str) -> Result<Option<DueAlert>, StoreError> {
-        let due: Option<(i64, i64, Millis)> = sqlx::query_as(
-            "SELECT alert_id, attempts, next_at FROM alert_deliveries
-             WHERE channel = ? AND state = 'pending' ORDER BY alert_id LIMIT 1",
-        )
-        .bind(channel)
-        .fetch_optional(&self.pool)
-        .await?;
-        let Some((id, attempts, next_at)) = due else { return Ok(None) };
-        // An alert never changes once stored: no transaction is needed between the two reads.
-        let row: AlertRow =
-            sqlx::query_as(concat!("SELECT ", alert_columns!(), " FROM alerts a WHERE a.id = ?"))
-                .bind(id)
-                .fetch_one(&self.pool)
-                .await?;
-        Ok(Some(DueAlert { alert: alert_of(row)?, attempts, next_at }))
+        on_db!(self, pool, d => {
+            let due: Option<(i64, i64, Millis)> = sqlx::query_as(
+                "SELECT alert_id, attempts, next_at FROM alert_deliveries
+                 WHERE channel = $1 AND state = 'pending' ORDER BY alert_id LIMIT 1",
+            )
+            .bind(channel)
+            .fetch_optional(pool)
+            .await?;
+            let Some((id, attempts, next_at)) = due else { return Ok(None) };
+            // An alert never changes once stored: no transaction is needed between the two reads.
+            let row: AlertRow =
+                sqlx::query_as(concat!("SELECT ", alert_columns!(), " FROM alerts a WHERE a.id = $1"))
+                    .bind(id)
+                    .fetch_one(pool)
+                    .await?;
+            Ok(Some(DueAlert { alert: alert_of(row)?, attempts, next_at }))
+        })
     }
 
     /// `channel` delivered alert `alert_id`.
     pub async fn alert_sent(&self, alert_id: i64, channel: &str, now: Millis) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE alert_deliveries SET state = 'sent', attempts = attempts + 1, sent_at = ?, next_at = ?
-             WHERE alert_id = ? AND channel = ? AND state = 'pending'",
-        )
-        .bind(now)
-        .bind(now)
-        .bind(alert_id)
-        .bind(channel)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        on_db!(self, pool, d => {
+            sqlx::query(
+                "UPDATE alert_deliveries SET state = 'sent', attempts = attempts + 1, sent_at = $1, next_at = $2
+                 WHERE alert_id = $3 AND channel = $4 AND state = 'pending'",
+            )
+            .bind(now)
+            .bind(now)
+            .bind(alert_id)
+            .bind(channel)
+            .execute(pool)
+            .await?;
+            Ok(())
+        })
     }
 
     /// A delivery failed with `code` and `error`: tried again at `retry_at`,
@@ -196,77 +209,85 @@ impl Store {
         error: &str,
         retry_at: Option<Millis>,
     ) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE alert_deliveries
-             SET attempts = attempts + 1, last_code = ?, last_error = ?,
-                 state = CASE WHEN ? IS NULL THEN 'failed' ELSE 'pending' END, next_at = COALESCE(?, next_at)
-             WHERE alert_id = ? AND channel = ? AND state = 'pending'",
-        )
-        .bind(code)
-        .bind(error)
-        .bind(retry_at)
-        .bind(retry_at)
-        .bind(alert_id)
-        .bind(channel)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        on_db!(self, pool, d => {
+            sqlx::query(
+                "UPDATE alert_deliveries
+             SET attempts = attempts + 1, last_code = $1, last_error = $2,
+                 state = CASE WHEN $3 IS NULL THEN 'failed' ELSE 'pending' END, next_at = COALESCE($4, next_at)
+             WHERE alert_id = $5 AND channel = $6 AND state = 'pending'",
+            )
+            .bind(code)
+            .bind(error)
+            .bind(retry_at)
+            .bind(retry_at)
+            .bind(alert_id)
+            .bind(channel)
+            .execute(pool)
+            .await?;
+            Ok(())
+        })
     }
 
     /// The times `channel` sent since `since`, oldest first: its rate limit.
     pub async fn alert_sends_since(&self, channel: &str, since: Millis) -> Result<Vec<Millis>, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT sent_at FROM alert_deliveries WHERE channel = ? AND sent_at IS NOT NULL AND sent_at >= ?
-             ORDER BY sent_at",
-        )
-        .bind(channel)
-        .bind(since)
-        .fetch_all(&self.pool)
-        .await?)
+        on_db!(self, pool, d => {
+            Ok(sqlx::query_scalar(
+                "SELECT sent_at FROM alert_deliveries WHERE channel = $1 AND sent_at IS NOT NULL AND sent_at >= $2
+                 ORDER BY sent_at",
+            )
+            .bind(channel)
+            .bind(since)
+            .fetch_all(pool)
+            .await?)
+        })
     }
 
     /// The newest `limit` alerts, newest first, each with its deliveries.
     pub async fn recent_alerts(&self, limit: i64) -> Result<Vec<AlertRecord>, StoreError> {
-        let rows: Vec<AlertRow> =
-            sqlx::query_as(concat!("SELECT ", alert_columns!(), " FROM alerts a ORDER BY a.id DESC LIMIT ?"))
-                .bind(limit)
-                .fetch_all(&self.pool)
-                .await?;
-        let oldest = rows.last().map_or(i64::MAX, |row| row.0);
-        type DeliveryRow = (i64, String, String, i64, Millis, Option<String>, Option<String>, Option<Millis>);
-        let deliveries: Vec<DeliveryRow> = sqlx::query_as(
-            "SELECT alert_id, channel, state, attempts, next_at, last_code, last_error, sent_at
-             FROM alert_deliveries WHERE alert_id >= ? ORDER BY alert_id, channel",
-        )
-        .bind(oldest)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.into_iter()
-            .map(|row| {
-                let alert = alert_of(row)?;
-                let deliveries = deliveries
-                    .iter()
-                    .filter(|d| d.0 == alert.id)
-                    .map(|(_, channel, state, attempts, next_at, last_code, last_error, sent_at)| {
-                        AlertDelivery {
-                            channel: channel.clone(),
-                            next_at: (state == "pending").then_some(*next_at),
-                            state: state.clone(),
-                            attempts: *attempts,
-                            last_code: last_code.clone(),
-                            last_error: last_error.clone(),
-                            sent_at: *sent_at,
-                        }
-                    })
-                    .collect();
-                Ok(AlertRecord { alert, deliveries })
-            })
-            .collect()
+        on_db!(self, pool, d => {
+            let rows: Vec<AlertRow> =
+                sqlx::query_as(concat!("SELECT ", alert_columns!(), " FROM alerts a ORDER BY a.id DESC LIMIT $1"))
+                    .bind(limit)
+                    .fetch_all(pool)
+                    .await?;
+            let oldest = rows.last().map_or(i64::MAX, |row| row.0);
+            type DeliveryRow = (i64, String, String, i64, Millis, Option<String>, Option<String>, Option<Millis>);
+            let deliveries: Vec<DeliveryRow> = sqlx::query_as(
+                "SELECT alert_id, channel, state, attempts, next_at, last_code, last_error, sent_at
+                 FROM alert_deliveries WHERE alert_id >= $1 ORDER BY alert_id, channel",
+            )
+            .bind(oldest)
+            .fetch_all(pool)
+            .await?;
+            rows.into_iter()
+                .map(|row| {
+                    let alert = alert_of(row)?;
+                    let deliveries = deliveries
+                        .iter()
+                        .filter(|d| d.0 == alert.id)
+                        .map(|(_, channel, state, attempts, next_at, last_code, last_error, sent_at)| {
+                            AlertDelivery {
+                                channel: channel.clone(),
+                                next_at: (state == "pending").then_some(*next_at),
+                                state: state.clone(),
+                                attempts: *attempts,
+                                last_code: last_code.clone(),
+                                last_error: last_error.clone(),
+                                sent_at: *sent_at,
+                            }
+                        })
+                        .collect();
+                    Ok(AlertRecord { alert, deliveries })
+                })
+                .collect()
+        })
     }
 
     /// Requests that failed at or after `since`.
     pub async fn count_failed_since(&self, since: Millis) -> Result<i64, StoreError> {
-        Ok(sqlx::query_scalar(COUNT_FAILED_SINCE).bind(since).fetch_one(&self.pool).await?)
+        on_db!(self, pool, d => {
+            Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(count_failed_since(d))).bind(since).fetch_one(pool).await?)
+        })
     }
 }
 

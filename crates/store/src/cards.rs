@@ -9,8 +9,9 @@
 
 use serde::Serialize;
 
-use crate::controls::{bump_changes, insert_control};
-use crate::queue::{Entry, UploadJob, record_attempt};
+use crate::backend::on_db;
+use crate::controls::ControlWrites as _;
+use crate::queue::{Entry, QueueWrites as _, UploadJob};
 use crate::{Millis, Outcome, Pause, Stage, Store, StoreError};
 
 /// One card's pause of one stage.
@@ -82,42 +83,46 @@ impl Store {
 
     /// Every card's pauses, by card then stage.
     pub async fn card_pauses(&self) -> Result<Vec<CardPause>, StoreError> {
-        let rows: Vec<(String, String, Millis, Option<String>)> = sqlx::query_as(
-            "SELECT name, reason, paused_at, paused_by FROM controls WHERE name LIKE 'card:%' ORDER BY name",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .into_iter()
-            .filter_map(|(name, reason, since, by)| {
-                let (card, stage) = parse_control_name(&name)?;
-                Some(CardPause { card, stage, pause: Pause { reason, since, by } })
-            })
-            .collect())
+        on_db!(self, pool, d => {
+            let rows: Vec<(String, String, Millis, Option<String>)> = sqlx::query_as(
+                "SELECT name, reason, paused_at, paused_by FROM controls WHERE name LIKE 'card:%' ORDER BY name",
+            )
+            .fetch_all(pool)
+            .await?;
+            Ok(rows
+                .into_iter()
+                .filter_map(|(name, reason, since, by)| {
+                    let (card, stage) = parse_control_name(&name)?;
+                    Some(CardPause { card, stage, pause: Pause { reason, since, by } })
+                })
+                .collect())
+        })
     }
 
     /// What keeps `card` from signing, if anything: all signing paused,
     /// then the card's own signing, then its uploads.
     pub async fn card_signing_stop(&self, card: &str) -> Result<Option<Pause>, StoreError> {
-        let names = [
-            Stage::Signing.as_str().to_owned(),
-            control_name(card, Stage::Signing),
-            control_name(card, Stage::Uploading),
-        ];
-        let rows: Vec<(String, String, Millis, Option<String>)> =
-            sqlx::query_as("SELECT name, reason, paused_at, paused_by FROM controls WHERE name IN (?, ?, ?)")
-                .bind(&names[0])
-                .bind(&names[1])
-                .bind(&names[2])
-                .fetch_all(&self.pool)
-                .await?;
-        Ok(names.iter().find_map(|name| {
-            rows.iter().find(|(row, ..)| row == name).map(|(_, reason, since, by)| Pause {
-                reason: reason.clone(),
-                since: *since,
-                by: by.clone(),
-            })
-        }))
+        on_db!(self, pool, d => {
+            let names = [
+                Stage::Signing.as_str().to_owned(),
+                control_name(card, Stage::Signing),
+                control_name(card, Stage::Uploading),
+            ];
+            let rows: Vec<(String, String, Millis, Option<String>)> =
+                sqlx::query_as("SELECT name, reason, paused_at, paused_by FROM controls WHERE name IN ($1, $2, $3)")
+                    .bind(&names[0])
+                    .bind(&names[1])
+                    .bind(&names[2])
+                    .fetch_all(pool)
+                    .await?;
+            Ok(names.iter().find_map(|name| {
+                rows.iter().find(|(row, ..)| row == name).map(|(_, reason, since, by)| Pause {
+                    reason: reason.clone(),
+                    since: *since,
+                    by: by.clone(),
+                })
+            }))
+        })
     }
 
     /// Customs answered 20004 to `job`: the certNo it carries is not
@@ -135,77 +140,79 @@ impl Store {
         reason: &str,
         now: Millis,
     ) -> Result<CertificateRefused, StoreError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let held: Option<(Option<String>, Option<String>)> = sqlx::query_as(
-            "SELECT u.card, u.cert_no FROM requests r JOIN uploads u ON u.id = r.upload_id
-             WHERE r.session_id = ? AND r.generation = ? AND r.state = 'signed'",
-        )
-        .bind(&job.claim.session_id)
-        .bind(job.claim.generation)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some((signed_by, cert_no)) = held else { return Ok(CertificateRefused::Lost) };
-        let paused: Vec<String> = sqlx::query_scalar("SELECT name FROM controls WHERE name LIKE 'card:%'")
-            .fetch_all(&mut *tx)
+        on_db!(self, pool, d => {
+            let mut tx = pool.begin_with(d.begin_writing()).await?;
+            let held: Option<(Option<String>, Option<String>)> = sqlx::query_as(
+                "SELECT u.card, u.cert_no FROM requests r JOIN uploads u ON u.id = r.upload_id
+                 WHERE r.session_id = $1 AND r.generation = $2 AND r.state = 'signed'",
+            )
+            .bind(&job.claim.session_id)
+            .bind(job.claim.generation)
+            .fetch_optional(&mut *tx)
             .await?;
-        let card = signed_by.filter(|card| cards.contains(&card.as_str()));
-        let other_left = card.as_deref().is_some_and(|card| {
-            cards
-                .iter()
-                .any(|other| *other != card && !paused.contains(&control_name(other, Stage::Uploading)))
-        });
-        let (Some(card), Some(cert_no), true) = (card, cert_no, other_left) else {
-            sqlx::query(
-                "UPDATE requests SET lease_until = NULL, next_attempt_at = ?1, last_error = ?2, last_code = ?3,
-                                     updated_at = ?1
-                 WHERE session_id = ?4",
+            let Some((signed_by, cert_no)) = held else { return Ok(CertificateRefused::Lost) };
+            let paused: Vec<String> = sqlx::query_scalar("SELECT name FROM controls WHERE name LIKE 'card:%'")
+                .fetch_all(&mut *tx)
+                .await?;
+            let card = signed_by.filter(|card| cards.contains(&card.as_str()));
+            let other_left = card.as_deref().is_some_and(|card| {
+                cards
+                    .iter()
+                    .any(|other| *other != card && !paused.contains(&control_name(other, Stage::Uploading)))
+            });
+            let (Some(card), Some(cert_no), true) = (card, cert_no, other_left) else {
+                sqlx::query(
+                    "UPDATE requests SET lease_until = NULL, next_attempt_at = $1, last_error = $2, last_code = $3,
+                                     updated_at = $1
+                 WHERE session_id = $4",
+                )
+                .bind(now)
+                .bind(answer.text)
+                .bind(answer.code)
+                .bind(&job.claim.session_id)
+                .execute(&mut *tx)
+                .await?;
+                let entry = Entry::new(&job.claim.session_id, "upload", "retry", now).of(answer);
+                tx.record_attempt(&entry).await?;
+                tx.insert_control(Stage::Uploading.as_str(), reason, None, now).await?;
+                tx.bump_changes().await?;
+                tx.commit().await?;
+                self.changed(|| vec![job.claim.session_id.clone()]);
+                return Ok(CertificateRefused::AllStopped);
+            };
+            tx.insert_control(&control_name(&card, Stage::Uploading), reason, None, now).await?;
+            // Signed requests are few (the state index finds them); each one's
+            // upload is read by its key.
+            let requests: Vec<String> = sqlx::query_scalar(
+                "UPDATE requests
+             SET state = 'ready', generation = generation + 1, lease_until = NULL, attempts = 0,
+                 next_attempt_at = $1, last_error = $2, last_code = $3, updated_at = $1
+             WHERE state = 'signed'
+               AND (SELECT u.cert_no FROM uploads u WHERE u.id = requests.upload_id) = $4
+             RETURNING session_id",
             )
             .bind(now)
-            .bind(answer.text)
+            .bind(reason)
             .bind(answer.code)
-            .bind(&job.claim.session_id)
-            .execute(&mut *tx)
+            .bind(&cert_no)
+            .fetch_all(&mut *tx)
             .await?;
-            let entry = Entry::new(&job.claim.session_id, "upload", "retry", now).of(answer);
-            record_attempt(&mut tx, &entry).await?;
-            insert_control(&mut tx, Stage::Uploading.as_str(), reason, None, now).await?;
-            bump_changes(&mut tx).await?;
+            let back = format!("sent back to be signed by another card (customs refused card {card}'s certNo)");
+            for session_id in &requests {
+                let entry = if *session_id == job.claim.session_id {
+                    Entry::new(session_id, "upload", &back, now).of(answer)
+                } else {
+                    Entry::new(session_id, "upload", &back, now).detail(reason).code(answer.code)
+                };
+                tx.record_attempt(&entry).await?;
+            }
+            tx.bump_changes().await?;
             tx.commit().await?;
-            self.changed(|| vec![job.claim.session_id.clone()]);
-            return Ok(CertificateRefused::AllStopped);
-        };
-        insert_control(&mut tx, &control_name(&card, Stage::Uploading), reason, None, now).await?;
-        // Signed requests are few (the state index finds them); each one's
-        // upload is read by its key.
-        let requests: Vec<String> = sqlx::query_scalar(
-            "UPDATE requests
-             SET state = 'ready', generation = generation + 1, lease_until = NULL, attempts = 0,
-                 next_attempt_at = ?1, last_error = ?2, last_code = ?3, updated_at = ?1
-             WHERE state = 'signed'
-               AND (SELECT u.cert_no FROM uploads u WHERE u.id = requests.upload_id) = ?4
-             RETURNING session_id",
-        )
-        .bind(now)
-        .bind(reason)
-        .bind(answer.code)
-        .bind(&cert_no)
-        .fetch_all(&mut *tx)
-        .await?;
-        let back = format!("sent back to be signed by another card (customs refused card {card}'s certNo)");
-        for session_id in &requests {
-            let entry = if *session_id == job.claim.session_id {
-                Entry::new(session_id, "upload", &back, now).of(answer)
-            } else {
-                Entry::new(session_id, "upload", &back, now).detail(reason).code(answer.code)
-            };
-            record_attempt(&mut tx, &entry).await?;
-        }
-        bump_changes(&mut tx).await?;
-        tx.commit().await?;
-        if !requests.is_empty() {
-            self.changed(|| requests.clone());
-        }
-        Ok(CertificateRefused::SentBack { card, requests })
+            if !requests.is_empty() {
+                self.changed(|| requests.clone());
+            }
+            Ok(CertificateRefused::SentBack { card, requests })
+        })
     }
 }
 

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use crate::backend::{for_each_connection, on_db};
 use crate::{Millis, Store, StoreError};
 
 /// What can be stopped as a whole.
@@ -116,18 +117,23 @@ impl Store {
         by: Option<&str>,
         now: Millis,
     ) -> Result<(), StoreError> {
-        let stored = async {
-            let mut tx = self.pool.begin().await?;
-            insert_control(&mut tx, name, reason, by, now).await?;
-            bump_changes(&mut tx).await?;
-            Ok::<_, StoreError>(tx.commit().await?)
-        }
-        .await;
-        if let Err(e) = stored {
-            write_pending_pause(&self.path, fallback, reason, now);
-            return Err(e);
-        }
-        Ok(())
+        on_db!(self, pool, d => {
+            let stored = async {
+                let mut tx = pool.begin().await?;
+                tx.insert_control(name, reason, by, now).await?;
+                tx.bump_changes().await?;
+                Ok::<_, StoreError>(tx.commit().await?)
+            }
+            .await;
+            if let Err(e) = stored {
+                match &self.path {
+                    Some(db) => write_pending_pause(db, fallback, reason, now),
+                    None => tracing::error!(error = %e, "the database refused a pause; it is not kept"),
+                }
+                return Err(e);
+            }
+            Ok(())
+        })
     }
 
     /// Clears a pause; returns the one cleared, if any.
@@ -136,15 +142,17 @@ impl Store {
     }
 
     pub(crate) async fn resume_control(&self, name: &str) -> Result<Option<Pause>, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let cleared: Option<(String, Millis, Option<String>)> =
-            sqlx::query_as("DELETE FROM controls WHERE name = ? RETURNING reason, paused_at, paused_by")
-                .bind(name)
-                .fetch_optional(&mut *tx)
-                .await?;
-        bump_changes(&mut tx).await?;
-        tx.commit().await?;
-        Ok(cleared.map(|(reason, since, by)| Pause { reason, since, by }))
+        on_db!(self, pool, d => {
+            let mut tx = pool.begin().await?;
+            let cleared: Option<(String, Millis, Option<String>)> =
+                sqlx::query_as("DELETE FROM controls WHERE name = $1 RETURNING reason, paused_at, paused_by")
+                    .bind(name)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            tx.bump_changes().await?;
+            tx.commit().await?;
+            Ok(cleared.map(|(reason, since, by)| Pause { reason, since, by }))
+        })
     }
 
     pub async fn pause_of(&self, stage: Stage) -> Result<Option<Pause>, StoreError> {
@@ -152,12 +160,14 @@ impl Store {
     }
 
     pub(crate) async fn control(&self, name: &str) -> Result<Option<Pause>, StoreError> {
-        let pause: Option<(String, Millis, Option<String>)> =
-            sqlx::query_as("SELECT reason, paused_at, paused_by FROM controls WHERE name = ?")
-                .bind(name)
-                .fetch_optional(&self.pool)
-                .await?;
-        Ok(pause.map(|(reason, since, by)| Pause { reason, since, by }))
+        on_db!(self, pool, d => {
+            let pause: Option<(String, Millis, Option<String>)> =
+                sqlx::query_as("SELECT reason, paused_at, paused_by FROM controls WHERE name = $1")
+                    .bind(name)
+                    .fetch_optional(pool)
+                    .await?;
+            Ok(pause.map(|(reason, since, by)| Pause { reason, since, by }))
+        })
     }
 
     /// Writes an operator's action to the audit log.
@@ -170,41 +180,45 @@ impl Store {
         count: i64,
         now: Millis,
     ) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO audit (at, actor, action, target, reason, count) VALUES (?, ?, ?, ?, ?, ?)")
-            .bind(now)
-            .bind(actor)
-            .bind(action)
-            .bind(target)
-            .bind(reason)
-            .bind(count)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        on_db!(self, pool, d => {
+            sqlx::query("INSERT INTO audit (at, actor, action, target, reason, count) VALUES ($1, $2, $3, $4, $5, $6)")
+                .bind(now)
+                .bind(actor)
+                .bind(action)
+                .bind(target)
+                .bind(reason)
+                .bind(count)
+                .execute(pool)
+                .await?;
+            Ok(())
+        })
     }
 
     /// The audit log, newest first: up to `limit` entries older than `before` (an id).
     pub async fn audit_log(&self, limit: i64, before: Option<i64>) -> Result<Vec<AuditEntry>, StoreError> {
-        type Row = (i64, Millis, String, String, Option<String>, Option<String>, i64);
-        let rows: Vec<Row> = sqlx::query_as(
-            "SELECT id, at, actor, action, target, reason, count FROM audit
-             WHERE id < ? ORDER BY id DESC LIMIT ?",
-        )
-        .bind(before.unwrap_or(i64::MAX))
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(id, at, actor, action, target, reason, count)| AuditEntry {
-                id,
-                at,
-                actor,
-                action,
-                target,
-                reason,
-                count,
-            })
-            .collect())
+        on_db!(self, pool, d => {
+            type Row = (i64, Millis, String, String, Option<String>, Option<String>, i64);
+            let rows: Vec<Row> = sqlx::query_as(
+                "SELECT id, at, actor, action, target, reason, count FROM audit
+                 WHERE id < $1 ORDER BY id DESC LIMIT $2",
+            )
+            .bind(before.unwrap_or(i64::MAX))
+            .bind(limit)
+            .fetch_all(pool)
+            .await?;
+            Ok(rows
+                .into_iter()
+                .map(|(id, at, actor, action, target, reason, count)| AuditEntry {
+                    id,
+                    at,
+                    actor,
+                    action,
+                    target,
+                    reason,
+                    count,
+                })
+                .collect())
+        })
     }
 
     /// Commits the "PIN in flight" mark of `holder` on `card`, before its Sign is sent.
@@ -215,35 +229,41 @@ impl Store {
         cert_no: &str,
         now: Millis,
     ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO pin_in_flight (holder, card, cert_no, since) VALUES (?, ?, ?, ?)
+        on_db!(self, pool, d => {
+            sqlx::query(
+                "INSERT INTO pin_in_flight (holder, card, cert_no, since) VALUES ($1, $2, $3, $4)
              ON CONFLICT (holder) DO UPDATE SET card = excluded.card, cert_no = excluded.cert_no,
                                                 since = excluded.since",
-        )
-        .bind(holder)
-        .bind(card)
-        .bind(cert_no)
-        .bind(now)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+            )
+            .bind(holder)
+            .bind(card)
+            .bind(cert_no)
+            .bind(now)
+            .execute(pool)
+            .await?;
+            Ok(())
+        })
     }
 
     /// Clears `holder`'s mark once the card has answered.
     pub async fn clear_pin_in_flight(&self, holder: &str) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM pin_in_flight WHERE holder = ?").bind(holder).execute(&self.pool).await?;
-        Ok(())
+        on_db!(self, pool, d => {
+            sqlx::query("DELETE FROM pin_in_flight WHERE holder = $1").bind(holder).execute(pool).await?;
+            Ok(())
+        })
     }
 
     pub async fn pins_in_flight(&self) -> Result<Vec<PinInFlight>, StoreError> {
-        let marks: Vec<(String, Option<String>, String, Millis)> =
-            sqlx::query_as("SELECT holder, card, cert_no, since FROM pin_in_flight ORDER BY since")
-                .fetch_all(&self.pool)
-                .await?;
-        Ok(marks
-            .into_iter()
-            .map(|(holder, card, cert_no, since)| PinInFlight { holder, card, cert_no, since })
-            .collect())
+        on_db!(self, pool, d => {
+            let marks: Vec<(String, Option<String>, String, Millis)> =
+                sqlx::query_as("SELECT holder, card, cert_no, since FROM pin_in_flight ORDER BY since")
+                    .fetch_all(pool)
+                    .await?;
+            Ok(marks
+                .into_iter()
+                .map(|(holder, card, cert_no, since)| PinInFlight { holder, card, cert_no, since })
+                .collect())
+        })
     }
 
     /// Turns the marks left by dead processes into pauses, in one
@@ -257,35 +277,39 @@ impl Store {
         cards: &[&str],
         now: Millis,
     ) -> Result<Vec<PinInFlight>, StoreError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let marks: Vec<(String, Option<String>, String, Millis)> =
-            sqlx::query_as("DELETE FROM pin_in_flight RETURNING holder, card, cert_no, since")
-                .fetch_all(&mut *tx)
-                .await?;
-        let mut marks: Vec<PinInFlight> = marks
-            .into_iter()
-            .map(|(holder, card, cert_no, since)| PinInFlight { holder, card, cert_no, since })
-            .collect();
-        marks.sort_by_key(|mark| mark.since);
-        for mark in &marks {
-            let control = match mark.card.as_deref().filter(|card| cards.contains(card)) {
-                Some(card) => crate::cards::control_name(card, Stage::Signing),
-                None => Stage::Signing.as_str().to_owned(),
-            };
-            insert_control(&mut tx, &control, &mark.pause_reason(), None, now).await?;
-        }
-        if !marks.is_empty() {
-            bump_changes(&mut tx).await?;
-        }
-        tx.commit().await?;
-        Ok(marks)
+        on_db!(self, pool, d => {
+            let mut tx = pool.begin_with(d.begin_writing()).await?;
+            let marks: Vec<(String, Option<String>, String, Millis)> =
+                sqlx::query_as("DELETE FROM pin_in_flight RETURNING holder, card, cert_no, since")
+                    .fetch_all(&mut *tx)
+                    .await?;
+            let mut marks: Vec<PinInFlight> = marks
+                .into_iter()
+                .map(|(holder, card, cert_no, since)| PinInFlight { holder, card, cert_no, since })
+                .collect();
+            marks.sort_by_key(|mark| mark.since);
+            for mark in &marks {
+                let control = match mark.card.as_deref().filter(|card| cards.contains(card)) {
+                    Some(card) => crate::cards::control_name(card, Stage::Signing),
+                    None => Stage::Signing.as_str().to_owned(),
+                };
+                tx.insert_control(&control, &mark.pause_reason(), None, now).await?;
+            }
+            if !marks.is_empty() {
+                tx.bump_changes().await?;
+            }
+            tx.commit().await?;
+            Ok(marks)
+        })
     }
 
     /// A number that changes whenever an operator replays, pauses or resumes
     /// (through the API or the CLI): a running service polls it to notice
     /// what was done behind its back.
     pub async fn changes(&self) -> Result<i64, StoreError> {
-        Ok(sqlx::query_scalar("SELECT version FROM changes WHERE id = 1").fetch_one(&self.pool).await?)
+        on_db!(self, pool, d => {
+            Ok(sqlx::query_scalar("SELECT version FROM changes WHERE id = 1").fetch_one(pool).await?)
+        })
     }
 
     /// Applies the pauses that could not be stored earlier (see
@@ -304,33 +328,49 @@ impl Store {
     }
 }
 
-/// Sets the control `name` (a stage, or a card's stage) inside a
-/// transaction; a pause already there keeps its first reason.
-pub(crate) async fn insert_control(
-    tx: &mut sqlx::SqliteConnection,
-    name: &str,
-    reason: &str,
-    by: Option<&str>,
-    now: Millis,
-) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO controls (name, paused_at, reason, paused_by) VALUES (?, ?, ?, ?)
-         ON CONFLICT (name) DO NOTHING",
-    )
-    .bind(name)
-    .bind(now)
-    .bind(reason)
-    .bind(by)
-    .execute(tx)
-    .await?;
-    Ok(())
+/// The writes of controls that other statements share, inside a transaction of either
+/// database.
+pub(crate) trait ControlWrites {
+    /// Sets the control `name` (a stage, or a card's stage); a pause already there keeps
+    /// its first reason.
+    async fn insert_control(
+        &mut self,
+        name: &str,
+        reason: &str,
+        by: Option<&str>,
+        now: Millis,
+    ) -> Result<(), StoreError>;
+
+    /// Bumps the change counter, in a transaction that changes a control or a request.
+    async fn bump_changes(&mut self) -> Result<(), StoreError>;
 }
 
-/// Bumps the change counter inside a transaction that changes a control or a request.
-pub(crate) async fn bump_changes(tx: &mut sqlx::SqliteConnection) -> Result<(), StoreError> {
-    sqlx::query("UPDATE changes SET version = version + 1 WHERE id = 1").execute(tx).await?;
-    Ok(())
-}
+for_each_connection! { impl ControlWrites {
+    async fn insert_control(
+        &mut self,
+        name: &str,
+        reason: &str,
+        by: Option<&str>,
+        now: Millis,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO controls (name, paused_at, reason, paused_by) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(name)
+        .bind(now)
+        .bind(reason)
+        .bind(by)
+        .execute(self)
+        .await?;
+        Ok(())
+    }
+
+    async fn bump_changes(&mut self) -> Result<(), StoreError> {
+        sqlx::query("UPDATE changes SET version = version + 1 WHERE id = 1").execute(self).await?;
+        Ok(())
+    }
+}}
 
 /// `customs179.sqlite` → `customs179.sqlite.signing-paused`.
 fn pending_pause_file(db: &Path, stage: Stage) -> PathBuf {

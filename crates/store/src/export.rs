@@ -2,12 +2,10 @@
 //! first, in keyset pages, so an export of years of requests never holds
 //! more than one page.
 
-use customs179_core::CustomsAnswer;
-use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
-
-use crate::reads::RequestSummary;
+use crate::backend::on_db;
+use crate::reads::{RequestSummary, SummaryRow};
 use crate::{Millis, Store, StoreError};
+use customs179_core::CustomsAnswer;
 
 /// Which requests to export, by when customs' call was received.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,8 +57,8 @@ const COLUMNS: &str = "r.session_id, r.order_no, r.state, r.received_at, r.deadl
       WHERE a.session_id = r.session_id AND a.step = 'upload' AND a.detail LIKE 'HTTP %'
       ORDER BY a.id DESC LIMIT 1) AS last_answer";
 
-const FIRST_PAGE: &str = "r.received_at >= ?1 AND r.received_at < ?2";
-const LATER_PAGE: &str = "(r.received_at, r.session_id) > (?1, ?3) AND r.received_at < ?2";
+const FIRST_PAGE: &str = "r.received_at >= $1 AND r.received_at < $2";
+const LATER_PAGE: &str = "(r.received_at, r.session_id) > ($1, $3) AND r.received_at < $2";
 
 impl Store {
     /// One page of at most `limit` requests received in `range`, oldest
@@ -74,43 +72,57 @@ impl Store {
         limit: i64,
         now: Millis,
     ) -> Result<ExportPage, StoreError> {
-        let bound = if after.is_some() { LATER_PAGE } else { FIRST_PAGE };
-        let sql = format!(
-            "SELECT {COLUMNS} FROM requests r LEFT JOIN uploads u ON u.id = r.upload_id
+        on_db!(self, pool, d => {
+            let bound = if after.is_some() { LATER_PAGE } else { FIRST_PAGE };
+            let sql = format!(
+                "SELECT {COLUMNS} FROM requests r LEFT JOIN uploads u ON u.id = r.upload_id
              WHERE {bound}
              ORDER BY r.received_at, r.session_id
-             LIMIT ?4"
-        );
-        let limit = limit.max(1);
-        // One more than asked, to learn whether another page exists.
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(after.map_or(range.since, |a| a.received_at))
-            .bind(range.until)
-            .bind(after.map(|a| a.session_id.as_str()))
-            .bind(limit + 1)
-            .fetch_all(&self.pool)
-            .await?;
-        let mut rows = rows.iter().map(|row| export_row(row, now)).collect::<Result<Vec<_>, _>>()?;
-        let keep = usize::try_from(limit).unwrap_or(usize::MAX);
-        let more = rows.len() > keep;
-        rows.truncate(keep);
-        let next = more.then(|| rows.last()).flatten().map(|r| ExportCursor {
-            received_at: r.summary.received_at,
-            session_id: r.summary.session_id.clone(),
-        });
-        Ok(ExportPage { rows, next })
+             LIMIT $4"
+            );
+            let limit = limit.max(1);
+            // One more than asked, to learn whether another page exists.
+            let rows: Vec<ExportDbRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .bind(after.map_or(range.since, |a| a.received_at))
+                .bind(range.until)
+                .bind(after.map(|a| a.session_id.as_str()))
+                .bind(limit + 1)
+                .fetch_all(pool)
+                .await?;
+            let mut rows = rows.into_iter().map(|row| row.export_row(now)).collect::<Result<Vec<_>, _>>()?;
+            let keep = usize::try_from(limit).unwrap_or(usize::MAX);
+            let more = rows.len() > keep;
+            rows.truncate(keep);
+            let next = more.then(|| rows.last()).flatten().map(|r| ExportCursor {
+                received_at: r.summary.received_at,
+                session_id: r.summary.session_id.clone(),
+            });
+            Ok(ExportPage { rows, next })
+        })
     }
 }
 
-fn export_row(row: &SqliteRow, now: Millis) -> Result<ExportRow, StoreError> {
-    let last_answer: Option<String> = row.get("last_answer");
-    Ok(ExportRow {
-        summary: crate::reads::summary(row, now)?,
-        customs_answer: last_answer.as_deref().and_then(answer_code),
-        guid: row.get("guid"),
-        cert_no: row.get("cert_no"),
-        pay_transaction_id: row.get("pay_transaction_id"),
-    })
+/// The row of [`COLUMNS`].
+#[derive(sqlx::FromRow)]
+struct ExportDbRow {
+    #[sqlx(flatten)]
+    summary: SummaryRow,
+    guid: Option<String>,
+    cert_no: Option<String>,
+    pay_transaction_id: Option<String>,
+    last_answer: Option<String>,
+}
+
+impl ExportDbRow {
+    fn export_row(self, now: Millis) -> Result<ExportRow, StoreError> {
+        Ok(ExportRow {
+            summary: self.summary.summary(now)?,
+            customs_answer: self.last_answer.as_deref().and_then(answer_code),
+            guid: self.guid,
+            cert_no: self.cert_no,
+            pay_transaction_id: self.pay_transaction_id,
+        })
+    }
 }
 
 /// customs' code from an upload attempt's record (`HTTP <status>: <body>`,
@@ -183,18 +195,18 @@ mod tests {
         for bound in [FIRST_PAGE, LATER_PAGE] {
             let sql = format!(
                 "EXPLAIN QUERY PLAN SELECT {COLUMNS} FROM requests r LEFT JOIN uploads u ON u.id = r.upload_id
-                 WHERE {bound} ORDER BY r.received_at, r.session_id LIMIT ?4"
+                 WHERE {bound} ORDER BY r.received_at, r.session_id LIMIT $4"
             );
             let plan: Vec<String> = sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(0_i64)
                 .bind(1_i64)
                 .bind("S")
                 .bind(10_i64)
-                .fetch_all(&store.pool)
+                .fetch_all(store.sqlite())
                 .await
                 .unwrap()
                 .iter()
-                .map(|row| row.get::<String, _>("detail"))
+                .map(|row| sqlx::Row::get::<String, _>(row, "detail"))
                 .collect();
             let requests = plan.iter().find(|d| d.contains(" r ")).unwrap_or_else(|| panic!("{plan:?}"));
             assert!(requests.starts_with("SEARCH r USING INDEX requests_newest"), "{bound}: {plan:?}");

@@ -1,10 +1,10 @@
-//! customs179's durable queue in SQLite: customs requests, payment records,
-//! prepared uploads and every attempt.
+//! customs179's durable queue in SQLite or PostgreSQL: customs requests,
+//! payment records, prepared uploads and every attempt.
 //!
 //! The rest of the service sees only [`Store`]'s methods, which speak the
 //! domain (requests, payments, claims) and take the current time as an
-//! argument, so that tests need no sleeps and a PostgreSQL store can later
-//! offer the same methods with its own SQL.
+//! argument, so that tests need no sleeps; which database is behind them
+//! is the store's business (see [`backend`]).
 
 use std::fs::{File, TryLockError};
 use std::path::{Path, PathBuf};
@@ -12,11 +12,13 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+
+use crate::backend::{Pool, on_db};
 
 mod alerts;
+mod backend;
 mod cards;
 mod controls;
 mod export;
@@ -50,6 +52,8 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(2);
 pub enum StoreError {
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    #[error("the PostgreSQL address is not valid: {0}")]
+    BadUrl(String),
     #[error("cannot apply the database migrations: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("the database holds data this version cannot read: {0}")]
@@ -64,9 +68,10 @@ pub enum StoreError {
 /// The queue and everything kept for audit.
 #[derive(Debug, Clone)]
 pub struct Store {
-    pool: SqlitePool,
-    /// The database file, beside which pauses the database refused are kept.
-    path: Arc<PathBuf>,
+    pool: Pool,
+    /// The SQLite file, beside which pauses the database refused are kept
+    /// (None on PostgreSQL, which has no such place).
+    path: Option<Arc<PathBuf>>,
     /// Held by the service for its whole life; released by the OS when the
     /// process dies, however it dies.
     _lock: Option<Arc<File>>,
@@ -137,25 +142,51 @@ impl Store {
             // the threshold, and with it intake's answers.
             .pragma("wal_autocheckpoint", "0");
         let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
-        sqlx::migrate!("../../migrations").run(&pool).await?;
-        let (feed, _) = tokio::sync::broadcast::channel(FEED_CAPACITY);
-        let store = Store {
-            pool,
-            path: Arc::new(path.to_owned()),
-            _lock: lock.map(Arc::new),
-            feed,
-            failures: Arc::default(),
-        };
+        sqlx::migrate!("../../migrations/sqlite").run(&pool).await?;
+        let store = Store::with_pool(Pool::Sqlite(pool), Some(path), lock);
         store.apply_pending_pauses(path).await?;
         store.group_older_failures().await?;
         Ok(store)
     }
 
+    /// Connects to the PostgreSQL database at `url` (`postgres://…`) and
+    /// applies its migrations (under PostgreSQL's advisory lock, so that
+    /// instances starting together take turns).
+    pub async fn connect(url: &str) -> Result<Store, StoreError> {
+        // The address may hold a password: the error must not repeat it.
+        let options = PgConnectOptions::from_str(url)
+            .map_err(|_| StoreError::BadUrl("expected postgres://user@host:port/database".into()))?;
+        Store::connect_with(options).await
+    }
+
+    /// [`Store::connect`] with the options already made.
+    pub async fn connect_with(options: PgConnectOptions) -> Result<Store, StoreError> {
+        let pool = PgPoolOptions::new().max_connections(8).connect_with(options).await?;
+        sqlx::migrate!("../../migrations/postgres").run(&pool).await?;
+        let store = Store::with_pool(Pool::Postgres(pool), None, None);
+        store.group_older_failures().await?;
+        Ok(store)
+    }
+
+    fn with_pool(pool: Pool, path: Option<&Path>, lock: Option<File>) -> Store {
+        let (feed, _) = tokio::sync::broadcast::channel(FEED_CAPACITY);
+        Store {
+            pool,
+            path: path.map(|path| Arc::new(path.to_owned())),
+            _lock: lock.map(Arc::new),
+            feed,
+            failures: Arc::default(),
+        }
+    }
+
     /// Copies the write-ahead log into the database without blocking
     /// writers (a passive checkpoint); the service runs it every second.
     /// Without it the log grows: the automatic checkpoint is off.
+    /// PostgreSQL checkpoints on its own.
     pub async fn checkpoint(&self) -> Result<(), StoreError> {
-        sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&self.pool).await?;
+        if let Pool::Sqlite(pool) = &self.pool {
+            sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(pool).await?;
+        }
         Ok(())
     }
 
@@ -175,10 +206,19 @@ impl Store {
         }
     }
 
+    /// The SQLite pool, for tests that look at SQLite's own plans and files.
+    #[cfg(test)]
+    pub(crate) fn sqlite(&self) -> &sqlx::SqlitePool {
+        match &self.pool {
+            Pool::Sqlite(pool) => pool,
+            Pool::Postgres(_) => panic!("a SQLite test on PostgreSQL"),
+        }
+    }
+
     /// Closes every connection, waiting for those in use. The last one to
     /// close checkpoints the log.
     pub async fn close(&self) {
-        self.pool.close().await;
+        on_db!(self, pool, _d => pool.close().await)
     }
 }
 
@@ -197,5 +237,7 @@ fn lock_file(db: &Path) -> Result<File, StoreError> {
         .map_err(|e| StoreError::Database(sqlx::Error::Io(e)))
 }
 
+#[cfg(test)]
+mod testing;
 #[cfg(test)]
 mod tests;

@@ -3,8 +3,8 @@
 use serde::Serialize;
 use serde_json::value::RawValue;
 use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
 
+use crate::backend::{Dialect, on_db};
 use crate::queue::State;
 use crate::{Millis, Store, StoreError};
 
@@ -139,31 +139,55 @@ const SUMMARY_COLUMNS: &str =
     "session_id, order_no, state, received_at, deadline_at, attempts, next_attempt_at,
      lease_until, last_error, last_code, delivered_at";
 
-pub(crate) fn summary(row: &SqliteRow, now: Millis) -> Result<RequestSummary, StoreError> {
-    let state: String = row.get("state");
-    let state =
-        State::parse(&state).ok_or_else(|| StoreError::Corrupt(format!("unknown state {state:?}")))?;
-    let deadline_at: Millis = row.get("deadline_at");
-    let delivered_at: Option<Millis> = row.get("delivered_at");
-    let lease_until: Option<Millis> = row.get("lease_until");
-    let late = match delivered_at {
-        Some(at) => at > deadline_at,
-        None => state != State::Failed && now > deadline_at,
-    };
-    Ok(RequestSummary {
-        session_id: row.get("session_id"),
-        order_no: row.get("order_no"),
-        state,
-        received_at: row.get("received_at"),
-        deadline_at,
-        late,
-        attempts: row.get("attempts"),
-        next_attempt_at: row.get("next_attempt_at"),
-        claimed_until: lease_until.filter(|&until| until > now),
-        last_error: row.get("last_error"),
-        code: row.get("last_code"),
-        delivered_at,
-    })
+/// The row of [`SUMMARY_COLUMNS`].
+#[derive(sqlx::FromRow)]
+pub(crate) struct SummaryRow {
+    session_id: String,
+    order_no: String,
+    state: String,
+    received_at: Millis,
+    deadline_at: Millis,
+    attempts: i64,
+    next_attempt_at: Millis,
+    lease_until: Option<Millis>,
+    last_error: Option<String>,
+    last_code: Option<String>,
+    delivered_at: Option<Millis>,
+}
+
+impl SummaryRow {
+    pub(crate) fn summary(self, now: Millis) -> Result<RequestSummary, StoreError> {
+        let state = State::parse(&self.state)
+            .ok_or_else(|| StoreError::Corrupt(format!("unknown state {:?}", self.state)))?;
+        let late = match self.delivered_at {
+            Some(at) => at > self.deadline_at,
+            None => state != State::Failed && now > self.deadline_at,
+        };
+        Ok(RequestSummary {
+            session_id: self.session_id,
+            order_no: self.order_no,
+            state,
+            received_at: self.received_at,
+            deadline_at: self.deadline_at,
+            late,
+            attempts: self.attempts,
+            next_attempt_at: self.next_attempt_at,
+            claimed_until: self.lease_until.filter(|&until| until > now),
+            last_error: self.last_error,
+            code: self.last_code,
+            delivered_at: self.delivered_at,
+        })
+    }
+}
+
+/// The row of [`Store::request_detail`]'s first read.
+#[derive(sqlx::FromRow)]
+struct DetailRow {
+    #[sqlx(flatten)]
+    summary: SummaryRow,
+    open_req: String,
+    customs_time: Millis,
+    upload_id: Option<i64>,
 }
 
 impl Store {
@@ -171,12 +195,14 @@ impl Store {
     /// statement holds only the filters given, so that SQLite can use the
     /// index made for them (migration 0007; OPERATIONS.md lists them).
     pub async fn list_requests(&self, filter: &ListFilter, now: Millis) -> Result<RequestPage, StoreError> {
-        let rows = list_query("", filter, now).build().fetch_all(&self.pool).await?;
-        let mut requests = rows.iter().map(|row| summary(row, now)).collect::<Result<Vec<_>, _>>()?;
-        let more = requests.len() > usize::try_from(filter.limit).unwrap_or(0);
-        requests.truncate(usize::try_from(filter.limit).unwrap_or(0));
-        let next = more.then(|| requests.last().map(|r| r.session_id.clone())).flatten();
-        Ok(RequestPage { requests, next })
+        on_db!(self, pool, d => {
+            let rows = list_query("", filter, now, d).build_query_as::<SummaryRow>().fetch_all(pool).await?;
+            let mut requests = rows.into_iter().map(|row| row.summary(now)).collect::<Result<Vec<_>, _>>()?;
+            let more = requests.len() > usize::try_from(filter.limit).unwrap_or(0);
+            requests.truncate(usize::try_from(filter.limit).unwrap_or(0));
+            let next = more.then(|| requests.last().map(|r| r.session_id.clone())).flatten();
+            Ok(RequestPage { requests, next })
+        })
     }
 
     /// The requests of these sessionIDs as they stand, in no particular
@@ -186,19 +212,22 @@ impl Store {
         session_ids: &[String],
         now: Millis,
     ) -> Result<Vec<RequestSummary>, StoreError> {
-        let ids = serde_json::to_string(session_ids).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let sql = format!(
-            "SELECT {SUMMARY_COLUMNS} FROM requests WHERE session_id IN (SELECT value FROM json_each(?))"
-        );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(ids).fetch_all(&self.pool).await?;
-        rows.iter().map(|row| summary(row, now)).collect()
+        on_db!(self, pool, d => {
+            let ids = serde_json::to_string(session_ids).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let sql =
+                format!("SELECT {SUMMARY_COLUMNS} FROM requests WHERE session_id IN ({})", d.json_strings("$1"));
+            let rows: Vec<SummaryRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(ids).fetch_all(pool).await?;
+            rows.into_iter().map(|row| row.summary(now)).collect()
+        })
     }
 
     /// SQLite's plan for a list, for tests that check an index serves it.
     #[cfg(test)]
     pub(crate) async fn list_plan(&self, filter: &ListFilter) -> Result<Vec<String>, StoreError> {
-        let rows = list_query("EXPLAIN QUERY PLAN ", filter, 0).build().fetch_all(&self.pool).await?;
-        Ok(rows.iter().map(|row| row.get::<String, _>("detail")).collect())
+        on_db!(self, pool, d => {
+            let rows = list_query("EXPLAIN QUERY PLAN ", filter, 0, d).build().fetch_all(pool).await?;
+            Ok(rows.iter().map(|row| row.get::<String, _>("detail")).collect())
+        })
     }
 
     /// Everything about one request, or None if customs never asked for it.
@@ -207,183 +236,206 @@ impl Store {
         session_id: &str,
         now: Millis,
     ) -> Result<Option<RequestDetail>, StoreError> {
-        let sql = format!(
-            "SELECT {SUMMARY_COLUMNS}, open_req, customs_time, upload_id FROM requests WHERE session_id = ?"
-        );
-        let Some(row) =
-            sqlx::query(sqlx::AssertSqlSafe(sql)).bind(session_id).fetch_optional(&self.pool).await?
-        else {
-            return Ok(None);
-        };
-        let summary = summary(&row, now)?;
-        let upload_id: Option<i64> = row.get("upload_id");
-        let payment: Option<(String, Millis, String)> = sqlx::query_as(
-            "SELECT record, received_at, pay_transaction_id FROM payments WHERE id = COALESCE(
-                 (SELECT payment_id FROM uploads WHERE id = ?),
-                 (SELECT payment_id FROM payment_orders WHERE order_no = ?))",
-        )
-        .bind(upload_id)
-        .bind(&summary.order_no)
-        .fetch_optional(&self.pool)
-        .await?;
-        let payment_came = payment.as_ref().map(|(_, at, id)| (*at, format!("payTransactionId {id}")));
-        let payment = payment
-            .map(|(record, _, _)| RawValue::from_string(record))
-            .transpose()
-            .map_err(|e| StoreError::Corrupt(format!("a stored payment record is not JSON: {e}")))?;
-        let uploads: Vec<UploadView> = sqlx::query(
-            "SELECT id, guid, service_time, presign, cert_no, sign_value, upload_body, created_at, signed_at,
+        on_db!(self, pool, d => {
+            let sql = format!(
+                "SELECT {SUMMARY_COLUMNS}, open_req, customs_time, upload_id FROM requests WHERE session_id = $1"
+            );
+            let Some(row) = sqlx::query_as::<_, DetailRow>(sqlx::AssertSqlSafe(sql))
+                .bind(session_id)
+                .fetch_optional(pool)
+                .await?
+            else {
+                return Ok(None);
+            };
+            let summary = row.summary.summary(now)?;
+            let upload_id = row.upload_id;
+            let payment: Option<(String, Millis, String)> = sqlx::query_as(
+                "SELECT record, received_at, pay_transaction_id FROM payments WHERE id = COALESCE(
+                 (SELECT payment_id FROM uploads WHERE id = $1),
+                 (SELECT payment_id FROM payment_orders WHERE order_no = $2))",
+            )
+            .bind(upload_id)
+            .bind(&summary.order_no)
+            .fetch_optional(pool)
+            .await?;
+            let payment_came = payment.as_ref().map(|(_, at, id)| (*at, format!("payTransactionId {id}")));
+            let payment = payment
+                .map(|(record, _, _)| RawValue::from_string(record))
+                .transpose()
+                .map_err(|e| StoreError::Corrupt(format!("a stored payment record is not JSON: {e}")))?;
+            let uploads: Vec<UploadView> = sqlx::query(
+                "SELECT id, guid, service_time, presign, cert_no, sign_value, upload_body, created_at, signed_at,
                     card
-             FROM uploads WHERE session_id = ? ORDER BY id = ? DESC, id DESC",
-        )
-        .bind(session_id)
-        .bind(upload_id)
-        .fetch_all(&self.pool)
-        .await?
-        .into_iter()
-        .map(|row| {
-            let presign: String = row.get(3);
-            UploadView {
-                id: row.get(0),
-                guid: row.get(1),
-                service_time: row.get(2),
-                presign_sha256: sha256_hex(presign.as_bytes()),
-                presign,
-                cert_no: row.get(4),
-                sign_value: row.get(5),
-                upload_body: row.get(6),
-                created_at: row.get(7),
-                signed_at: row.get(8),
-                card: row.get(9),
-            }
+             FROM uploads WHERE session_id = $1 ORDER BY id = $2 DESC, id DESC",
+            )
+            .bind(session_id)
+            .bind(upload_id)
+            .fetch_all(pool)
+            .await?
+            .into_iter()
+            .map(|row| {
+                let presign: String = row.get(3);
+                UploadView {
+                    id: row.get(0),
+                    guid: row.get(1),
+                    service_time: row.get(2),
+                    presign_sha256: sha256_hex(presign.as_bytes()),
+                    presign,
+                    cert_no: row.get(4),
+                    sign_value: row.get(5),
+                    upload_body: row.get(6),
+                    created_at: row.get(7),
+                    signed_at: row.get(8),
+                    card: row.get(9),
+                }
+            })
+            .collect();
+            let attempts: Vec<AttemptView> = sqlx::query(
+                "SELECT at, step, outcome, detail, code, took_ms, upload_id FROM attempts
+                 WHERE session_id = $1 ORDER BY id",
+            )
+            .bind(session_id)
+            .fetch_all(pool)
+            .await?
+            .into_iter()
+            .map(|row| {
+                let (step, outcome, upload_id): (String, String, Option<i64>) =
+                    (row.get(1), row.get(2), row.get(6));
+                let cert_no = (step == "sign" && outcome == "signed")
+                    .then(|| uploads.iter().find(|u| Some(u.id) == upload_id).and_then(|u| u.cert_no.clone()))
+                    .flatten();
+                AttemptView {
+                    at: row.get(0),
+                    step,
+                    outcome,
+                    detail: row.get(3),
+                    code: row.get(4),
+                    took_ms: row.get(5),
+                    upload_id,
+                    cert_no,
+                }
+            })
+            .collect();
+            let timeline = timeline(summary.received_at, payment_came, &attempts);
+            Ok(Some(RequestDetail {
+                summary,
+                open_req: row.open_req,
+                customs_time: row.customs_time,
+                payment,
+                uploads,
+                attempts,
+                timeline,
+            }))
         })
-        .collect();
-        let attempts: Vec<AttemptView> = sqlx::query(
-            "SELECT at, step, outcome, detail, code, took_ms, upload_id FROM attempts
-             WHERE session_id = ? ORDER BY id",
-        )
-        .bind(session_id)
-        .fetch_all(&self.pool)
-        .await?
-        .into_iter()
-        .map(|row| {
-            let (step, outcome, upload_id): (String, String, Option<i64>) =
-                (row.get(1), row.get(2), row.get(6));
-            let cert_no = (step == "sign" && outcome == "signed")
-                .then(|| uploads.iter().find(|u| Some(u.id) == upload_id).and_then(|u| u.cert_no.clone()))
-                .flatten();
-            AttemptView {
-                at: row.get(0),
-                step,
-                outcome,
-                detail: row.get(3),
-                code: row.get(4),
-                took_ms: row.get(5),
-                upload_id,
-                cert_no,
-            }
-        })
-        .collect();
-        let timeline = timeline(summary.received_at, payment_came, &attempts);
-        Ok(Some(RequestDetail {
-            summary,
-            open_req: row.get("open_req"),
-            customs_time: row.get("customs_time"),
-            payment,
-            uploads,
-            attempts,
-            timeline,
-        }))
     }
 
     /// Requests delivered after their deadline (kept by triggers, migration
     /// 0012), plus those still pending past it (counted over the partial index
     /// of pending requests): never a count over the whole history.
     pub async fn count_late(&self, now: Millis) -> Result<i64, StoreError> {
-        let late: i64 = sqlx::query_scalar(
-            "SELECT (SELECT n FROM late_deliveries WHERE id = 1)
+        on_db!(self, pool, d => {
+            let late: i64 = sqlx::query_scalar(
+                "SELECT (SELECT n FROM late_deliveries WHERE id = 1)
                   + (SELECT COUNT(*) FROM requests
-                     WHERE state IN ('waiting', 'ready', 'signed') AND deadline_at < ?)",
-        )
-        .bind(now)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(late)
+                     WHERE state IN ('waiting', 'ready', 'signed') AND deadline_at < $1)",
+            )
+            .bind(now)
+            .fetch_one(pool)
+            .await?;
+            Ok(late)
+        })
     }
 
     /// Pending requests past their deadline (over the partial index of pending requests).
     pub async fn count_past_deadline(&self, now: Millis) -> Result<i64, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT COUNT(*) FROM requests WHERE state IN ('waiting', 'ready', 'signed') AND deadline_at < ?",
-        )
-        .bind(now)
-        .fetch_one(&self.pool)
-        .await?)
+        on_db!(self, pool, d => {
+            Ok(sqlx::query_scalar(
+                "SELECT COUNT(*) FROM requests WHERE state IN ('waiting', 'ready', 'signed') AND deadline_at < $1",
+            )
+            .bind(now)
+            .fetch_one(pool)
+            .await?)
+        })
     }
 
     /// Pending requests whose deadline is less than `within` ms away (not yet past).
     pub async fn count_at_risk(&self, now: Millis, within: Millis) -> Result<i64, StoreError> {
-        let at_risk: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM requests
-             WHERE state IN ('waiting', 'ready', 'signed') AND deadline_at >= ?1 AND deadline_at < ?1 + ?2",
-        )
-        .bind(now)
-        .bind(within)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(at_risk)
+        on_db!(self, pool, d => {
+            let at_risk: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM requests
+                 WHERE state IN ('waiting', 'ready', 'signed') AND deadline_at >= $1 AND deadline_at < $1 + $2",
+            )
+            .bind(now)
+            .bind(within)
+            .fetch_one(pool)
+            .await?;
+            Ok(at_risk)
+        })
     }
 
     /// When the oldest pending request was received, if any is pending.
     pub async fn oldest_pending(&self) -> Result<Option<Millis>, StoreError> {
-        // One index lookup per state (requests_by_state), not a scan.
-        let oldest: Option<Millis> = sqlx::query_scalar(
-            "SELECT MIN(oldest) FROM (
+        on_db!(self, pool, d => {
+            // One index lookup per state (requests_by_state), not a scan.
+            let oldest: Option<Millis> = sqlx::query_scalar(
+                "SELECT MIN(oldest) FROM (
                  SELECT MIN(received_at) AS oldest FROM requests WHERE state = 'waiting'
                  UNION ALL SELECT MIN(received_at) FROM requests WHERE state = 'ready'
                  UNION ALL SELECT MIN(received_at) FROM requests WHERE state = 'signed')",
-        )
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(oldest)
+            )
+            .fetch_one(pool)
+            .await?;
+            Ok(oldest)
+        })
     }
 
     /// (delivered at, received at) of every request delivered since `since`.
     pub async fn deliveries_since(&self, since: Millis) -> Result<Vec<(Millis, Millis)>, StoreError> {
-        Ok(sqlx::query_as(
-            "SELECT delivered_at, received_at FROM requests WHERE delivered_at >= ? ORDER BY delivered_at",
-        )
-        .bind(since)
-        .fetch_all(&self.pool)
-        .await?)
+        on_db!(self, pool, d => {
+            Ok(sqlx::query_as(
+                "SELECT delivered_at, received_at FROM requests WHERE delivered_at >= $1 ORDER BY delivered_at",
+            )
+            .bind(since)
+            .fetch_all(pool)
+            .await?)
+        })
     }
 
     /// How many requests are in each state, for the status page and metrics.
     pub async fn count_by_state(&self) -> Result<Vec<(State, i64)>, StoreError> {
-        // Kept by triggers (migration 0004): no scan of the requests table.
-        let rows: Vec<(String, i64)> =
-            sqlx::query_as("SELECT state, n FROM state_counts").fetch_all(&self.pool).await?;
-        Ok(State::ALL
-            .into_iter()
-            .map(|state| {
-                let count = rows.iter().find(|(s, _)| s == state.as_str()).map_or(0, |(_, n)| *n);
-                (state, count)
-            })
-            .collect())
+        on_db!(self, pool, d => {
+            // Kept by triggers (migration 0004): no scan of the requests table.
+            let rows: Vec<(String, i64)> =
+                sqlx::query_as("SELECT state, n FROM state_counts").fetch_all(pool).await?;
+            Ok(State::ALL
+                .into_iter()
+                .map(|state| {
+                    let count = rows.iter().find(|(s, _)| s == state.as_str()).map_or(0, |(_, n)| *n);
+                    (state, count)
+                })
+                .collect())
+        })
     }
 }
 
 /// The statement of [`Store::list_requests`], after `prefix` (for EXPLAIN).
-fn list_query(prefix: &str, filter: &ListFilter, now: Millis) -> sqlx::QueryBuilder<sqlx::Sqlite> {
-    let mut query = sqlx::QueryBuilder::<sqlx::Sqlite>::new(format!(
-        "{prefix}SELECT {SUMMARY_COLUMNS} FROM requests WHERE 1 = 1"
-    ));
+fn list_query<DB>(prefix: &str, filter: &ListFilter, now: Millis, d: Dialect) -> sqlx::QueryBuilder<DB>
+where
+    DB: sqlx::Database,
+    DB::Arguments: Default,
+    for<'t> &'t str: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    for<'t> String: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    for<'t> i64: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+{
+    let mut query =
+        sqlx::QueryBuilder::<DB>::new(format!("{prefix}SELECT {SUMMARY_COLUMNS} FROM requests WHERE 1 = 1"));
     if let Some(state) = filter.state {
         // With a filter that picks a few requests (an order, a sessionID, a prefix of one),
         // `+state` keeps SQLite off the state's index: it would walk every request in the
         // state (the whole history, for delivered) in the sort's order to find those few.
         let few = filter.order_no.is_some() || filter.session_id.is_some() || filter.session_prefix.is_some();
-        query.push(if few { " AND +state = " } else { " AND state = " }).push_bind(state.as_str());
+        let state_column = if few { d.unindexed("state") } else { "state".to_owned() };
+        query.push(format!(" AND {state_column} = ")).push_bind(state.as_str());
     }
     if let Some(order_no) = &filter.order_no {
         query.push(" AND order_no = ").push_bind(order_no.clone());
@@ -416,7 +468,7 @@ fn list_query(prefix: &str, filter: &ListFilter, now: Millis) -> sqlx::QueryBuil
                 query.push(" AND delivered_at > deadline_at");
             }
             Some(State::Failed) => {
-                query.push(" AND 0");
+                query.push(" AND FALSE");
             }
             Some(State::Waiting | State::Ready | State::Signed) => {
                 query.push(" AND deadline_at < ").push_bind(now);

@@ -22,6 +22,8 @@ use std::collections::HashSet;
 use serde::Serialize;
 use sqlx::Row;
 
+use crate::backend::{Dialect, for_each_connection, on_db};
+use crate::controls::ControlWrites as _;
 use crate::queue::{BACK_TO_WAITING, State};
 use crate::{Millis, Store, StoreError};
 
@@ -270,44 +272,54 @@ pub fn failure_group_id(stage: &str, kind: &str) -> String {
     format!("{hash:016x}")
 }
 
-/// Every failure group, from the group columns of failed requests (one pass
-/// over their index), the largest group first.
-async fn failure_groups_in(conn: &mut sqlx::SqliteConnection) -> Result<Vec<FailureGroup>, StoreError> {
-    let rows: Vec<(String, String, i64, Millis, Millis, Millis, Millis)> = sqlx::query_as(
-        "SELECT failed_stage, failed_kind, COUNT(*), MIN(received_at), MAX(received_at),
-                MIN(updated_at), MAX(updated_at)
-         FROM requests INDEXED BY requests_failure_groups
-         WHERE state = 'failed' AND failed_stage IS NOT NULL AND failed_kind IS NOT NULL
-         GROUP BY failed_stage, failed_kind",
-    )
-    .fetch_all(&mut *conn)
-    .await?;
-    let mut groups = Vec::with_capacity(rows.len());
-    for (stage, kind, count, oldest, newest, first_failed_at, last_failed_at) in rows {
-        let (session_id, reason): (String, Option<String>) = sqlx::query_as(
-            "SELECT session_id, last_error FROM requests INDEXED BY requests_failure_groups
-             WHERE state = 'failed' AND failed_stage = ? AND failed_kind = ?
-             ORDER BY received_at DESC, session_id DESC LIMIT 1",
-        )
-        .bind(&stage)
-        .bind(&kind)
-        .fetch_one(&mut *conn)
-        .await?;
-        groups.push(FailureGroup {
-            id: failure_group_id(&stage, &kind),
-            example: FailureExample { session_id, reason: reason.unwrap_or_default() },
-            stage,
-            kind,
-            count,
-            oldest,
-            newest,
-            first_failed_at,
-            last_failed_at,
-        });
-    }
-    groups.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| (&a.stage, &a.kind).cmp(&(&b.stage, &b.kind))));
-    Ok(groups)
+/// The failure groups, read on a connection of either database (in the
+/// snapshot of a transaction).
+trait FailureReads {
+    /// Every failure group, from the group columns of failed requests (one pass
+    /// over their index), the largest group first.
+    async fn failure_groups(&mut self, d: Dialect) -> Result<Vec<FailureGroup>, StoreError>;
 }
+
+for_each_connection! { impl FailureReads {
+    async fn failure_groups(&mut self, d: Dialect) -> Result<Vec<FailureGroup>, StoreError> {
+        let from = d.table_via("requests", "requests_failure_groups");
+        let rows: Vec<(String, String, i64, Millis, Millis, Millis, Millis)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT failed_stage, failed_kind, COUNT(*), MIN(received_at), MAX(received_at),
+                    MIN(updated_at), MAX(updated_at)
+             FROM {from}
+             WHERE state = 'failed' AND failed_stage IS NOT NULL AND failed_kind IS NOT NULL
+             GROUP BY failed_stage, failed_kind"
+        )))
+        .fetch_all(&mut *self)
+        .await?;
+        let mut groups = Vec::with_capacity(rows.len());
+        let example = format!(
+            "SELECT session_id, last_error FROM {from}
+             WHERE state = 'failed' AND failed_stage = $1 AND failed_kind = $2
+             ORDER BY received_at DESC, session_id DESC LIMIT 1"
+        );
+        for (stage, kind, count, oldest, newest, first_failed_at, last_failed_at) in rows {
+            let (session_id, reason): (String, Option<String>) = sqlx::query_as(sqlx::AssertSqlSafe(example.clone()))
+            .bind(&stage)
+            .bind(&kind)
+            .fetch_one(&mut *self)
+            .await?;
+            groups.push(FailureGroup {
+                id: failure_group_id(&stage, &kind),
+                example: FailureExample { session_id, reason: reason.unwrap_or_default() },
+                stage,
+                kind,
+                count,
+                oldest,
+                newest,
+                first_failed_at,
+                last_failed_at,
+            });
+        }
+        groups.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| (&a.stage, &a.kind).cmp(&(&b.stage, &b.kind))));
+        Ok(groups)
+    }
+}}
 
 impl ReplaySelection {
     /// What the job row keeps of the selection.
@@ -331,24 +343,26 @@ impl Store {
     /// (the failed count grows) or a replay takes some (the change counter
     /// moves, whichever process replayed), so the two numbers tell.
     pub async fn failure_groups(&self) -> Result<Vec<FailureGroup>, StoreError> {
-        // A read transaction: one snapshot for every page, and no writer waits for it.
-        let mut tx = self.pool.begin().await?;
-        let seen: (i64, i64) = sqlx::query_as(
-            "SELECT (SELECT n FROM state_counts WHERE state = 'failed'), (SELECT version FROM changes WHERE id = 1)",
-        )
-        .fetch_one(&mut *tx)
-        .await?;
-        // Held while grouping: callers at the same moment wait for one pass.
-        let mut cached = self.failures.lock().await;
-        if let Some((at, groups)) = cached.as_ref()
-            && *at == seen
-        {
-            return Ok(groups.clone());
-        }
-        let groups = failure_groups_in(&mut tx).await?;
-        tx.rollback().await?;
-        *cached = Some((seen, groups.clone()));
-        Ok(groups)
+        on_db!(self, pool, d => {
+            // A read transaction: one snapshot for every page, and no writer waits for it.
+            let mut tx = pool.begin().await?;
+            let seen: (i64, i64) = sqlx::query_as(
+                "SELECT (SELECT n FROM state_counts WHERE state = 'failed'), (SELECT version FROM changes WHERE id = 1)",
+            )
+            .fetch_one(&mut *tx)
+            .await?;
+            // Held while grouping: callers at the same moment wait for one pass.
+            let mut cached = self.failures.lock().await;
+            if let Some((at, groups)) = cached.as_ref()
+                && *at == seen
+            {
+                return Ok(groups.clone());
+            }
+            let groups = tx.failure_groups(d).await?;
+            tx.rollback().await?;
+            *cached = Some((seen, groups.clone()));
+            Ok(groups)
+        })
     }
 
     /// Gives requests failed before their group was kept in the row (migration
@@ -356,39 +370,41 @@ impl Store {
     /// attempt. A few thousand at a time; once done, one indexed look finds
     /// nothing more.
     pub(crate) async fn group_older_failures(&self) -> Result<(), StoreError> {
-        loop {
-            let rows = sqlx::query(
-                "SELECT r.session_id, r.order_no, r.last_error,
+        on_db!(self, pool, d => {
+            loop {
+                let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "SELECT r.session_id, r.order_no, r.last_error,
                         (SELECT a.step FROM attempts a WHERE a.session_id = r.session_id
                          AND a.outcome = 'failed' ORDER BY a.id DESC LIMIT 1)
-                 FROM requests r INDEXED BY requests_failure_groups
-                 WHERE r.state = 'failed' AND r.failed_stage IS NULL LIMIT ?",
-            )
-            .bind(FAILED_PAGE)
-            .fetch_all(&self.pool)
-            .await?;
-            if rows.is_empty() {
-                return Ok(());
-            }
-            let mut tx = self.pool.begin().await?;
-            for row in rows {
-                let session_id: String = row.get(0);
-                let order_no: String = row.get(1);
-                let reason: Option<String> = row.get(2);
-                let stage: Option<String> = row.get(3);
-                // Guarded: a request that failed again meanwhile has its own group already.
-                sqlx::query(
-                    "UPDATE requests SET failed_stage = ?, failed_kind = ?
-                     WHERE session_id = ? AND state = 'failed' AND failed_stage IS NULL",
-                )
-                .bind(stage.as_deref().unwrap_or(UNKNOWN_STAGE))
-                .bind(failure_kind(reason.as_deref().unwrap_or_default(), &session_id, &order_no))
-                .bind(&session_id)
-                .execute(&mut *tx)
+                 FROM {} WHERE r.state = 'failed' AND r.failed_stage IS NULL LIMIT $1",
+                    d.table_via("requests r", "requests_failure_groups")
+                )))
+                .bind(FAILED_PAGE)
+                .fetch_all(pool)
                 .await?;
+                if rows.is_empty() {
+                    return Ok(());
+                }
+                let mut tx = pool.begin().await?;
+                for row in rows {
+                    let session_id: String = row.get(0);
+                    let order_no: String = row.get(1);
+                    let reason: Option<String> = row.get(2);
+                    let stage: Option<String> = row.get(3);
+                    // Guarded: a request that failed again meanwhile has its own group already.
+                    sqlx::query(
+                        "UPDATE requests SET failed_stage = $1, failed_kind = $2
+                         WHERE session_id = $3 AND state = 'failed' AND failed_stage IS NULL",
+                    )
+                    .bind(stage.as_deref().unwrap_or(UNKNOWN_STAGE))
+                    .bind(failure_kind(reason.as_deref().unwrap_or_default(), &session_id, &order_no))
+                    .bind(&session_id)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
             }
-            tx.commit().await?;
-        }
+        })
     }
 
     /// A bulk replay's dry run: captures the failed requests `selection`
@@ -406,121 +422,123 @@ impl Store {
         cap: usize,
         now: Millis,
     ) -> Result<DryRun, ReplayError> {
-        let cap_count = i64::try_from(cap).unwrap_or(i64::MAX);
-        let mut items: Vec<(String, i64)> = Vec::new();
-        let mut not_taken = Vec::new();
-        let mut read = self.pool.begin().await?;
-        match selection {
-            ReplaySelection::SessionIds(ids) => {
-                let mut seen = HashSet::new();
-                let ids: Vec<&String> = ids.iter().filter(|id| seen.insert(id.as_str())).collect();
-                if ids.len() > cap {
-                    return Err(ReplayError::OverCap {
-                        count: i64::try_from(ids.len()).unwrap_or(i64::MAX),
-                        cap,
-                    });
-                }
-                let json = serde_json::to_string(&ids).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                let found: Vec<(String, String, i64)> = sqlx::query_as(
-                    "SELECT session_id, state, generation FROM requests
-                     WHERE session_id IN (SELECT value FROM json_each(?))",
-                )
-                .bind(json)
-                .fetch_all(&mut *read)
-                .await?;
-                let found: std::collections::HashMap<&str, (&str, i64)> = found
-                    .iter()
-                    .map(|(id, state, generation)| (id.as_str(), (state.as_str(), *generation)))
-                    .collect();
-                for id in ids {
-                    match found.get(id.as_str()) {
-                        Some((state, generation)) if *state == State::Failed.as_str() => {
-                            items.push((id.clone(), *generation));
-                        }
-                        Some((state, _)) => {
-                            not_taken.push(NotTaken { session_id: id.clone(), state: State::parse(state) });
-                        }
-                        None => not_taken.push(NotTaken { session_id: id.clone(), state: None }),
+        on_db!(self, pool, d => {
+            let cap_count = i64::try_from(cap).unwrap_or(i64::MAX);
+            let mut items: Vec<(String, i64)> = Vec::new();
+            let mut not_taken = Vec::new();
+            let mut read = pool.begin().await?;
+            match selection {
+                ReplaySelection::SessionIds(ids) => {
+                    let mut seen = HashSet::new();
+                    let ids: Vec<&String> = ids.iter().filter(|id| seen.insert(id.as_str())).collect();
+                    if ids.len() > cap {
+                        return Err(ReplayError::OverCap {
+                            count: i64::try_from(ids.len()).unwrap_or(i64::MAX),
+                            cap,
+                        });
                     }
-                }
-            }
-            ReplaySelection::Group(group) => {
-                let groups = failure_groups_in(&mut read).await?;
-                if let Some(found) = groups.iter().find(|g| g.id == *group) {
-                    if found.count > cap_count {
-                        return Err(ReplayError::OverCap { count: found.count, cap });
-                    }
-                    items = sqlx::query_as(
-                        "SELECT session_id, generation FROM requests
-                         WHERE state = 'failed' AND failed_stage = ? AND failed_kind = ?",
-                    )
-                    .bind(&found.stage)
-                    .bind(&found.kind)
+                    let json = serde_json::to_string(&ids).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                    let found: Vec<(String, String, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                        "SELECT session_id, state, generation FROM requests WHERE session_id IN ({})",
+                        d.json_strings("$1")
+                    )))
+                    .bind(json)
                     .fetch_all(&mut *read)
                     .await?;
+                    let found: std::collections::HashMap<&str, (&str, i64)> = found
+                        .iter()
+                        .map(|(id, state, generation)| (id.as_str(), (state.as_str(), *generation)))
+                        .collect();
+                    for id in ids {
+                        match found.get(id.as_str()) {
+                            Some((state, generation)) if *state == State::Failed.as_str() => {
+                                items.push((id.clone(), *generation));
+                            }
+                            Some((state, _)) => {
+                                not_taken.push(NotTaken { session_id: id.clone(), state: State::parse(state) });
+                            }
+                            None => not_taken.push(NotTaken { session_id: id.clone(), state: None }),
+                        }
+                    }
+                }
+                ReplaySelection::Group(group) => {
+                    let groups = read.failure_groups(d).await?;
+                    if let Some(found) = groups.iter().find(|g| g.id == *group) {
+                        if found.count > cap_count {
+                            return Err(ReplayError::OverCap { count: found.count, cap });
+                        }
+                        items = sqlx::query_as(
+                            "SELECT session_id, generation FROM requests
+                             WHERE state = 'failed' AND failed_stage = $1 AND failed_kind = $2",
+                        )
+                        .bind(&found.stage)
+                        .bind(&found.kind)
+                        .fetch_all(&mut *read)
+                        .await?;
+                    }
+                }
+                ReplaySelection::Filter(filter) => {
+                    const WHERE: &str =
+                        "FROM requests WHERE state = 'failed' AND received_at >= $1 AND received_at < $2
+                                         AND ($3 IS NULL OR order_no = $3)";
+                    let since = filter.since.unwrap_or(Millis::MIN);
+                    let until = filter.until.unwrap_or(Millis::MAX);
+                    let count: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) {WHERE}")))
+                        .bind(since)
+                        .bind(until)
+                        .bind(filter.order_no.as_deref())
+                        .fetch_one(&mut *read)
+                        .await?;
+                    if count > cap_count {
+                        return Err(ReplayError::OverCap { count, cap });
+                    }
+                    items = sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT session_id, generation {WHERE}")))
+                        .bind(since)
+                        .bind(until)
+                        .bind(filter.order_no.as_deref())
+                        .fetch_all(&mut *read)
+                        .await?;
                 }
             }
-            ReplaySelection::Filter(filter) => {
-                const WHERE: &str =
-                    "FROM requests WHERE state = 'failed' AND received_at >= ?1 AND received_at < ?2
-                                     AND (?3 IS NULL OR order_no = ?3)";
-                let since = filter.since.unwrap_or(Millis::MIN);
-                let until = filter.until.unwrap_or(Millis::MAX);
-                let count: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) {WHERE}")))
-                    .bind(since)
-                    .bind(until)
-                    .bind(filter.order_no.as_deref())
-                    .fetch_one(&mut *read)
-                    .await?;
-                if count > cap_count {
-                    return Err(ReplayError::OverCap { count, cap });
-                }
-                items = sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT session_id, generation {WHERE}")))
-                    .bind(since)
-                    .bind(until)
-                    .bind(filter.order_no.as_deref())
-                    .fetch_all(&mut *read)
-                    .await?;
-            }
-        }
-        read.rollback().await?;
+            read.rollback().await?;
 
-        let selection_text = selection.describe().to_string();
-        let items_json = serde_json::to_string(&items).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let count = i64::try_from(items.len()).unwrap_or(i64::MAX);
-        let expires_at = now.saturating_add(REPLAY_TOKEN_TTL);
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        // Dry runs never confirmed keep their row (so their token is known as
-        // expired) but not their capture.
-        sqlx::query(
-            "DELETE FROM replay_items WHERE replay_id IN
-                 (SELECT id FROM replays WHERE confirmed_at IS NULL AND expires_at <= ?)",
-        )
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        let id: i64 = sqlx::query_scalar(
-            "INSERT INTO replays (token, selection, count, created_at, created_by, expires_at)
-             VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
-        )
-        .bind(token)
-        .bind(&selection_text)
-        .bind(count)
-        .bind(now)
-        .bind(actor)
-        .bind(expires_at)
-        .fetch_one(&mut *tx)
-        .await?;
-        sqlx::query(
-            "INSERT INTO replay_items (replay_id, session_id, generation)
-             SELECT ?, json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?)",
-        )
-        .bind(id)
-        .bind(items_json)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(DryRun { id, token: token.to_owned(), count, expires_at, not_taken })
+            let selection_text = selection.describe().to_string();
+            let items_json = serde_json::to_string(&items).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let count = i64::try_from(items.len()).unwrap_or(i64::MAX);
+            let expires_at = now.saturating_add(REPLAY_TOKEN_TTL);
+            let mut tx = pool.begin_with(d.begin_writing()).await?;
+            // Dry runs never confirmed keep their row (so their token is known as
+            // expired) but not their capture.
+            sqlx::query(
+                "DELETE FROM replay_items WHERE replay_id IN
+                     (SELECT id FROM replays WHERE confirmed_at IS NULL AND expires_at <= $1)",
+            )
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            let id: i64 = sqlx::query_scalar(
+                "INSERT INTO replays (token, selection, count, created_at, created_by, expires_at)
+                 VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+            )
+            .bind(token)
+            .bind(&selection_text)
+            .bind(count)
+            .bind(now)
+            .bind(actor)
+            .bind(expires_at)
+            .fetch_one(&mut *tx)
+            .await?;
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "INSERT INTO replay_items (replay_id, session_id, generation) SELECT $1, item.* FROM ({}) AS item",
+                d.json_pairs("$2")
+            )))
+            .bind(id)
+            .bind(items_json)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(DryRun { id, token: token.to_owned(), count, expires_at, not_taken })
+        })
     }
 
     /// Confirms a dry run's token: once, before it expires. The job starts
@@ -534,43 +552,45 @@ impl Store {
         reason: &str,
         now: Millis,
     ) -> Result<ReplayJob, ReplayError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let found: Option<(i64, Option<Millis>, Millis, i64)> =
-            sqlx::query_as("SELECT id, confirmed_at, expires_at, count FROM replays WHERE token = ?")
-                .bind(token)
-                .fetch_optional(&mut *tx)
-                .await?;
-        let (id, confirmed_at, expires_at, count) = found.ok_or(ReplayError::UnknownToken)?;
-        if confirmed_at.is_some() {
-            return Err(ReplayError::TokenUsed { id });
-        }
-        if expires_at <= now {
-            return Err(ReplayError::TokenExpired { id });
-        }
-        sqlx::query(
-            "UPDATE replays SET confirmed_at = ?1, confirmed_by = ?2, reason = ?3,
-                                finished_at = CASE WHEN count = 0 THEN ?1 END
-             WHERE id = ?4",
-        )
-        .bind(now)
-        .bind(actor)
-        .bind(reason)
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "INSERT INTO audit (at, actor, action, target, reason, count) VALUES (?, ?, 'replay', ?, ?, ?)",
-        )
-        .bind(now)
-        .bind(actor)
-        .bind(format!("replays/{id}"))
-        .bind(reason)
-        .bind(count)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        let job = self.replay_job(id, now).await?;
-        job.ok_or_else(|| ReplayError::Store(StoreError::Corrupt(format!("replay {id} vanished"))))
+        on_db!(self, pool, d => {
+            let mut tx = pool.begin_with(d.begin_writing()).await?;
+            let found: Option<(i64, Option<Millis>, Millis, i64)> =
+                sqlx::query_as("SELECT id, confirmed_at, expires_at, count FROM replays WHERE token = $1")
+                    .bind(token)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            let (id, confirmed_at, expires_at, count) = found.ok_or(ReplayError::UnknownToken)?;
+            if confirmed_at.is_some() {
+                return Err(ReplayError::TokenUsed { id });
+            }
+            if expires_at <= now {
+                return Err(ReplayError::TokenExpired { id });
+            }
+            sqlx::query(
+                "UPDATE replays SET confirmed_at = $1, confirmed_by = $2, reason = $3,
+                                finished_at = CASE WHEN count = 0 THEN $1 END
+             WHERE id = $4",
+            )
+            .bind(now)
+            .bind(actor)
+            .bind(reason)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "INSERT INTO audit (at, actor, action, target, reason, count) VALUES ($1, $2, 'replay', $3, $4, $5)",
+            )
+            .bind(now)
+            .bind(actor)
+            .bind(format!("replays/{id}"))
+            .bind(reason)
+            .bind(count)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            let job = self.replay_job(id, now).await?;
+            job.ok_or_else(|| ReplayError::Store(StoreError::Corrupt(format!("replay {id} vanished"))))
+        })
     }
 
     /// Works through up to `limit` items of confirmed replay `id`, in one
@@ -579,144 +599,153 @@ impl Store {
     /// give-up clocks restart, so the queue takes it after live work); the
     /// others are skipped. Safe to run from two processes at once.
     pub async fn replay_chunk(&self, id: i64, limit: i64, now: Millis) -> Result<ReplayProgress, StoreError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let confirmed: Option<Option<Millis>> =
-            sqlx::query_scalar("SELECT confirmed_at FROM replays WHERE id = ? AND finished_at IS NULL")
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await?;
-        if !matches!(confirmed, Some(Some(_))) {
-            return Ok(ReplayProgress { replayed: 0, skipped: 0, finished: true });
-        }
-        let chunk: Vec<String> = sqlx::query_scalar(
-            "SELECT session_id FROM replay_items WHERE replay_id = ? AND done = 0 ORDER BY session_id LIMIT ?",
-        )
-        .bind(id)
-        .bind(limit)
-        .fetch_all(&mut *tx)
-        .await?;
-        let chunk_json = serde_json::to_string(&chunk).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        // Store::replay's change, for the requests unchanged since the dry run.
-        let replayed: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-            "UPDATE requests SET {BACK_TO_WAITING}
-             WHERE session_id IN (SELECT value FROM json_each(?2)) AND state = 'failed'
+        on_db!(self, pool, d => {
+            let mut tx = pool.begin_with(d.begin_writing()).await?;
+            let confirmed: Option<Option<Millis>> =
+                sqlx::query_scalar("SELECT confirmed_at FROM replays WHERE id = $1 AND finished_at IS NULL")
+                    .bind(id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if !matches!(confirmed, Some(Some(_))) {
+                return Ok(ReplayProgress { replayed: 0, skipped: 0, finished: true });
+            }
+            let chunk: Vec<String> = sqlx::query_scalar(
+                "SELECT session_id FROM replay_items WHERE replay_id = $1 AND done = 0 ORDER BY session_id LIMIT $2",
+            )
+            .bind(id)
+            .bind(limit)
+            .fetch_all(&mut *tx)
+            .await?;
+            let chunk_json = serde_json::to_string(&chunk).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            // Store::replay's change, for the requests unchanged since the dry run.
+            let replayed: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                "UPDATE requests SET {BACK_TO_WAITING}
+             WHERE session_id IN ({}) AND state = 'failed'
                AND generation = (SELECT i.generation FROM replay_items i
-                                 WHERE i.replay_id = ?3 AND i.session_id = requests.session_id)
-             RETURNING session_id"
-        )))
-        .bind(now)
-        .bind(&chunk_json)
-        .bind(id)
-        .fetch_all(&mut *tx)
-        .await?;
-        let replayed_json =
-            serde_json::to_string(&replayed).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        sqlx::query(
-            "INSERT INTO attempts (session_id, upload_id, step, at, outcome, detail)
-             SELECT session_id, upload_id, 'replay', ?, 'replayed', ? FROM requests
-             WHERE session_id IN (SELECT value FROM json_each(?))",
-        )
-        .bind(now)
-        .bind(format!("was failed; bulk replay {id}"))
-        .bind(&replayed_json)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "UPDATE replay_items
-             SET done = CASE WHEN session_id IN (SELECT value FROM json_each(?1)) THEN 1 ELSE 2 END
-             WHERE replay_id = ?2 AND done = 0 AND session_id IN (SELECT value FROM json_each(?3))",
-        )
-        .bind(&replayed_json)
-        .bind(id)
-        .bind(&chunk_json)
-        .execute(&mut *tx)
-        .await?;
-        let replayed_n = i64::try_from(replayed.len()).unwrap_or(i64::MAX);
-        let skipped_n = i64::try_from(chunk.len() - replayed.len()).unwrap_or(i64::MAX);
-        let finished: bool = sqlx::query_scalar(
-            "UPDATE replays SET replayed = replayed + ?1, skipped = skipped + ?2,
-                 finished_at = CASE WHEN EXISTS (SELECT 1 FROM replay_items WHERE replay_id = ?4 AND done = 0)
-                                    THEN NULL ELSE ?3 END
-             WHERE id = ?4
+                                 WHERE i.replay_id = $3 AND i.session_id = requests.session_id)
+             RETURNING session_id",
+                d.json_strings("$2")
+            )))
+            .bind(now)
+            .bind(&chunk_json)
+            .bind(id)
+            .fetch_all(&mut *tx)
+            .await?;
+            let replayed_json =
+                serde_json::to_string(&replayed).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "INSERT INTO attempts (session_id, upload_id, step, at, outcome, detail)
+             SELECT session_id, upload_id, 'replay', $1, 'replayed', $2 FROM requests
+             WHERE session_id IN ({})",
+                d.json_strings("$3")
+            )))
+            .bind(now)
+            .bind(format!("was failed; bulk replay {id}"))
+            .bind(&replayed_json)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "UPDATE replay_items SET done = CASE WHEN session_id IN ({}) THEN 1 ELSE 2 END
+                 WHERE replay_id = $2 AND done = 0 AND session_id IN ({})",
+                d.json_strings("$1"),
+                d.json_strings("$3")
+            )))
+            .bind(&replayed_json)
+            .bind(id)
+            .bind(&chunk_json)
+            .execute(&mut *tx)
+            .await?;
+            let replayed_n = i64::try_from(replayed.len()).unwrap_or(i64::MAX);
+            let skipped_n = i64::try_from(chunk.len() - replayed.len()).unwrap_or(i64::MAX);
+            let finished: bool = sqlx::query_scalar(
+                "UPDATE replays SET replayed = replayed + $1, skipped = skipped + $2,
+                 finished_at = CASE WHEN EXISTS (SELECT 1 FROM replay_items WHERE replay_id = $4 AND done = 0)
+                                    THEN NULL ELSE $3 END
+             WHERE id = $4
              RETURNING finished_at IS NOT NULL",
-        )
-        .bind(replayed_n)
-        .bind(skipped_n)
-        .bind(now)
-        .bind(id)
-        .fetch_one(&mut *tx)
-        .await?;
-        if replayed_n > 0 {
-            crate::controls::bump_changes(&mut tx).await?;
-        }
-        tx.commit().await?;
-        if !replayed.is_empty() {
-            self.changed(|| replayed);
-        }
-        Ok(ReplayProgress { replayed: replayed_n, skipped: skipped_n, finished })
+            )
+            .bind(replayed_n)
+            .bind(skipped_n)
+            .bind(now)
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await?;
+            if replayed_n > 0 {
+                tx.bump_changes().await?;
+            }
+            tx.commit().await?;
+            if !replayed.is_empty() {
+                self.changed(|| replayed);
+            }
+            Ok(ReplayProgress { replayed: replayed_n, skipped: skipped_n, finished })
+        })
     }
 
     /// A replay, from its dry run on; None when there is no such id.
     pub async fn replay_job(&self, id: i64, now: Millis) -> Result<Option<ReplayJob>, StoreError> {
-        let Some(row) = sqlx::query(
-            "SELECT id, selection, count, replayed, skipped, created_at, created_by, expires_at,
+        on_db!(self, pool, d => {
+            let Some(row) = sqlx::query(
+                "SELECT id, selection, count, replayed, skipped, created_at, created_by, expires_at,
                     confirmed_at, confirmed_by, reason, finished_at
-             FROM replays WHERE id = ?",
-        )
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?
-        else {
-            return Ok(None);
-        };
-        let skipped_session_ids: Vec<String> = sqlx::query_scalar(
-            "SELECT session_id FROM replay_items WHERE replay_id = ? AND done = 2 ORDER BY session_id LIMIT ?",
-        )
-        .bind(id)
-        .bind(SKIPPED_SHOWN)
-        .fetch_all(&self.pool)
-        .await?;
-        let selection: String = row.get("selection");
-        let selection = serde_json::from_str(&selection)
-            .map_err(|e| StoreError::Corrupt(format!("replay {id}'s selection is not JSON: {e}")))?;
-        let (count, replayed, skipped): (i64, i64, i64) =
-            (row.get("count"), row.get("replayed"), row.get("skipped"));
-        let expires_at: Millis = row.get("expires_at");
-        let confirmed_at: Option<Millis> = row.get("confirmed_at");
-        let finished_at: Option<Millis> = row.get("finished_at");
-        let status = match (confirmed_at, finished_at) {
-            (_, Some(_)) => ReplayStatus::Finished,
-            (Some(_), None) => ReplayStatus::Running,
-            (None, None) if expires_at > now => ReplayStatus::AwaitingConfirmation,
-            (None, None) => ReplayStatus::Expired,
-        };
-        Ok(Some(ReplayJob {
-            id,
-            status,
-            selection,
-            count,
-            replayed,
-            skipped,
-            to_do: if status == ReplayStatus::Expired { 0 } else { count - replayed - skipped },
-            created_at: row.get("created_at"),
-            created_by: row.get("created_by"),
-            expires_at,
-            confirmed_at,
-            confirmed_by: row.get("confirmed_by"),
-            reason: row.get("reason"),
-            finished_at,
-            skipped_session_ids,
-        }))
+             FROM replays WHERE id = $1",
+            )
+            .bind(id)
+            .fetch_optional(pool)
+            .await?
+            else {
+                return Ok(None);
+            };
+            let skipped_session_ids: Vec<String> = sqlx::query_scalar(
+                "SELECT session_id FROM replay_items WHERE replay_id = $1 AND done = 2 ORDER BY session_id LIMIT $2",
+            )
+            .bind(id)
+            .bind(SKIPPED_SHOWN)
+            .fetch_all(pool)
+            .await?;
+            let selection: String = row.get("selection");
+            let selection = serde_json::from_str(&selection)
+                .map_err(|e| StoreError::Corrupt(format!("replay {id}'s selection is not JSON: {e}")))?;
+            let (count, replayed, skipped): (i64, i64, i64) =
+                (row.get("count"), row.get("replayed"), row.get("skipped"));
+            let expires_at: Millis = row.get("expires_at");
+            let confirmed_at: Option<Millis> = row.get("confirmed_at");
+            let finished_at: Option<Millis> = row.get("finished_at");
+            let status = match (confirmed_at, finished_at) {
+                (_, Some(_)) => ReplayStatus::Finished,
+                (Some(_), None) => ReplayStatus::Running,
+                (None, None) if expires_at > now => ReplayStatus::AwaitingConfirmation,
+                (None, None) => ReplayStatus::Expired,
+            };
+            Ok(Some(ReplayJob {
+                id,
+                status,
+                selection,
+                count,
+                replayed,
+                skipped,
+                to_do: if status == ReplayStatus::Expired { 0 } else { count - replayed - skipped },
+                created_at: row.get("created_at"),
+                created_by: row.get("created_by"),
+                expires_at,
+                confirmed_at,
+                confirmed_by: row.get("confirmed_by"),
+                reason: row.get("reason"),
+                finished_at,
+                skipped_session_ids,
+            }))
+        })
     }
 
     /// Confirmed replays with requests still to do (cut short by a stop or a
     /// crash), oldest first: to be resumed with [`Store::replay_chunk`].
     pub async fn unfinished_replays(&self) -> Result<Vec<i64>, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT id FROM replays WHERE confirmed_at IS NOT NULL AND finished_at IS NULL ORDER BY id",
-        )
-        .fetch_all(&self.pool)
-        .await?)
+        on_db!(self, pool, d => {
+            Ok(sqlx::query_scalar(
+                "SELECT id FROM replays WHERE confirmed_at IS NOT NULL AND finished_at IS NULL ORDER BY id",
+            )
+            .fetch_all(pool)
+            .await?)
+        })
     }
 }
 
@@ -892,13 +921,13 @@ mod tests {
             "UPDATE requests SET state = 'failed', last_error = 'lost in 2019', updated_at = 4_010
              WHERE session_id = 'X-1'",
         )
-        .execute(&store.pool)
+        .execute(store.sqlite())
         .await
         .unwrap();
         sqlx::query(
             "UPDATE requests SET failed_stage = NULL, failed_kind = NULL WHERE session_id IN ('U-1', 'X-1')",
         )
-        .execute(&store.pool)
+        .execute(store.sqlite())
         .await
         .unwrap();
         store.close().await;
@@ -919,7 +948,7 @@ mod tests {
         let unset: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM requests WHERE state = 'failed' AND failed_kind IS NULL",
         )
-        .fetch_one(&store.pool)
+        .fetch_one(store.sqlite())
         .await
         .unwrap();
         assert_eq!(unset, 0);
@@ -1146,7 +1175,7 @@ mod tests {
     #[tokio::test]
     async fn failures_are_read_through_the_index_of_failed_requests() {
         let (store, _dir) = store().await;
-        let mut conn = store.pool.acquire().await.unwrap();
+        let mut conn = store.sqlite().acquire().await.unwrap();
         for (sql, index) in [
             // The groups: one pass over the partial index of failed requests' groups.
             (

@@ -1,4 +1,4 @@
-//! The store against a real SQLite file.
+//! The store against a real SQLite file and a real PostgreSQL database.
 
 use customs179_core::{Guid, OpenReq, PaymentRecord, PreSign, RecordRules};
 
@@ -6,18 +6,8 @@ use sqlx::Connection as _;
 
 use super::*;
 
-struct Fixture {
-    store: Store,
-    _dir: tempfile::TempDir,
-    path: std::path::PathBuf,
-}
-
-async fn fixture() -> Fixture {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("nested/dir/queue.sqlite");
-    let store = Store::open(&path).await.unwrap();
-    Fixture { store, _dir: dir, path }
-}
+use crate::backend::on_db;
+use crate::testing::{Backend, Fixture, on_both};
 
 /// A customs call for `order_no`, received at `received_at`, due 120 s later.
 pub(crate) fn request(session_id: &str, order_no: &str, received_at: Millis) -> NewRequest {
@@ -64,9 +54,8 @@ async fn state_of(store: &Store, session_id: &str) -> State {
     store.request_detail(session_id, 0).await.unwrap().unwrap().summary.state
 }
 
-#[tokio::test]
-async fn a_batch_longer_than_one_statement_is_stored_in_one_transaction() {
-    let f = fixture().await;
+on_both! {
+async fn a_batch_longer_than_one_statement_is_stored_in_one_transaction(f) {
     assert!(f.store.insert_requests(&[]).await.unwrap().is_empty());
     f.store.insert_requests(&[request("B-0500", "O", 1)]).await.unwrap();
     // 2,500 requests make three statements: the one stored before, and a sessionID
@@ -78,14 +67,15 @@ async fn a_batch_longer_than_one_statement_is_stored_in_one_transaction() {
     let not_new: Vec<usize> = inserted.iter().enumerate().filter(|(_, new)| !**new).map(|(i, _)| i).collect();
     assert_eq!(not_new, [500, 2_500], "not new: the one stored before and the repeated one");
     assert_eq!(f.store.count_by_state().await.unwrap(), counted(&f.store).await);
-    let stored: i64 =
-        sqlx::query_scalar("SELECT COUNT(*) FROM requests").fetch_one(&f.store.pool).await.unwrap();
+    let stored: i64 = on_db!(f.store, pool, _d => {
+        sqlx::query_scalar("SELECT COUNT(*) FROM requests").fetch_one(pool).await.unwrap()
+    });
     assert_eq!(stored, 2_500);
 }
+}
 
-#[tokio::test]
-async fn requests_are_stored_once_and_survive_reopening() {
-    let f = fixture().await;
+on_both! {
+async fn requests_are_stored_once_and_survive_reopening(f) {
     let inserted =
         f.store.insert_requests(&[request("S1", "O1", 10), request("S2", "O2", 11)]).await.unwrap();
     assert_eq!(inserted, [true, true]);
@@ -96,7 +86,7 @@ async fn requests_are_stored_once_and_survive_reopening() {
     assert_eq!(f.store.insert_requests(&twice_in_one_batch).await.unwrap(), [true, false]);
     f.store.close().await;
 
-    let reopened = Store::open(&f.path).await.unwrap();
+    let reopened = f.reopen().await;
     let page = reopened.list_requests(&ListFilter { limit: 10, ..Default::default() }, 20).await.unwrap();
     let ids: Vec<_> = page.requests.iter().map(|r| r.session_id.as_str()).collect();
     assert_eq!(ids, ["S4", "S3", "S2", "S1"]);
@@ -104,10 +94,10 @@ async fn requests_are_stored_once_and_survive_reopening() {
     assert_eq!(page.requests[0].order_no, "O4");
     assert!(page.requests.iter().all(|r| r.state == State::Waiting));
 }
+}
 
-#[tokio::test]
-async fn payments_are_idempotent_and_conflicts_change_nothing() {
-    let f = fixture().await;
+on_both! {
+async fn payments_are_idempotent_and_conflicts_change_nothing(f) {
     let first = record("T1", &["O1", "O2"], "");
     assert_eq!(
         f.store.put_payments(std::slice::from_ref(&first), 1).await.unwrap(),
@@ -132,10 +122,10 @@ async fn payments_are_idempotent_and_conflicts_change_nothing() {
     assert_eq!(why, ["order O2 of payment P1/T2 is already paid by payment P1/T1"]);
     assert_eq!(f.store.put_payments(&[record("T3", &["O3"], "")], 5).await.unwrap().stored, 1);
 }
+}
 
-#[tokio::test]
-async fn a_request_is_prepared_once_its_payment_is_there() {
-    let f = fixture().await;
+on_both! {
+async fn a_request_is_prepared_once_its_payment_is_there(f) {
     f.store.insert_requests(&[request("S1", "O1", 10), request("S2", "O9", 11)]).await.unwrap();
     assert!(f.store.pending_preparation(None, 10).await.unwrap().is_empty());
     f.store.put_payments(&[record("T1", &["O1"], "")], 12).await.unwrap();
@@ -160,10 +150,10 @@ async fn a_request_is_prepared_once_its_payment_is_there() {
     assert_eq!(detail.attempts.len(), 1);
     assert_eq!(state_of(&f.store, "S2").await, State::Waiting);
 }
+}
 
-#[tokio::test]
-async fn claims_lease_fence_and_expire() {
-    let f = fixture().await;
+on_both! {
+async fn claims_lease_fence_and_expire(f) {
     f.store.insert_requests(&[request("late", "O1", 20), request("early", "O2", 10)]).await.unwrap();
 
     let claims = f.store.claim_pulls(100, 1_000, 10).await.unwrap();
@@ -204,10 +194,10 @@ async fn claims_lease_fence_and_expire() {
     assert_eq!(detail.summary.claimed_until, Some(6_000));
     assert!(detail.attempts.is_empty(), "polling again is not history");
 }
+}
 
-#[tokio::test]
-async fn failing_and_giving_up_are_visible() {
-    let f = fixture().await;
+on_both! {
+async fn failing_and_giving_up_are_visible(f) {
     f.store
         .insert_requests(&[request("A", "O1", 10), request("B", "O2", 20), request("C", "O3", 30)])
         .await
@@ -243,10 +233,10 @@ async fn failing_and_giving_up_are_visible() {
     assert_eq!(counts[0], (State::Waiting, 1));
     assert_eq!(counts[4], (State::Failed, 2));
 }
+}
 
-#[tokio::test]
-async fn lists_filter_and_page_newest_first() {
-    let f = fixture().await;
+on_both! {
+async fn lists_filter_and_page_newest_first(f) {
     let batch: Vec<NewRequest> =
         (0..7).map(|i| request(&format!("S{i}"), if i % 2 == 0 { "EVEN" } else { "ODD" }, 100 + i)).collect();
     f.store.insert_requests(&batch).await.unwrap();
@@ -275,6 +265,7 @@ async fn lists_filter_and_page_newest_first() {
     assert!(late.requests[0].late);
     assert!(f.store.request_detail("nope", 0).await.unwrap().is_none());
 }
+}
 
 /// Brings a request to `ready` with its payment record.
 async fn ready(store: &Store, session_id: &str, order_no: &str, transaction: &str) {
@@ -285,9 +276,8 @@ async fn ready(store: &Store, session_id: &str, order_no: &str, transaction: &st
     assert!(store.prepare(pending, &upload(pending), 12).await.unwrap());
 }
 
-#[tokio::test]
-async fn signing_then_uploading_then_replaying_keeps_every_step() {
-    let f = fixture().await;
+on_both! {
+async fn signing_then_uploading_then_replaying_keeps_every_step(f) {
     ready(&f.store, "S1", "O1", "T1").await;
 
     let jobs = f.store.claim_signing(100, 1_000, 8).await.unwrap();
@@ -363,10 +353,10 @@ async fn signing_then_uploading_then_replaying_keeps_every_step() {
     assert_eq!(detail.uploads.len(), 2);
     assert!(detail.uploads[0].upload_body.is_none(), "the current upload is the new one");
 }
+}
 
-#[tokio::test]
-async fn a_first_attempt_20006_is_recorded_as_an_anomaly() {
-    let f = fixture().await;
+on_both! {
+async fn a_first_attempt_20006_is_recorded_as_an_anomaly(f) {
     ready(&f.store, "S1", "O1", "T1").await;
     let job = f.store.claim_signing(100, 1_000, 1).await.unwrap().remove(0);
     f.store.signed(&job, "card", "c", "s", "{}", 1, 101).await.unwrap();
@@ -375,16 +365,16 @@ async fn a_first_attempt_20006_is_recorded_as_an_anomaly() {
     let detail = f.store.request_detail("S1", 104).await.unwrap().unwrap();
     assert_eq!(detail.attempts.last().unwrap().outcome, "already stored on a first attempt (anomaly)");
 }
+}
 
-#[tokio::test]
-async fn pauses_persist_until_resumed() {
-    let f = fixture().await;
+on_both! {
+async fn pauses_persist_until_resumed(f) {
     assert_eq!(f.store.pause_of(Stage::Signing).await.unwrap(), None);
     f.store.pause(Stage::Signing, "the card refused: wrong PIN?", 5).await.unwrap();
     f.store.pause(Stage::Signing, "a later reason", 6).await.unwrap();
     f.store.close().await;
 
-    let store = Store::open(&f.path).await.unwrap();
+    let store = f.reopen().await;
     let pause = Pause { reason: "the card refused: wrong PIN?".into(), since: 5, by: None };
     assert_eq!(store.pause_of(Stage::Signing).await.unwrap(), Some(pause.clone()));
     assert_eq!(store.pause_of(Stage::Uploading).await.unwrap(), None);
@@ -392,10 +382,11 @@ async fn pauses_persist_until_resumed() {
     assert_eq!(store.resume(Stage::Signing).await.unwrap(), None);
     assert_eq!(store.pause_of(Stage::Signing).await.unwrap(), None);
 }
+}
 
 #[tokio::test]
 async fn one_process_holds_the_database_and_releases_the_leases_of_the_dead() {
-    let f = fixture().await;
+    let f = Fixture::new(Backend::Sqlite).await;
     f.store.insert_requests(&[request("S1", "O1", 100), request("S2", "O2", 100)]).await.unwrap();
     let claims = f.store.claim_pulls(100, 120_000, 2).await.unwrap();
     assert_eq!(claims.len(), 2);
@@ -424,9 +415,8 @@ async fn one_process_holds_the_database_and_releases_the_leases_of_the_dead() {
     assert_eq!(released, 2);
 }
 
-#[tokio::test]
-async fn pin_marks_left_behind_pause_their_card() {
-    let f = fixture().await;
+on_both! {
+async fn pin_marks_left_behind_pause_their_card(f) {
     f.store.mark_pin_in_flight("the service", "card", "0a1b", 10).await.unwrap();
     f.store.mark_pin_in_flight("the service", "card", "0a1b", 11).await.unwrap();
     f.store.mark_pin_in_flight("the sign command (pid 7)", "card", "0a1b", 12).await.unwrap();
@@ -463,10 +453,10 @@ async fn pin_marks_left_behind_pause_their_card() {
     assert!(pause.reason.contains("card gone, certNo 0a1b"), "{}", pause.reason);
     assert_eq!(f.store.card_signing_stop("card").await.unwrap(), Some(pause));
 }
+}
 
-#[tokio::test]
-async fn operators_changes_move_the_change_counter() {
-    let f = fixture().await;
+on_both! {
+async fn operators_changes_move_the_change_counter(f) {
     let start = f.store.changes().await.unwrap();
     f.store.pause(Stage::Uploading, "20004", 1).await.unwrap();
     let paused = f.store.changes().await.unwrap();
@@ -483,10 +473,11 @@ async fn operators_changes_move_the_change_counter() {
         "{start} {paused} {resumed} {replayed}"
     );
 }
+}
 
 #[tokio::test]
 async fn a_pause_the_database_refuses_is_kept_in_a_file_and_applied_by_the_next_open() {
-    let f = fixture().await;
+    let f = Fixture::new(Backend::Sqlite).await;
     // Another connection holds the write lock past the busy timeout.
     let mut blocker = sqlx::SqliteConnection::connect(&format!("sqlite:{}", f.path.display())).await.unwrap();
     sqlx::query("BEGIN EXCLUSIVE").execute(&mut blocker).await.unwrap();
@@ -503,21 +494,26 @@ async fn a_pause_the_database_refuses_is_kept_in_a_file_and_applied_by_the_next_
     assert!(!file.exists(), "applied, then removed");
 }
 
+/// A count over the whole table, as the test makes it itself (`$1` is `at`).
+async fn scan_count(store: &Store, sql: &str, at: Millis) -> i64 {
+    on_db!(store, pool, _d => {
+        sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned())).bind(at).fetch_one(pool).await.unwrap()
+    })
+}
+
 /// The counts by state as a scan of the requests table finds them.
 async fn counted(store: &Store) -> Vec<(State, i64)> {
-    let rows: Vec<(String, i64)> = sqlx::query_as("SELECT state, COUNT(*) FROM requests GROUP BY state")
-        .fetch_all(&store.pool)
-        .await
-        .unwrap();
+    let rows: Vec<(String, i64)> = on_db!(store, pool, _d => {
+        sqlx::query_as("SELECT state, COUNT(*) FROM requests GROUP BY state").fetch_all(pool).await.unwrap()
+    });
     State::ALL
         .into_iter()
         .map(|state| (state, rows.iter().find(|(s, _)| s == state.as_str()).map_or(0, |(_, n)| *n)))
         .collect()
 }
 
-#[tokio::test]
-async fn counts_by_state_and_of_late_stay_exact_through_random_transitions_and_replays() {
-    let f = fixture().await;
+on_both! {
+async fn counts_by_state_and_of_late_stay_exact_through_random_transitions_and_replays(f) {
     let mut late_seen = 0;
     // A small deterministic generator: the same walk every run.
     let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
@@ -571,22 +567,20 @@ async fn counts_by_state_and_of_late_stay_exact_through_random_transitions_and_r
             }
         }
         assert_eq!(f.store.count_by_state().await.unwrap(), counted(&f.store).await, "after round {round}");
-        let late: i64 = sqlx::query_scalar(
+        let late = scan_count(
+            &f.store,
             "SELECT COUNT(*) FROM requests WHERE delivered_at > deadline_at
-                 OR (state IN ('waiting', 'ready', 'signed') AND deadline_at < ?)",
+                 OR (state IN ('waiting', 'ready', 'signed') AND deadline_at < $1)",
+            now,
         )
-        .bind(now)
-        .fetch_one(&f.store.pool)
-        .await
-        .unwrap();
+        .await;
         assert_eq!(f.store.count_late(now).await.unwrap(), late, "late after round {round}");
-        let past: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM requests WHERE state IN ('waiting', 'ready', 'signed') AND deadline_at < ?",
+        let past = scan_count(
+            &f.store,
+            "SELECT COUNT(*) FROM requests WHERE state IN ('waiting', 'ready', 'signed') AND deadline_at < $1",
+            now + 150_000,
         )
-        .bind(now + 150_000)
-        .fetch_one(&f.store.pool)
-        .await
-        .unwrap();
+        .await;
         assert_eq!(f.store.count_past_deadline(now + 150_000).await.unwrap(), past, "round {round}");
         late_seen = late_seen.max(late);
     }
@@ -596,10 +590,10 @@ async fn counts_by_state_and_of_late_stay_exact_through_random_transitions_and_r
     let states = counted(&f.store).await;
     assert!(states.iter().filter(|(_, n)| *n > 0).count() >= 3, "and moved them around: {states:?}");
 }
+}
 
-#[tokio::test]
-async fn live_work_comes_first_then_late_work_then_replays() {
-    let f = fixture().await;
+on_both! {
+async fn live_work_comes_first_then_late_work_then_replays(f) {
     // Deadlines 120 s after receipt: "replayed" has the earliest, "late" has passed its own.
     let requests =
         [request("replayed", "O1", 0), request("late", "O2", 1_000), request("on-time", "O3", 100_000)];
@@ -621,10 +615,10 @@ async fn live_work_comes_first_then_late_work_then_replays() {
     }
     assert_eq!(one_by_one, order);
 }
+}
 
-#[tokio::test]
-async fn operators_pauses_name_them_and_their_actions_are_audited() {
-    let f = fixture().await;
+on_both! {
+async fn operators_pauses_name_them_and_their_actions_are_audited(f) {
     f.store.pause_as(Stage::Uploading, "customs maintenance tonight", Some("alice"), 5).await.unwrap();
     let pause = f.store.pause_of(Stage::Uploading).await.unwrap().unwrap();
     assert_eq!(pause.by.as_deref(), Some("alice"));
@@ -638,10 +632,10 @@ async fn operators_pauses_name_them_and_their_actions_are_audited() {
     assert_eq!(older.len(), 1);
     assert_eq!(older[0].reason.as_deref(), Some("customs maintenance tonight"));
 }
+}
 
-#[tokio::test]
-async fn lists_filter_by_each_key_sort_by_deadline_and_page_both_ways() {
-    let f = fixture().await;
+on_both! {
+async fn lists_filter_by_each_key_sort_by_deadline_and_page_both_ways(f) {
     // Received 100 ms apart, deadlines 120 s after; "X-" ones are another customs batch.
     let batch: Vec<NewRequest> = (0..6)
         .map(|i| {
@@ -731,12 +725,13 @@ async fn lists_filter_by_each_key_sort_by_deadline_and_page_both_ways() {
     }
     assert_eq!(seen, ["S-0", "S-1", "S-2", "S-3", "X-4", "X-5"]);
 }
+}
 
 /// Every filter with either sort, and state with each other filter, is served by an index:
 /// at a million requests a scan of the table would take seconds.
 #[tokio::test]
 async fn every_list_is_served_by_an_index() {
-    let f = fixture().await;
+    let f = Fixture::new(Backend::Sqlite).await;
     let base = ListFilter { limit: 50, ..Default::default() };
     let filters: Vec<(&str, ListFilter)> = vec![
         ("none", base.clone()),
@@ -775,7 +770,7 @@ async fn every_list_is_served_by_an_index() {
 /// state in the sort's order (an index too, but all of a million delivered requests).
 #[tokio::test]
 async fn a_state_with_an_order_or_a_session_reads_only_those() {
-    let f = fixture().await;
+    let f = Fixture::new(Backend::Sqlite).await;
     for sort in [Sort::Received, Sort::Deadline] {
         let base = ListFilter { state: Some(State::Delivered), sort, limit: 50, ..Default::default() };
         for (filter, index) in [
@@ -815,15 +810,15 @@ pub(crate) async fn query_plan(conn: &mut sqlx::SqliteConnection, sql: &str) -> 
 /// concern, through partial indexes, whatever the number of requests kept.
 #[tokio::test]
 async fn leases_and_recent_failures_are_found_through_their_indexes() {
-    let f = fixture().await;
-    let mut conn = f.store.pool.acquire().await.unwrap();
+    let f = Fixture::new(Backend::Sqlite).await;
+    let mut conn = f.store.sqlite().acquire().await.unwrap();
     for (sql, index) in [
         (
             "UPDATE requests SET lease_until = NULL, generation = generation + 1, updated_at = 1,
                  attempts = MAX(attempts - 1, 0) WHERE lease_until IS NOT NULL",
             "requests_claimed",
         ),
-        (crate::alerts::COUNT_FAILED_SINCE, "requests_failed_at"),
+        (&crate::alerts::count_failed_since(crate::backend::Dialect::Sqlite), "requests_failed_at"),
     ] {
         let plan = query_plan(&mut conn, sql).await;
         assert!(plan.iter().any(|step| step.contains(index)), "{index}: {plan:#?}");
@@ -849,9 +844,8 @@ async fn signed_by(store: &Store, session_id: &str, card: &str, cert_no: &str, n
         .unwrap()
 }
 
-#[tokio::test]
-async fn a_refused_certno_sends_its_signed_requests_back_while_another_card_is_left() {
-    let f = fixture().await;
+on_both! {
+async fn a_refused_certno_sends_its_signed_requests_back_while_another_card_is_left(f) {
     for (s, o, t) in [("S1", "O1", "T1"), ("S2", "O2", "T2"), ("S3", "O3", "T3")] {
         ready(&f.store, s, o, t).await;
     }
@@ -900,4 +894,5 @@ async fn a_refused_certno_sends_its_signed_requests_back_while_another_card_is_l
         pauses.iter().map(|p| (p.card.as_str(), p.stage)).collect::<Vec<_>>(),
         [("a", Stage::Uploading)]
     );
+}
 }

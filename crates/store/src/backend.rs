@@ -1,0 +1,126 @@
+//! The two databases behind [`crate::Store`]: SQLite (the embedded default)
+//! and PostgreSQL (for several instances on one database).
+//!
+//! Each method of the store is written once, as the body of [`on_db!`],
+//! and compiled for both pools: the SQL is dialect-neutral (`$1`
+//! placeholders, which sqlx's SQLite driver numbers as PostgreSQL does),
+//! and what the two spell differently comes from [`Dialect`]. Statements
+//! shared between methods live in traits implemented for both connection
+//! types by [`for_each_connection!`].
+
+use sqlx::postgres::PgPool;
+use sqlx::sqlite::SqlitePool;
+
+#[derive(Debug, Clone)]
+pub(crate) enum Pool {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// What SQLite and PostgreSQL spell differently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+impl Dialect {
+    /// Begins a transaction that reads, then writes. SQLite must take its
+    /// write lock at once: a deferred transaction that has read cannot wait
+    /// for it (SQLITE_BUSY at once, whatever busy_timeout says). PostgreSQL
+    /// locks the rows it writes as it goes.
+    pub(crate) fn begin_writing(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "BEGIN IMMEDIATE",
+            Dialect::Postgres => "BEGIN",
+        }
+    }
+
+    /// The strings of a JSON array bound (as text) at `param`, as a
+    /// subquery of one column.
+    pub(crate) fn json_strings(self, param: &str) -> String {
+        match self {
+            Dialect::Sqlite => format!("SELECT value FROM json_each({param})"),
+            Dialect::Postgres => format!("SELECT jsonb_array_elements_text({param}::jsonb)"),
+        }
+    }
+
+    /// The pairs of a JSON array of `[text, integer]` arrays bound (as text)
+    /// at `param`, as a subquery of two columns.
+    pub(crate) fn json_pairs(self, param: &str) -> String {
+        match self {
+            Dialect::Sqlite => {
+                format!(
+                    "SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each({param})"
+                )
+            }
+            Dialect::Postgres => {
+                format!(
+                    "SELECT value->>0, (value->>1)::bigint FROM jsonb_array_elements({param}::jsonb) AS value"
+                )
+            }
+        }
+    }
+
+    /// The larger of two values.
+    pub(crate) fn greatest(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "MAX",
+            Dialect::Postgres => "GREATEST",
+        }
+    }
+
+    /// `column` in a condition, kept off its index where the planner would
+    /// otherwise walk it. SQLite's planner needs the hint (a unary `+`);
+    /// PostgreSQL's weighs the indexes by their statistics, and has no such
+    /// hint for text.
+    pub(crate) fn unindexed(self, column: &str) -> String {
+        match self {
+            Dialect::Sqlite => format!("+{column}"),
+            Dialect::Postgres => column.to_owned(),
+        }
+    }
+
+    /// `table` in a FROM clause, read through `index` where SQLite's planner
+    /// would take another one.
+    pub(crate) fn table_via(self, table: &str, index: &str) -> String {
+        match self {
+            Dialect::Sqlite => format!("{table} INDEXED BY {index}"),
+            Dialect::Postgres => table.to_owned(),
+        }
+    }
+}
+
+/// Runs `$body` with `$pool` bound to the store's pool and `$d` to its
+/// [`Dialect`]; the body is compiled once per database.
+macro_rules! on_db {
+    ($store:expr, $pool:ident, $d:ident => $body:expr) => {
+        match &$store.pool {
+            $crate::backend::Pool::Sqlite($pool) => {
+                #[allow(unused_variables)]
+                let $d = $crate::backend::Dialect::Sqlite;
+                $body
+            }
+            $crate::backend::Pool::Postgres($pool) => {
+                #[allow(unused_variables)]
+                let $d = $crate::backend::Dialect::Postgres;
+                $body
+            }
+        }
+    };
+}
+pub(crate) use on_db;
+
+/// Implements a trait for both connection types with the same body; inside
+/// it, `Db` is the connection's database.
+macro_rules! for_each_connection {
+    (impl $trait:ident { $($body:tt)* }) => {
+        impl $trait for sqlx::SqliteConnection {
+            $($body)*
+        }
+        impl $trait for sqlx::PgConnection {
+            $($body)*
+        }
+    };
+}
+pub(crate) use for_each_connection;
