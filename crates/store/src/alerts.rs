@@ -294,6 +294,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::on_both;
 
     fn alert(kind: AlertKind, event: Event, at: Millis) -> Alert {
         Alert {
@@ -311,14 +312,9 @@ mod tests {
         }
     }
 
-    async fn store(dir: &tempfile::TempDir) -> Store {
-        Store::open(&dir.path().join("db.sqlite")).await.unwrap()
-    }
-
-    #[tokio::test]
-    async fn an_alert_is_kept_with_its_deliveries_and_its_condition() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = store(&dir).await;
+    on_both! {
+    async fn an_alert_is_kept_with_its_deliveries_and_its_condition(f) {
+        let store = f.store.clone();
         let raised = store
             .record_alert(&alert(AlertKind::SigningPaused, Event::Raised, 100), &["a", "b"])
             .await
@@ -337,7 +333,7 @@ mod tests {
 
         // Reopened (a restart), it is all still there.
         store.close().await;
-        let store = self::store(&dir).await;
+        let store = f.reopen().await;
         assert_eq!(store.active_alerts().await.unwrap().len(), 1);
         let due = store.next_alert_delivery("a").await.unwrap().unwrap();
         assert_eq!((due.alert.id, due.attempts, due.next_at), (raised, 0, 100));
@@ -368,11 +364,11 @@ mod tests {
         assert_eq!(recent[1].deliveries[1].next_at, Some(100));
         assert_eq!(store.recent_alerts(1).await.unwrap().len(), 1);
     }
+    }
 
-    #[tokio::test]
-    async fn a_level_change_replaces_the_active_condition() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = store(&dir).await;
+    on_both! {
+    async fn a_level_change_replaces_the_active_condition(f) {
+        let store = f.store.clone();
         let mut first = alert(AlertKind::Certificate, Event::Raised, 100);
         first.level = "30".into();
         store.record_alert(&first, &[]).await.unwrap();
@@ -382,5 +378,6 @@ mod tests {
         let active = store.active_alerts().await.unwrap();
         assert_eq!(active.len(), 1);
         assert_eq!(active[0].level, "7");
+    }
     }
 }

@@ -36,6 +36,28 @@ impl Dialect {
         }
     }
 
+    /// Locks the rows a read of a read-then-write transaction found, until
+    /// it ends: on PostgreSQL, a concurrent transaction that reads them so
+    /// waits, where by default both would act on what they read. SQLite's
+    /// write transactions take turns already.
+    pub(crate) fn for_update(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "",
+            Dialect::Postgres => " FOR UPDATE",
+        }
+    }
+
+    /// The statement that makes the writers of `table` take turns for the
+    /// rest of the transaction (readers go on), for a transaction that
+    /// decides on rows that may not exist yet, which [`Dialect::for_update`]
+    /// cannot lock. None on SQLite, whose write transactions take turns.
+    pub(crate) fn lock_writers(self, table: &str) -> Option<String> {
+        match self {
+            Dialect::Sqlite => None,
+            Dialect::Postgres => Some(format!("LOCK TABLE {table} IN SHARE ROW EXCLUSIVE MODE")),
+        }
+    }
+
     /// The strings of a JSON array bound (as text) at `param`, as a
     /// subquery of one column.
     pub(crate) fn json_strings(self, param: &str) -> String {

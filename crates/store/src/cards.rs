@@ -142,6 +142,9 @@ impl Store {
     ) -> Result<CertificateRefused, StoreError> {
         on_db!(self, pool, d => {
             let mut tx = pool.begin_with(d.begin_writing()).await?;
+            if let Some(lock) = d.lock_writers("controls") {
+                sqlx::query(sqlx::AssertSqlSafe(lock)).execute(&mut *tx).await?;
+            }
             let held: Option<(Option<String>, Option<String>)> = sqlx::query_as(
                 "SELECT u.card, u.cert_no FROM requests r JOIN uploads u ON u.id = r.upload_id
                  WHERE r.session_id = $1 AND r.generation = $2 AND r.state = 'signed'",

@@ -140,6 +140,7 @@ fn answer_code(record: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::on_both;
     use customs179_core::OpenReq;
 
     use crate::NewRequest;
@@ -161,9 +162,9 @@ mod tests {
         assert_eq!(answer_code("HTTP x: y"), None);
     }
 
-    #[tokio::test]
-    async fn pages_walk_the_range_oldest_first_each_request_once() {
-        let (_dir, store) = store().await;
+    on_both! {
+    async fn pages_walk_the_range_oldest_first_each_request_once(f) {
+        let store = f.store.clone();
         // Three requests in the same millisecond, to page through a tie.
         let times = [1_000, 2_000, 2_000, 2_000, 3_000, 4_000];
         for (i, &at) in times.iter().enumerate() {
@@ -187,6 +188,7 @@ mod tests {
         assert_eq!(seen, ["S-1", "S-2", "S-3", "S-4"]);
         let empty = store.export_page(ExportRange { since: 5_000, until: 6_000 }, None, 2, 5_000).await;
         assert!(empty.unwrap().rows.is_empty());
+    }
     }
 
     #[tokio::test]

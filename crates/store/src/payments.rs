@@ -44,6 +44,10 @@ impl Store {
             // IMMEDIATE: this transaction reads before it writes, and a deferred one that has read
             // cannot wait for the write lock: SQLite answers SQLITE_BUSY at once, busy_timeout or not.
             let mut tx = pool.begin_with(d.begin_writing()).await?;
+            // Two pushes of one payment at once: the second sees the first's, whole.
+            if let Some(lock) = d.lock_writers("payments") {
+                sqlx::query(sqlx::AssertSqlSafe(lock)).execute(&mut *tx).await?;
+            }
             let mut outcome = PutOutcome { stored: 0, unchanged: 0 };
             let mut conflicts = Vec::new();
             for record in records {

@@ -495,8 +495,11 @@ impl Store {
             // Reads, then writes: take the write lock first, or SQLite refuses the
             // upgrade at once when another writer is busy, ignoring busy_timeout.
             let mut tx = pool.begin_with(d.begin_writing()).await?;
-            let current: Option<String> = sqlx::query_scalar("SELECT state FROM requests WHERE session_id = $1")
-                .bind(session_id)
+            let current: Option<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                "SELECT state FROM requests WHERE session_id = $1{}",
+                d.for_update()
+            )))
+            .bind(session_id)
                 .fetch_optional(&mut *tx)
                 .await?;
             let Some(current) = current else { return Ok(None) };

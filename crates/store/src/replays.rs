@@ -554,9 +554,12 @@ impl Store {
     ) -> Result<ReplayJob, ReplayError> {
         on_db!(self, pool, d => {
             let mut tx = pool.begin_with(d.begin_writing()).await?;
-            let found: Option<(i64, Option<Millis>, Millis, i64)> =
-                sqlx::query_as("SELECT id, confirmed_at, expires_at, count FROM replays WHERE token = $1")
-                    .bind(token)
+            // Locked: a token is confirmed once, however many confirm it at once.
+            let found: Option<(i64, Option<Millis>, Millis, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT id, confirmed_at, expires_at, count FROM replays WHERE token = $1{}",
+                d.for_update()
+            )))
+            .bind(token)
                     .fetch_optional(&mut *tx)
                     .await?;
             let (id, confirmed_at, expires_at, count) = found.ok_or(ReplayError::UnknownToken)?;
@@ -601,9 +604,12 @@ impl Store {
     pub async fn replay_chunk(&self, id: i64, limit: i64, now: Millis) -> Result<ReplayProgress, StoreError> {
         on_db!(self, pool, d => {
             let mut tx = pool.begin_with(d.begin_writing()).await?;
-            let confirmed: Option<Option<Millis>> =
-                sqlx::query_scalar("SELECT confirmed_at FROM replays WHERE id = $1 AND finished_at IS NULL")
-                    .bind(id)
+            // Locked: two workers of one job take turns, each chunk after the last.
+            let confirmed: Option<Option<Millis>> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                "SELECT confirmed_at FROM replays WHERE id = $1 AND finished_at IS NULL{}",
+                d.for_update()
+            )))
+            .bind(id)
                     .fetch_optional(&mut *tx)
                     .await?;
             if !matches!(confirmed, Some(Some(_))) {
@@ -754,6 +760,7 @@ mod tests {
 
     use super::*;
     use crate::queue::Outcome;
+    use crate::testing::on_both;
     use crate::tests::request;
 
     async fn store() -> (Store, tempfile::TempDir) {
@@ -853,9 +860,9 @@ mod tests {
         assert_eq!(failure_group_id("", ""), "af63bd4c8601b7df");
     }
 
-    #[tokio::test]
-    async fn failures_are_grouped_by_stage_and_kind_with_counts_and_times() {
-        let (store, _dir) = store().await;
+    on_both! {
+    async fn failures_are_grouped_by_stage_and_kind_with_counts_and_times(f) {
+        let store = f.store.clone();
         let customs = |sid: &str, code: &str| {
             format!(
                 r#"gave up after 86400 s; last answer: HTTP 200: {{"code":"{code}","message":"bad {sid}"}}"#
@@ -901,12 +908,13 @@ mod tests {
         let unknown = ReplaySelection::Group("0000000000000000".into());
         assert_eq!(store.capture_replay(&unknown, "alice", "t-2", 10, 6_003).await.unwrap().count, 0);
     }
+    }
 
+    on_both! {
     /// Requests failed before the group columns existed get their group when the store is
     /// next opened; requests given up waiting carry theirs from the start.
-    #[tokio::test]
-    async fn requests_failed_before_the_group_columns_are_grouped_when_the_store_opens() {
-        let (store, dir) = store().await;
+    async fn requests_failed_before_the_group_columns_are_grouped_when_the_store_opens(f) {
+        let store = f.store.clone();
         failed(&store, "U-1", 1_000, "upload", "customs said no to U-1 (O-U-1)").await;
         failed(&store, "U-2", 1_500, "upload", "customs said no to U-2 (O-U-2)").await;
         store
@@ -917,22 +925,24 @@ mod tests {
         assert_eq!(store.give_up_waiting(2_500, &reason, 3_000).await.unwrap().len(), 2);
         // As an older version left them: no group, and one without any failed attempt.
         store.insert_requests(&[request("X-1", "O-X-1", 4_000)]).await.unwrap();
-        sqlx::query(
-            "UPDATE requests SET state = 'failed', last_error = 'lost in 2019', updated_at = 4_010
-             WHERE session_id = 'X-1'",
-        )
-        .execute(store.sqlite())
-        .await
-        .unwrap();
-        sqlx::query(
-            "UPDATE requests SET failed_stage = NULL, failed_kind = NULL WHERE session_id IN ('U-1', 'X-1')",
-        )
-        .execute(store.sqlite())
-        .await
-        .unwrap();
+        on_db!(store, pool, _d => {
+            sqlx::query(
+                "UPDATE requests SET state = 'failed', last_error = 'lost in 2019', updated_at = 4010
+                 WHERE session_id = 'X-1'",
+            )
+            .execute(pool)
+            .await
+            .unwrap();
+            sqlx::query(
+                "UPDATE requests SET failed_stage = NULL, failed_kind = NULL WHERE session_id IN ('U-1', 'X-1')",
+            )
+            .execute(pool)
+            .await
+            .unwrap();
+        });
         store.close().await;
 
-        let store = Store::open(&dir.path().join("queue.sqlite")).await.unwrap();
+        let store = f.reopen().await;
         let groups = store.failure_groups().await.unwrap();
         let seen: Vec<(&str, &str, i64)> =
             groups.iter().map(|g| (g.stage.as_str(), g.kind.as_str(), g.count)).collect();
@@ -945,20 +955,21 @@ mod tests {
             ]
         );
         assert_eq!(groups[1].example.session_id, "U-2");
-        let unset: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM requests WHERE state = 'failed' AND failed_kind IS NULL",
-        )
-        .fetch_one(store.sqlite())
-        .await
-        .unwrap();
+        let unset: i64 = on_db!(store, pool, _d => {
+            sqlx::query_scalar("SELECT COUNT(*) FROM requests WHERE state = 'failed' AND failed_kind IS NULL")
+                .fetch_one(pool)
+                .await
+                .unwrap()
+        });
         assert_eq!(unset, 0);
     }
+    }
 
+    on_both! {
     /// The groups are read again exactly when the failed requests may have changed: one
     /// failed, or a replay took some, here or in another process.
-    #[tokio::test]
-    async fn failure_groups_follow_every_failure_and_every_replay() {
-        let (store, dir) = store().await;
+    async fn failure_groups_follow_every_failure_and_every_replay(f) {
+        let store = f.store.clone();
         let count = async |store: &Store| -> Vec<(String, i64)> {
             store.failure_groups().await.unwrap().into_iter().map(|g| (g.kind, g.count)).collect()
         };
@@ -972,16 +983,17 @@ mod tests {
         let both = [("gone".to_owned(), 1), ("lost".to_owned(), 1)];
         assert_eq!(count(&store).await, both, "a replay here");
         // The command line works on the same file through its own store.
-        let other = Store::open(&dir.path().join("queue.sqlite")).await.unwrap();
+        let other = f.reopen().await;
         other.replay("B", 2_200).await.unwrap().unwrap().unwrap();
         failed(&other, "D", 2_300, "pull", "lost").await;
         assert_eq!(count(&store).await, [("lost".to_owned(), 2)], "a replay by another process");
         other.close().await;
     }
+    }
 
-    #[tokio::test]
-    async fn a_confirmed_replay_takes_only_what_its_dry_run_captured_and_skips_what_changed() {
-        let (store, _dir) = store().await;
+    on_both! {
+    async fn a_confirmed_replay_takes_only_what_its_dry_run_captured_and_skips_what_changed(f) {
+        let store = f.store.clone();
         for (i, sid) in ["A", "B", "C", "D"].iter().enumerate() {
             no_data(&store, sid, 1_000 + i64::try_from(i).unwrap()).await;
         }
@@ -1060,10 +1072,11 @@ mod tests {
         );
         assert!(store.unfinished_replays().await.unwrap().is_empty());
     }
+    }
 
-    #[tokio::test]
-    async fn tokens_expire_and_unknown_ones_are_refused() {
-        let (store, _dir) = store().await;
+    on_both! {
+    async fn tokens_expire_and_unknown_ones_are_refused(f) {
+        let store = f.store.clone();
         no_data(&store, "A", 1_000).await;
         let dry = store.capture_replay(&all_failed(), "alice", "late", 10, 2_000).await.unwrap();
         assert!(matches!(
@@ -1087,10 +1100,11 @@ mod tests {
         assert_eq!(work(&store, job.id, 500, 2_000 + 2 * REPLAY_TOKEN_TTL).await, (1, 0, 1));
         assert_eq!(store.audit_log(10, None).await.unwrap().len(), 1, "refusals are not actions");
     }
+    }
 
-    #[tokio::test]
-    async fn a_dry_run_over_the_cap_is_refused_and_captures_nothing() {
-        let (store, _dir) = store().await;
+    on_both! {
+    async fn a_dry_run_over_the_cap_is_refused_and_captures_nothing(f) {
+        let store = f.store.clone();
         for sid in ["A", "B", "C"] {
             no_data(&store, sid, 1_000).await;
         }
@@ -1138,12 +1152,11 @@ mod tests {
         assert_eq!(count(filter(None, None, Some("O-B")), "f4").await, 1);
         assert_eq!(count(filter(None, None, Some("O-W")), "f5").await, 0);
     }
+    }
 
-    #[tokio::test]
-    async fn a_replay_cut_short_resumes_where_it_was_after_a_restart() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("queue.sqlite");
-        let store = Store::open(&path).await.unwrap();
+    on_both! {
+    async fn a_replay_cut_short_resumes_where_it_was_after_a_restart(f) {
+        let store = f.store.clone();
         for sid in ["A", "B", "C"] {
             no_data(&store, sid, 1_000).await;
         }
@@ -1153,7 +1166,7 @@ mod tests {
         assert_eq!(first, ReplayProgress { replayed: 1, skipped: 0, finished: false });
         store.close().await;
 
-        let store = Store::open(&path).await.unwrap();
+        let store = f.reopen().await;
         assert_eq!(store.unfinished_replays().await.unwrap(), [job.id]);
         let shown = store.replay_job(job.id, 3_000).await.unwrap().unwrap();
         assert_eq!((shown.status, shown.replayed, shown.to_do), (ReplayStatus::Running, 1, 2));
@@ -1170,6 +1183,7 @@ mod tests {
         let dry = store.capture_replay(&all_failed(), "alice", "tok2", 10, 4_000).await.unwrap();
         assert_eq!(dry.count, 0);
         assert!(store.replay_chunk(dry.id, 10, 4_001).await.unwrap().finished);
+    }
     }
 
     #[tokio::test]

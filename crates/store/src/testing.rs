@@ -1,7 +1,8 @@
 //! Stores for the store's tests, on either database: a SQLite file in a
 //! temporary directory, or a schema of its own in the test PostgreSQL
 //! database (`POSTGRES_TEST_URL`, by default the machine's `test` database),
-//! dropped with the fixture.
+//! dropped when the test has passed (`.ci/run` drops those that failed
+//! tests left).
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -79,33 +80,31 @@ impl Fixture {
         }
     }
 
+    /// Closes the store and drops the schema, cutting off the connections
+    /// of stores the test reopened.
+    pub(crate) async fn finish(self) {
+        self.store.close().await;
+        let Place::Postgres { schema } = &self.place else { return };
+        let mut admin = PgConnection::connect_with(&admin_options()).await.unwrap();
+        sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1")
+            .bind(schema)
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+    }
+
     async fn open(place: &Place) -> Store {
         match place {
             Place::Sqlite(_) => unreachable!("a SQLite store opens by its path"),
             Place::Postgres { schema } => {
-                Store::connect_with(admin_options().options([("search_path", schema.as_str())]))
-                    .await
-                    .unwrap()
+                let options =
+                    admin_options().options([("search_path", schema.as_str())]).application_name(schema);
+                Store::connect_with(options).await.unwrap()
             }
-        }
-    }
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        let Place::Postgres { schema } = &self.place else { return };
-        let drop_schema = format!("DROP SCHEMA {schema} CASCADE");
-        // Drop cannot wait on the test's runtime: a thread of its own does.
-        let dropped = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            runtime.block_on(async {
-                let mut admin = PgConnection::connect_with(&admin_options()).await?;
-                sqlx::query(sqlx::AssertSqlSafe(drop_schema)).execute(&mut admin).await.map(|_| ())
-            })
-        })
-        .join();
-        if let Ok(Err(e)) = dropped {
-            eprintln!("could not drop the test schema: {e}");
         }
     }
 }
@@ -118,16 +117,20 @@ macro_rules! on_both {
         mod $name {
             use super::*;
 
-            async fn run($f: $crate::testing::Fixture) $body
+            async fn run($f: &$crate::testing::Fixture) $body
 
             #[tokio::test]
             async fn sqlite() {
-                run($crate::testing::Fixture::new($crate::testing::Backend::Sqlite).await).await
+                let f = $crate::testing::Fixture::new($crate::testing::Backend::Sqlite).await;
+                run(&f).await;
+                f.finish().await;
             }
 
             #[tokio::test]
             async fn postgres() {
-                run($crate::testing::Fixture::new($crate::testing::Backend::Postgres).await).await
+                let f = $crate::testing::Fixture::new($crate::testing::Backend::Postgres).await;
+                run(&f).await;
+                f.finish().await;
             }
         }
     };
