@@ -14,6 +14,7 @@ use tempfile::TempDir;
 
 mod common;
 
+use common::postgres::Schema;
 use common::serve::ServeProcess;
 use common::{ADMIN_TOKEN, Api, loopback, now_ms};
 
@@ -27,6 +28,8 @@ struct Rig {
     card_dir: TempDir,
     card: RunningEportSim,
     customs: RunningCustomsSim,
+    /// Every `serve`'s database, when the test runs on PostgreSQL.
+    schema: Option<Schema>,
 }
 
 impl Rig {
@@ -34,7 +37,7 @@ impl Rig {
         let (dir, card_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let card = start_card(loopback(), card_dir.path()).await;
         let customs = common::customs_registering(&card, &dir.path().join("certs")).await;
-        Rig { dir, card_dir, card, customs }
+        Rig { dir, card_dir, card, customs, schema: Schema::for_backend().await }
     }
 
     /// A `serve` signing with `pin`, each Sign given `timeout_ms`; started by the caller.
@@ -58,6 +61,7 @@ retry_max_secs = 1
                 self.customs.upload_url()
             ),
         )
+        .on_schema(self.schema.as_ref())
     }
 
     fn card_faults(&self, update: FaultsUpdate) {
@@ -130,7 +134,7 @@ fn attempts_of(detail: &Value, step: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+both_stores! {
 async fn a_slow_card_and_a_wrong_pin_get_one_try_and_the_pause_survives_a_restart() {
     let rig = Rig::start().await;
     // The card answers after the service has given up on it.
@@ -159,8 +163,9 @@ async fn a_slow_card_and_a_wrong_pin_get_one_try_and_the_pause_survives_a_restar
     let log = serve.log();
     assert!(!log.contains(WRONG_PIN) && !log.contains(ADMIN_TOKEN), "a secret is in the log:\n{log}");
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+both_stores! {
 async fn a_slow_card_with_a_proven_pin_is_retried_and_everything_is_delivered() {
     let rig = Rig::start().await;
     let mut serve = rig.serve(PIN, 1_000);
@@ -183,8 +188,9 @@ async fn a_slow_card_with_a_proven_pin_is_retried_and_everything_is_delivered() 
     assert_eq!(serve.signing_control().await["paused"], false);
     assert_eq!(rig.card.stats().wrong_pins, 0);
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+both_stores! {
 async fn a_wrong_pin_and_a_locked_card_pause_signing_at_the_first_refusal() {
     let rig = Rig::start().await;
     let mut serve = rig.serve(WRONG_PIN, 2_000);
@@ -218,8 +224,9 @@ async fn a_wrong_pin_and_a_locked_card_pause_signing_at_the_first_refusal() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(rig.card.stats().sign_requests, 4, "one Sign met the locked card, then none");
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+both_stores! {
 async fn a_kill_while_an_unproven_pin_is_in_flight_pauses_the_next_start() {
     let rig = Rig::start().await;
     rig.card_faults(FaultsUpdate { latency_ms: Some(3_000), ..FaultsUpdate::default() });
@@ -242,8 +249,9 @@ async fn a_kill_while_an_unproven_pin_is_in_flight_pauses_the_next_start() {
     serve.wait_for_state(&session_id, "delivered", WAIT).await;
     assert_eq!(rig.stored_at_customs(&session_id), 1);
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+both_stores! {
 async fn work_claimed_by_a_killed_process_resumes_within_a_second_of_the_restart() {
     let rig = Rig::start().await;
     let mut serve = rig.serve(PIN, 10_000);
@@ -297,8 +305,9 @@ async fn work_claimed_by_a_killed_process_resumes_within_a_second_of_the_restart
     assert!(serve.log().contains("released"), "{}", serve.log());
     assert_eq!(serve.signing_control().await["paused"], false);
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+both_stores! {
 async fn a_second_serve_on_a_database_in_use_exits_2_and_the_first_keeps_working() {
     let rig = Rig::start().await;
     let mut first = rig.serve(PIN, 5_000);
@@ -315,8 +324,9 @@ async fn a_second_serve_on_a_database_in_use_exits_2_and_the_first_keeps_working
     let session_id = first.paid_request("1").await;
     first.wait_for_state(&session_id, "delivered", WAIT).await;
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+both_stores! {
 async fn the_eportclient_restarting_mid_run_loses_nothing() {
     let rig = Rig::start().await;
     let mut serve = rig.serve(PIN, 2_000);
@@ -324,21 +334,22 @@ async fn the_eportclient_restarting_mid_run_loses_nothing() {
     let first = serve.paid_request("1").await;
     serve.wait_for_state(&first, "delivered", WAIT).await;
     let addr = rig.card.ws_addr();
-    let Rig { dir, card_dir, card, customs } = rig;
+    let Rig { dir, card_dir, card, customs, schema } = rig;
     card.stop().await;
     let during: Vec<String> = [serve.paid_request("2").await, serve.paid_request("3").await].into();
     tokio::time::sleep(Duration::from_secs(1)).await;
     // The same card (its key is kept in its directory) comes back at the same address.
     let card = start_card(addr, card_dir.path()).await;
-    let rig = Rig { dir, card_dir, card, customs };
+    let rig = Rig { dir, card_dir, card, customs, schema };
     for session_id in &during {
         serve.wait_for_state(session_id, "delivered", WAIT).await;
         assert_eq!(rig.stored_at_customs(session_id), 1);
     }
     assert_eq!(serve.signing_control().await["paused"], false);
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+both_stores! {
 async fn unusable_signatures_in_a_row_trip_the_breaker_and_their_requests_wait() {
     let rig = Rig::start().await;
     rig.card_faults(FaultsUpdate { bad_signature: Some(3), ..FaultsUpdate::default() });
@@ -362,8 +373,9 @@ async fn unusable_signatures_in_a_row_trip_the_breaker_and_their_requests_wait()
     let violations: usize = rig.customs.report().uploads.iter().map(|u| u.violations.len()).sum();
     assert_eq!(violations, 0, "no unusable signature reached customs");
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+both_stores! {
 async fn a_replay_from_the_command_line_is_noticed_within_a_second() {
     let rig = Rig::start().await;
     let mut serve = rig.serve(PIN, 2_000);
@@ -385,6 +397,7 @@ async fn a_replay_from_the_command_line_is_noticed_within_a_second() {
         .await;
     // Noticed within a second, then prepared, signed and uploaded (the full sweep would be 30 s).
     assert!(replayed.elapsed() < Duration::from_secs(4), "{:?}: {detail:#}", replayed.elapsed());
+}
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -419,7 +432,7 @@ async fn a_pause_the_database_refuses_at_the_stop_exits_non_zero_and_the_next_st
     assert_eq!(rig.card.stats().sign_requests, 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+both_stores! {
 async fn no_secret_reaches_the_log_even_at_trace_level() {
     const PAYMENTS_TOKEN: &str = "payments-token-3e9b1f77c0";
     let rig = Rig::start().await;
@@ -468,8 +481,9 @@ level = "trace"
         .collect();
     assert!(noisy.is_empty(), "{:?}", &noisy[..noisy.len().min(5)]);
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+both_stores! {
 async fn the_status_shows_counts_risk_the_last_hour_the_card_customs_and_the_tasks() {
     let rig = Rig::start().await;
     let mut serve = ServeProcess::configure(
@@ -518,4 +532,5 @@ async fn the_status_shows_counts_risk_the_last_hour_the_card_customs_and_the_tas
     assert!(customs["last_success_at"].as_i64().is_some() && customs["stopped"].is_null(), "{customs}");
     let tasks = status["tasks"].as_array().unwrap();
     assert!(tasks.len() >= 8 && tasks.iter().all(|t| t["state"] == "ok"), "{tasks:?}");
+}
 }

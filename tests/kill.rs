@@ -13,7 +13,7 @@ use tokio::task::JoinSet;
 mod common;
 
 use common::serve::ServeProcess;
-use common::{ADMIN_TOKEN, http_client, listed_requests, now_ms, stored_session_ids};
+use common::{ADMIN_TOKEN, http_client, listed_requests, now_ms};
 
 /// Distinctive, so that finding it in a log cannot be a coincidence.
 const PIN: &str = "pin-7f3a9c1e";
@@ -22,12 +22,15 @@ const SENDERS: usize = 6;
 // ---------------------------------------------------------------------------
 // Helpers.
 
-/// `serve` on the database in `dir`, not yet started.
-fn serve(dir: &Path) -> ServeProcess {
+/// `serve` on the database in `dir` (or a schema of PostgreSQL's, when the test runs on
+/// it), not yet started.
+async fn serve(dir: &Path) -> ServeProcess {
     ServeProcess::configure(
         dir,
         &format!("[signer]\npin = \"{PIN}\"\n[customs]\nenvironment = \"test\"\n[log]\nlevel = \"info\"\n"),
     )
+    .on_current_store()
+    .await
 }
 
 fn intake_url(serve: &ServeProcess) -> String {
@@ -120,12 +123,12 @@ fn assert_all_stored(answered: &HashSet<String>, stored: &HashSet<String>) {
 
 // ---------------------------------------------------------------------------
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+both_stores! {
 async fn sigkill_loses_no_answered_request() {
     let dir = tempfile::tempdir().unwrap();
     let client = client();
 
-    let mut serve = serve(dir.path());
+    let mut serve = serve(dir.path()).await;
     serve.start().await;
     let (senders, answered_count) = start_senders(&client, &intake_url(&serve), "S-kill");
     wait_for_answers(&answered_count, 200).await;
@@ -133,20 +136,10 @@ async fn sigkill_loses_no_answered_request() {
     let answered = join_senders(senders).await;
     assert!(answered.len() >= 200, "only {} answered", answered.len());
 
-    let stored = stored_session_ids(&serve.db).await;
+    let stored = serve.stored_session_ids().await;
     assert_all_stored(&answered, &stored);
     // The counts by state, kept in the same transactions, survived the kill exactly.
-    let mut db = common::open_db(&serve.db).await;
-    let kept: Vec<(String, i64)> =
-        sqlx::query_as("SELECT state, n FROM state_counts WHERE n <> 0 ORDER BY state")
-            .fetch_all(&mut db)
-            .await
-            .unwrap();
-    let counted: Vec<(String, i64)> =
-        sqlx::query_as("SELECT state, COUNT(*) FROM requests GROUP BY state ORDER BY state")
-            .fetch_all(&mut db)
-            .await
-            .unwrap();
+    let (kept, counted) = serve.counts_kept_and_counted().await;
     assert_eq!(kept, counted);
 
     // Restarted on the same database, the service lists them all.
@@ -160,26 +153,28 @@ async fn sigkill_loses_no_answered_request() {
     let status = serve.terminate(Duration::from_secs(15)).await;
     assert!(status.success(), "{status}:\n{}", serve.log());
 }
+}
 
+both_stores! {
 /// A SIGTERM that comes while `serve` is still starting (its ports already
 /// listen, so customs' calls are already being answered) must stop it
 /// gracefully too.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_as_soon_as_the_ports_listen_stops_gracefully() {
     let dir = tempfile::tempdir().unwrap();
-    let mut serve = serve(dir.path());
+    let mut serve = serve(dir.path()).await;
     serve.spawn();
     serve.wait_until_listening().await;
     let status = serve.terminate(Duration::from_secs(15)).await;
     assert_eq!(status.code(), Some(0), "{status}:\n{}", serve.log());
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+both_stores! {
 async fn sigterm_stops_with_status_0_keeping_every_answered_request() {
     let dir = tempfile::tempdir().unwrap();
     let client = client();
 
-    let mut serve = serve(dir.path());
+    let mut serve = serve(dir.path()).await;
     serve.start().await;
     let (senders, answered_count) = start_senders(&client, &intake_url(&serve), "S-term");
     wait_for_answers(&answered_count, 50).await;
@@ -188,7 +183,7 @@ async fn sigterm_stops_with_status_0_keeping_every_answered_request() {
     let answered = join_senders(senders).await;
     assert!(answered.len() >= 50, "only {} answered", answered.len());
 
-    assert_all_stored(&answered, &stored_session_ids(&serve.db).await);
+    assert_all_stored(&answered, &serve.stored_session_ids().await);
     // The log names what it did, and never a secret.
     let log = serve.log();
     let one = answered.iter().next().unwrap();
@@ -196,4 +191,5 @@ async fn sigterm_stops_with_status_0_keeping_every_answered_request() {
     assert!(!log.contains(PIN) && !log.contains(ADMIN_TOKEN), "a secret is in the log:\n{log}");
     // The port is released: nothing answers any more.
     assert!(tokio::net::TcpStream::connect(serve.intake.trim_start_matches("http://")).await.is_err());
+}
 }

@@ -195,7 +195,7 @@ fn assert_customs_stored(report: &Report, detail: &Value, eport: &RunningEportSi
     assert!(upload.violations.is_empty(), "{session_id}: {:?}", upload.violations);
 }
 
-#[tokio::test]
+both_stores! {
 async fn requests_are_signed_uploaded_and_stored_by_customs() {
     let rig = Rig::start(CustomsFaults::default(), "").await;
     let h = &rig.h;
@@ -237,8 +237,9 @@ async fn requests_are_signed_uploaded_and_stored_by_customs() {
     assert_eq!(details[1]["payment"]["payExchangeInfoHead"]["payTransactionId"], "T-B");
     rig.stop().await;
 }
+}
 
-#[tokio::test]
+both_stores! {
 async fn under_injected_faults_every_request_is_delivered_and_stored_once() {
     let faults = CustomsFaults {
         http_5xx: 0.1,
@@ -293,8 +294,9 @@ async fn under_injected_faults_every_request_is_delivered_and_stored_once() {
     assert!(retried > 0, "some requests were retried");
     rig.stop().await;
 }
+}
 
-#[tokio::test]
+both_stores! {
 async fn an_answer_lost_after_storing_ends_delivered_through_20006() {
     let rig = Rig::start(CustomsFaults { next_lost: 1, ..CustomsFaults::default() }, "").await;
     let h = &rig.h;
@@ -321,8 +323,9 @@ async fn an_answer_lost_after_storing_ends_delivered_through_20006() {
     assert!(metrics.contains("\ncustoms179_anomalies_total 0\n"), "{metrics}");
     rig.stop().await;
 }
+}
 
-#[tokio::test]
+both_stores! {
 async fn a_20004_stops_uploads_until_resumed() {
     let card = tempfile::tempdir().unwrap();
     let eport = start_eport(card.path()).await;
@@ -394,8 +397,9 @@ async fn a_20004_stops_uploads_until_resumed() {
     right.stop().await;
     eport.stop().await;
 }
+}
 
-#[tokio::test]
+both_stores! {
 async fn a_failed_request_is_delivered_by_a_replay() {
     let faults = CustomsFaults { next_http_5xx: 1_000, ..CustomsFaults::default() };
     let rig = Rig::start(faults, "give_up_after_secs = 1").await;
@@ -465,11 +469,12 @@ async fn a_failed_request_is_delivered_by_a_replay() {
     );
     rig.stop().await;
 }
+}
 
+both_stores! {
 /// ARCHITECTURE.md: a replay restarts the request's give-up clock. The uploader measures
 /// `give_up_after_secs` from customs' call (`received_at`), which a replay does not change,
 /// so after a replay one transient failure fails the request again at once.
-#[tokio::test]
 async fn a_replayed_request_survives_a_transient_failure() {
     let faults = CustomsFaults { next_http_5xx: 1_000, ..CustomsFaults::default() };
     let rig = Rig::start(faults, "give_up_after_secs = 3").await;
@@ -485,8 +490,9 @@ async fn a_replayed_request_survives_a_transient_failure() {
     assert_eq!(detail["state"], "delivered", "retried after the replay: {detail:#}");
     rig.stop().await;
 }
+}
 
-#[tokio::test]
+both_stores! {
 async fn metrics_count_what_happened_and_healthz_needs_no_token() {
     let rig = Rig::start(CustomsFaults::default(), "").await;
     let h = &rig.h;
@@ -525,4 +531,5 @@ async fn metrics_count_what_happened_and_healthz_needs_no_token() {
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["status"], "ok", "{body}");
     rig.stop().await;
+}
 }

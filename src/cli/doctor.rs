@@ -6,7 +6,7 @@ use std::time::Duration;
 use customs179_eport::SignerClient;
 use customs179_service::config::{Config, SignerConfig};
 use customs179_service::now_ms;
-use customs179_store::Store;
+use customs179_store::{Location, Store};
 
 use super::Failure;
 
@@ -76,14 +76,19 @@ async fn checks(args: &Args) -> Vec<Check> {
         }
     };
     let mut checks = vec![Check::pass("configuration", args.config.display().to_string())];
-    let store = match Store::open(&config.store.path).await {
+    let location = config.store.location();
+    let store = match Store::open_at(&location).await {
         Ok(store) => store,
         Err(e) => {
-            checks.push(Check::fail(
-                "database",
-                format!("{}: {e}", config.store.path.display()),
-                "make [store] path's directory writable by this user, with free disk space",
-            ));
+            let fix = match location {
+                Location::Sqlite(_) => {
+                    "make [store] path's directory writable by this user, with free disk space"
+                }
+                Location::Postgres(_) => {
+                    "check [store] url: the PostgreSQL server must be reachable and the user may create tables"
+                }
+            };
+            checks.push(Check::fail("database", format!("{}: {e}", location.describe()), fix));
             checks.extend(network_checks(&config).await);
             return checks;
         }
@@ -91,7 +96,7 @@ async fn checks(args: &Args) -> Vec<Check> {
     checks.push(match store.count_by_state().await {
         Ok(counts) => {
             let total: i64 = counts.iter().map(|(_, n)| n).sum();
-            Check::pass("database", format!("{} ({total} requests)", config.store.path.display()))
+            Check::pass("database", format!("{} ({total} requests)", location.describe()))
         }
         Err(e) => Check::fail(
             "database",

@@ -193,8 +193,9 @@ async fn open_store(
     path: &Path,
 ) -> Result<(customs179_service::config::Config, customs179_store::Store), Failure> {
     let config = load_config(path)?;
-    let store = customs179_store::Store::open(&config.store.path).await.map_err(|e| {
-        Failure::Check(format!("cannot open the database {}: {e}", config.store.path.display()))
-    })?;
+    let location = config.store.location();
+    let store = customs179_store::Store::open_at(&location)
+        .await
+        .map_err(|e| Failure::Check(format!("cannot open the database {}: {e}", location.describe())))?;
     Ok((config, store))
 }

@@ -101,7 +101,12 @@ pub(crate) fn init_logging(format: LogFormat, level: &str, to: &LogTo) -> Result
         LogFormat::Json => layer.json().boxed(),
         LogFormat::Text => layer.boxed(),
     };
-    tracing_subscriber::registry().with(layer.with_filter(filter).with_filter(ours_or_info)).init();
+    // Global filters, not per-layer ones: a per-layer filter keeps, per thread, what it
+    // decided between a callsite's `enabled` and its event, and a library that only asks
+    // (sqlx's query logger, `tracing::enabled!`, on the PostgreSQL driver's thread: ours)
+    // left that state behind, so the next event of the thread was dropped, warnings and
+    // errors included ("SIGNING PAUSED at start" on PostgreSQL).
+    tracing_subscriber::registry().with(filter).with(ours_or_info).with(layer).init();
     Ok(())
 }
 

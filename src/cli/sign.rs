@@ -72,10 +72,9 @@ pub(crate) async fn sign_or_pause(
     holder: &str,
     text: &str,
 ) -> Result<CardSignature, Failure> {
-    let db = config.store.path.as_path();
     let check = |e: &dyn std::fmt::Display| Failure::Check(e.to_string());
     if !store.pins_in_flight().await.map_err(|e| check(&e))?.is_empty() {
-        if Store::in_use(db).map_err(|e| check(&e))? {
+        if Store::in_use_at(&config.store.location()).await.map_err(|e| check(&e))? {
             return Err(Failure::Check(
                 "the service is checking the PIN on the card right now (a Sign carrying an unproven PIN is in \
                  flight); try again in a few seconds"

@@ -20,6 +20,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
 
 pub mod browser;
 pub mod chaos;
+pub mod postgres;
 pub mod serve;
 
 pub const ADMIN_TOKEN: &str = "admin-token-0123456789";
@@ -165,6 +166,8 @@ pub struct Harness {
     pub service: Service,
     pub api: Api,
     pub db: PathBuf,
+    /// The service's schema, when it runs on PostgreSQL.
+    pub schema: Option<postgres::Schema>,
     _dir: tempfile::TempDir,
 }
 
@@ -186,6 +189,17 @@ pub fn service_toml(
     intake_keys: &str,
     extra_toml: &str,
 ) -> String {
+    service_toml_on(intake, admin, &format!("path = {:?}", db.to_str().unwrap()), intake_keys, extra_toml)
+}
+
+/// [`service_toml`] with `store` the lines of `[store]`.
+pub fn service_toml_on(
+    intake: SocketAddr,
+    admin: SocketAddr,
+    store: &str,
+    intake_keys: &str,
+    extra_toml: &str,
+) -> String {
     format!(
         r#"
 [intake]
@@ -197,14 +211,25 @@ listen = "{admin}"
 token = "{ADMIN_TOKEN}"
 
 [store]
-path = {db:?}
+{store}
 
 [enterprise]
 ebp_code = "{EBP_CODE}"
 {extra_toml}
-"#,
-        db = db.to_str().unwrap(),
+"#
     )
+}
+
+/// The lines of `[store]` for a test's service on the store [`postgres::backend`] says:
+/// the SQLite file `db`, or a new schema (returned, to drop when the test is done).
+pub async fn store_toml(db: &Path) -> (String, Option<postgres::Schema>) {
+    match postgres::backend() {
+        postgres::Backend::Sqlite => (format!("path = {:?}", db.to_str().unwrap()), None),
+        postgres::Backend::Postgres => {
+            let schema = postgres::Schema::create().await;
+            (format!("url = {:?}", schema.url()), Some(schema))
+        }
+    }
 }
 
 impl Harness {
@@ -217,7 +242,8 @@ impl Harness {
     pub async fn start_with(intake_keys: &str, extra_toml: &str) -> Harness {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("customs179.sqlite");
-        let toml = service_toml(loopback(), loopback(), &db, intake_keys, extra_toml);
+        let (store, schema) = store_toml(&db).await;
+        let toml = service_toml_on(loopback(), loopback(), &store, intake_keys, extra_toml);
         let config = Config::from_toml_str(&toml, std::iter::empty()).unwrap();
         let service = Service::start(config).await.unwrap();
         Harness {
@@ -228,6 +254,7 @@ impl Harness {
             },
             service,
             db,
+            schema,
             _dir: dir,
         }
     }
@@ -240,6 +267,9 @@ impl Harness {
 
     pub async fn stop(self) {
         self.service.shutdown().await.unwrap();
+        if let Some(schema) = &self.schema {
+            schema.drop_now().await;
+        }
     }
 }
 

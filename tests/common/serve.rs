@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{Api, developer_overrides, free_addr, http_client, service_toml};
+use super::postgres::Schema;
+use super::{Api, developer_overrides, free_addr, http_client, service_toml_on};
 
 /// One configuration (database, ports, sections) started as often as a test likes; each start
 /// logs to a file of its own. Killed when dropped, so a failing test leaves no process behind.
@@ -19,6 +20,10 @@ pub struct ServeProcess {
     /// More lines of `[intake]`.
     pub intake_keys: String,
     extra_toml: String,
+    /// The lines of `[store]`: the SQLite file `db`, or the schema's address.
+    store: String,
+    /// The service's schema, when it runs on PostgreSQL ([`ServeProcess::on_current_store`]).
+    pub schema: Option<Schema>,
     /// Ports every start listens on, when the test wants them kept (see [`ServeProcess::keep_ports`]).
     kept_ports: Option<(SocketAddr, SocketAddr)>,
     child: Option<Child>,
@@ -38,6 +43,8 @@ impl ServeProcess {
             dir: dir.to_owned(),
             config,
             db: dir.join("customs179.sqlite"),
+            store: format!("path = {:?}", dir.join("customs179.sqlite").to_str().unwrap()),
+            schema: None,
             intake_keys: String::new(),
             extra_toml: extra_toml.to_owned(),
             kept_ports: None,
@@ -49,6 +56,55 @@ impl ServeProcess {
             child: None,
             starts: 0,
             spawned_ms: 0,
+        }
+    }
+
+    /// Runs on the store the test runs on ([`super::postgres::backend`]): the SQLite file,
+    /// or a new schema of the test PostgreSQL database.
+    pub async fn on_current_store(mut self) -> ServeProcess {
+        let (store, schema) = super::store_toml(&self.db).await;
+        (self.store, self.schema) = (store, schema);
+        self
+    }
+
+    /// Runs in `schema` (shared with other processes of the test), or on the SQLite file.
+    pub fn on_schema(mut self, schema: Option<&Schema>) -> ServeProcess {
+        if let Some(schema) = schema {
+            (self.store, self.schema) = (format!("url = {:?}", schema.url()), Some(schema.clone()));
+        }
+        self
+    }
+
+    /// The sessionIDs of every request stored, read from the database itself.
+    pub async fn stored_session_ids(&self) -> std::collections::HashSet<String> {
+        match &self.schema {
+            None => super::stored_session_ids(&self.db).await,
+            Some(schema) => {
+                let ids: Vec<String> = sqlx::query_scalar("SELECT session_id FROM requests")
+                    .fetch_all(&mut schema.connect().await)
+                    .await
+                    .unwrap();
+                ids.into_iter().collect()
+            }
+        }
+    }
+
+    /// The counts by state as the store keeps them (those not 0), and as a scan of the
+    /// requests table finds them, both by state.
+    pub async fn counts_kept_and_counted(&self) -> (Vec<(String, i64)>, Vec<(String, i64)>) {
+        const KEPT: &str = "SELECT state, n FROM state_counts WHERE n <> 0 ORDER BY state";
+        const COUNTED: &str = "SELECT state, COUNT(*) FROM requests GROUP BY state ORDER BY state";
+        match &self.schema {
+            None => {
+                let mut db = super::open_db(&self.db).await;
+                let kept = sqlx::query_as(KEPT).fetch_all(&mut db).await.unwrap();
+                (kept, sqlx::query_as(COUNTED).fetch_all(&mut db).await.unwrap())
+            }
+            Some(schema) => {
+                let mut db = schema.connect().await;
+                let kept = sqlx::query_as(KEPT).fetch_all(&mut db).await.unwrap();
+                (kept, sqlx::query_as(COUNTED).fetch_all(&mut db).await.unwrap())
+            }
         }
     }
 
@@ -108,7 +164,7 @@ impl ServeProcess {
         let (intake, admin) = self.kept_ports.unwrap_or_else(|| (free_addr(), free_addr()));
         std::fs::write(
             &self.config,
-            service_toml(intake, admin, &self.db, &self.intake_keys, &self.extra_toml),
+            service_toml_on(intake, admin, &self.store, &self.intake_keys, &self.extra_toml),
         )
         .unwrap();
         self.api.intake = format!("http://{intake}");

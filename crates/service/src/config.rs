@@ -111,7 +111,21 @@ pub struct ConnectionLimits {
 
 #[derive(Clone, Debug)]
 pub struct StoreConfig {
+    /// The SQLite file, unless `url` names a PostgreSQL database.
     pub path: PathBuf,
+    /// `[store] url`: a PostgreSQL database, which may carry a password.
+    pub url: Option<Secret>,
+}
+
+impl StoreConfig {
+    /// Where the store is: the PostgreSQL database when `url` is set, else
+    /// the SQLite file.
+    pub fn location(&self) -> customs179_store::Location {
+        match &self.url {
+            Some(url) => customs179_store::Location::Postgres(url.clone()),
+            None => customs179_store::Location::Sqlite(self.path.clone()),
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -360,7 +374,7 @@ impl Config {
                     .collect::<Vec<_>>()
                     .join(", ")
             ),
-            format!("store: {}", self.store.path.display()),
+            format!("store: {}", self.store.location().describe()),
             format!("enterprise: ebpCode {}", self.enterprise.ebp_code),
             format!(
                 "signers: {}",
@@ -467,6 +481,7 @@ const ADMIN_IDLE_TIMEOUT_SECS: Key = Key::new("admin.idle_timeout_secs", Kind::I
 const ADMIN_MAX_CONNECTIONS: Key = Key::new("admin.max_connections", Kind::Integer);
 const SHUTDOWN_TIMEOUT_SECS: Key = Key::new("shutdown.timeout_secs", Kind::Integer);
 const STORE_PATH: Key = Key::new("store.path", Kind::Text);
+const STORE_URL: Key = Key::new("store.url", Kind::Secret);
 const ENTERPRISE_EBP_CODE: Key = Key::new("enterprise.ebp_code", Kind::Text);
 const SIGNER_URL: Key = Key::new("signer.url", Kind::Text);
 const SIGNER_PIN: Key = Key::new("signer.pin", Kind::Secret);
@@ -512,6 +527,7 @@ const KEYS: &[&Key] = &[
     &ADMIN_IDLE_TIMEOUT_SECS,
     &ADMIN_MAX_CONNECTIONS,
     &STORE_PATH,
+    &STORE_URL,
     &ENTERPRISE_EBP_CODE,
     &SIGNER_URL,
     &SIGNER_PIN,
@@ -1009,8 +1025,17 @@ impl Settings {
         if let Some(tokens) = &admin_tokens {
             self.check_distinct_tokens(tokens);
         }
+        if self.values.contains_key(STORE_PATH.name) && self.values.contains_key(STORE_URL.name) {
+            self.problems.push(
+                "store.path and store.url: give one (path: a SQLite file; url: a PostgreSQL database)"
+                    .to_owned(),
+            );
+        }
         let store = StoreConfig {
             path: self.text(&STORE_PATH, path).unwrap_or_else(|| PathBuf::from("data/customs179.sqlite")),
+            url: self.text(&STORE_URL, |s| {
+                customs179_store::Location::postgres(s).map(|_| Secret::new(s)).map_err(|e| e.to_string())
+            }),
         };
         let ebp_code = self.required(&ENTERPRISE_EBP_CODE, "the platform's customs code (ebpCode)", ebp_code);
         let signers = match self.signer_entries.take() {

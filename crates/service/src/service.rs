@@ -65,14 +65,15 @@ impl Service {
         // reqwest is built without a default crypto provider; ring is ours.
         // Installing twice (tests start several services) is harmless.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let path = config.store.path.display().to_string();
+        let path = config.store.location().describe();
         // Holding the database's lock, this process knows every lease and
         // every "PIN in flight" mark in it was left by a process that is gone.
-        let (store, released) =
-            Store::open_exclusive(&config.store.path, now_ms()).await.map_err(|source| match source {
-                StoreError::InUse(_) => StartError::InUse(source),
+        let (store, released) = Store::open_exclusive_at(&config.store.location(), now_ms()).await.map_err(
+            |source| match source {
+                StoreError::InUse(_) | StoreError::InUseElsewhere(_) => StartError::InUse(source),
                 source => StartError::Store { path: path.clone(), source },
-            })?;
+            },
+        )?;
         if released > 0 {
             tracing::warn!(released, "requests claimed by a process that stopped were released");
         }
@@ -228,7 +229,7 @@ impl Service {
             path = ctx.config.intake.path,
             admin = %admin_addr,
             cards = ctx.config.signers.len(),
-            store = %ctx.config.store.path.display(),
+            store = path,
             customs = ctx.config.customs.endpoint_description(),
             pull = ctx.config.payments.pull_url.is_some(),
             "customs179 started"

@@ -12,6 +12,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use sqlx::Connection as _;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
@@ -63,7 +64,68 @@ pub enum StoreError {
          one its own [store] path"
     )]
     InUse(String),
+    #[error(
+        "another customs179 serve is using the database {0} (it holds its PostgreSQL advisory lock); one \
+         instance per database until instances share the queue"
+    )]
+    InUseElsewhere(String),
 }
+
+/// Where the store is kept.
+#[derive(Debug, Clone)]
+pub enum Location {
+    /// A SQLite file.
+    Sqlite(PathBuf),
+    /// A PostgreSQL database (`postgres://…`); the address may carry a password.
+    Postgres(customs179_core::Secret),
+}
+
+impl Location {
+    /// A PostgreSQL location, if `url` is a PostgreSQL address (the reason
+    /// why not never repeats it: it may hold a password).
+    pub fn postgres(url: &str) -> Result<Location, StoreError> {
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err(StoreError::BadUrl(
+                "expected postgres://user[:password]@host[:port]/database".into(),
+            ));
+        }
+        pg_options(url)?;
+        Ok(Location::Postgres(customs179_core::Secret::new(url)))
+    }
+
+    /// The location for logs and errors: a path, or the PostgreSQL address
+    /// without its password.
+    pub fn describe(&self) -> String {
+        match self {
+            Location::Sqlite(path) => path.display().to_string(),
+            Location::Postgres(url) => match PgConnectOptions::from_str(url.expose()) {
+                Ok(options) => format!(
+                    "postgres://{}@{}:{}/{}",
+                    options.get_username(),
+                    options.get_host(),
+                    options.get_port(),
+                    options.get_database().unwrap_or_default()
+                ),
+                Err(_) => "an unreadable PostgreSQL address".to_owned(),
+            },
+        }
+    }
+}
+
+/// What makes a service's store the only one working the queue, held for
+/// its life.
+#[derive(Debug)]
+enum Holder {
+    /// Released by the OS when the process dies, however it dies.
+    File(#[allow(dead_code)] File),
+    /// A session advisory lock, released by PostgreSQL when this connection
+    /// ends (the process died, or the network between them).
+    Postgres(#[allow(dead_code)] tokio::sync::Mutex<sqlx::PgConnection>),
+}
+
+/// The advisory lock of a service on a PostgreSQL database: this key and
+/// the hash of the schema, so that schemas of one database are apart.
+const SERVICE_LOCK: &str = "pg_try_advisory_lock(17900, hashtext(current_schema()))";
 
 /// The queue and everything kept for audit.
 #[derive(Debug, Clone)]
@@ -72,9 +134,8 @@ pub struct Store {
     /// The SQLite file, beside which pauses the database refused are kept
     /// (None on PostgreSQL, which has no such place).
     path: Option<Arc<PathBuf>>,
-    /// Held by the service for its whole life; released by the OS when the
-    /// process dies, however it dies.
-    _lock: Option<Arc<File>>,
+    /// Held by the service for its whole life.
+    _holder: Option<Arc<Holder>>,
     /// The requests each commit of this process changed, for live views.
     feed: tokio::sync::broadcast::Sender<Changed>,
     /// The last failure groups, and when they were read.
@@ -143,24 +204,67 @@ impl Store {
             .pragma("wal_autocheckpoint", "0");
         let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
         sqlx::migrate!("../../migrations/sqlite").run(&pool).await?;
-        let store = Store::with_pool(Pool::Sqlite(pool), Some(path), lock);
+        let store = Store::with_pool(Pool::Sqlite(pool), Some(path), lock.map(Holder::File));
         store.apply_pending_pauses(path).await?;
         store.group_older_failures().await?;
         Ok(store)
+    }
+
+    /// Opens the store at `location` ([`Store::open`] or [`Store::connect`]).
+    pub async fn open_at(location: &Location) -> Result<Store, StoreError> {
+        match location {
+            Location::Sqlite(path) => Store::open(path).await,
+            Location::Postgres(url) => Store::connect(url.expose()).await,
+        }
+    }
+
+    /// [`Store::open_exclusive`] at `location`. On PostgreSQL the service
+    /// holds an advisory lock on a connection of its own instead of a file.
+    pub async fn open_exclusive_at(location: &Location, now: Millis) -> Result<(Store, u64), StoreError> {
+        let url = match location {
+            Location::Sqlite(path) => return Store::open_exclusive(path, now).await,
+            Location::Postgres(url) => url,
+        };
+        let options = pg_options(url.expose())?;
+        let mut store = Store::connect_with(options.clone()).await?;
+        let mut holder = sqlx::PgConnection::connect_with(&options).await?;
+        let held: bool = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT {SERVICE_LOCK}")))
+            .fetch_one(&mut holder)
+            .await?;
+        if !held {
+            return Err(StoreError::InUseElsewhere(location.describe()));
+        }
+        store._holder = Some(Arc::new(Holder::Postgres(tokio::sync::Mutex::new(holder))));
+        let released = store.release_all_leases(now).await?;
+        Ok((store, released))
+    }
+
+    /// Whether a service holds the store at `location` ([`Store::in_use`]).
+    pub async fn in_use_at(location: &Location) -> Result<bool, StoreError> {
+        let url = match location {
+            Location::Sqlite(path) => return Store::in_use(path),
+            Location::Postgres(url) => url,
+        };
+        let mut conn = sqlx::PgConnection::connect_with(&pg_options(url.expose())?).await?;
+        let free: bool = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT {SERVICE_LOCK}")))
+            .fetch_one(&mut conn)
+            .await?;
+        conn.close().await?;
+        Ok(!free)
     }
 
     /// Connects to the PostgreSQL database at `url` (`postgres://…`) and
     /// applies its migrations (under PostgreSQL's advisory lock, so that
     /// instances starting together take turns).
     pub async fn connect(url: &str) -> Result<Store, StoreError> {
-        // The address may hold a password: the error must not repeat it.
-        let options = PgConnectOptions::from_str(url)
-            .map_err(|_| StoreError::BadUrl("expected postgres://user@host:port/database".into()))?;
-        Store::connect_with(options).await
+        Store::connect_with(pg_options(url)?).await
     }
 
     /// [`Store::connect`] with the options already made.
     pub async fn connect_with(options: PgConnectOptions) -> Result<Store, StoreError> {
+        // PostgreSQL's notices (the migrations' "already exists, skipping" at every start)
+        // would be logged as the service's own; its warnings still are.
+        let options = options.options([("client_min_messages", "warning")]);
         let pool = PgPoolOptions::new().max_connections(8).connect_with(options).await?;
         sqlx::migrate!("../../migrations/postgres").run(&pool).await?;
         let store = Store::with_pool(Pool::Postgres(pool), None, None);
@@ -168,12 +272,12 @@ impl Store {
         Ok(store)
     }
 
-    fn with_pool(pool: Pool, path: Option<&Path>, lock: Option<File>) -> Store {
+    fn with_pool(pool: Pool, path: Option<&Path>, holder: Option<Holder>) -> Store {
         let (feed, _) = tokio::sync::broadcast::channel(FEED_CAPACITY);
         Store {
             pool,
             path: path.map(|path| Arc::new(path.to_owned())),
-            _lock: lock.map(Arc::new),
+            _holder: holder.map(Arc::new),
             feed,
             failures: Arc::default(),
         }
@@ -220,6 +324,13 @@ impl Store {
     pub async fn close(&self) {
         on_db!(self, pool, _d => pool.close().await)
     }
+}
+
+/// The options of a PostgreSQL address. The address may hold a password:
+/// the error does not repeat it.
+fn pg_options(url: &str) -> Result<PgConnectOptions, StoreError> {
+    PgConnectOptions::from_str(url)
+        .map_err(|_| StoreError::BadUrl("expected postgres://user[:password]@host[:port]/database".into()))
 }
 
 /// `customs179.sqlite` → `customs179.sqlite.lock`, created if needed.

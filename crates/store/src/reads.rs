@@ -381,7 +381,7 @@ impl Store {
                 "SELECT MIN(oldest) FROM (
                  SELECT MIN(received_at) AS oldest FROM requests WHERE state = 'waiting'
                  UNION ALL SELECT MIN(received_at) FROM requests WHERE state = 'ready'
-                 UNION ALL SELECT MIN(received_at) FROM requests WHERE state = 'signed')",
+                 UNION ALL SELECT MIN(received_at) FROM requests WHERE state = 'signed') AS pending",
             )
             .fetch_one(pool)
             .await?;
