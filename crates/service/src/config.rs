@@ -2013,6 +2013,28 @@ mod tests {
     }
 
     #[test]
+    fn a_postgresql_store_is_its_address_never_shown_with_its_password() {
+        let url = "postgres://svc:pg-pass-5e1f@db.example:5433/queue";
+        let config = parse(&[("store.url", Some(&format!("{url:?}")))]);
+        assert_eq!(config.store.url.as_ref().map(Secret::expose), Some(url));
+        let location = config.store.location();
+        assert!(matches!(location, customs179_store::Location::Postgres(_)));
+        assert_eq!(location.describe(), "postgres://svc@db.example:5433/queue");
+        assert!(!format!("{config:?}").contains("pg-pass-5e1f"));
+        assert!(matches!(parse(&[]).store.location(), customs179_store::Location::Sqlite(_)));
+
+        let refused = problem(&[("store.url", Some("\"mysql://svc:pg-pass-5e1f@db/queue\""))]);
+        assert_eq!(
+            refused,
+            "store.url: the PostgreSQL address is not valid: expected postgres://user[:password]@host[:port]/database"
+        );
+        let both = problem(&[("store.url", Some(&format!("{url:?}"))), ("store.path", Some("\"q.sqlite\""))]);
+        assert!(both.starts_with("store.path and store.url: give one"), "{both}");
+        let from_env = Config::from_toml_str(&doc(&[]), env(&[("CUSTOMS179_STORE_URL", url)])).unwrap();
+        assert_eq!(from_env.store.url.as_ref().map(Secret::expose), Some(url));
+    }
+
+    #[test]
     fn bad_log_settings() {
         assert_eq!(
             problem(&[("log.format", Some("\"yaml\""))]),
