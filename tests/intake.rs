@@ -480,6 +480,56 @@ async fn callers_outside_allow_from_are_403_and_inside_are_served() {
     allowing.service.shutdown().await.unwrap();
 }
 
+/// Behind a load balancer every connection comes from it: the caller is who its
+/// `X-Forwarded-For` names, and only a trusted proxy's header counts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_trusted_proxy_allow_from_checks_the_forwarded_caller() {
+    let client = client();
+    let post_from = async |url: &str, session_id: &str, forwarded: Option<&str>| {
+        let form = [("openReq", open_req(session_id, "SO1"))];
+        let mut request = client.post(url).form(&form);
+        if let Some(forwarded) = forwarded {
+            request = request.header("X-Forwarded-For", forwarded);
+        }
+        read_answer(request.send().await.unwrap()).await
+    };
+    // The test's connections come from 127.0.0.1: here, the proxy.
+    let proxied = start(
+        r#"allow_from = ["203.0.113.0/24"]
+trusted_proxies = ["127.0.0.1"]"#,
+        "",
+    )
+    .await;
+    let url = proxied.intake_url();
+    assert_accepted(&post_from(&url, "S-customs", Some("203.0.113.7")).await);
+    // What the caller wrote before the proxy's own entry proves nothing.
+    assert_refused(
+        &post_from(&url, "S-spoofed", Some("203.0.113.7, 198.51.100.9")).await,
+        403,
+        "not allowed",
+    );
+    assert_refused(&post_from(&url, "S-silent", None).await, 403, "not allowed");
+    assert_refused(
+        &post_from(&url, "S-garbled", Some("<script>alert(1)</script>")).await,
+        403,
+        "not allowed",
+    );
+    assert_eq!(stored_session_ids(&proxied.db).await, HashSet::from(["S-customs".to_owned()]));
+    proxied.service.shutdown().await.unwrap();
+
+    // From a peer that is no trusted proxy, the header is anyone's: ignored.
+    let direct = start(
+        r#"allow_from = ["203.0.113.0/24"]
+trusted_proxies = ["10.0.0.2"]"#,
+        "",
+    )
+    .await;
+    let answer = post_from(&direct.intake_url(), "S-forged", Some("203.0.113.7")).await;
+    assert_refused(&answer, 403, "not allowed");
+    assert_eq!(count_requests(&direct.db).await, 0);
+    direct.service.shutdown().await.unwrap();
+}
+
 // ---------------------------------------------------------------------------
 // 6. Durable across a restart.
 

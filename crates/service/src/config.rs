@@ -64,6 +64,10 @@ pub struct IntakeConfig {
     pub max_body_bytes: usize,
     /// `None` accepts any address; customs calls from addresses it does not publish.
     pub allow_from: Option<Vec<IpNet>>,
+    /// Load balancers in front of intake: from a connection of one of these, the
+    /// caller's address is taken from `X-Forwarded-For`; from any other, the header
+    /// is ignored (anyone can write it).
+    pub trusted_proxies: Vec<IpNet>,
     pub connections: ConnectionLimits,
 }
 
@@ -468,6 +472,7 @@ const INTAKE_LISTEN: Key = Key::new("intake.listen", Kind::Text);
 const INTAKE_PATH: Key = Key::new("intake.path", Kind::Text);
 const INTAKE_MAX_BODY_BYTES: Key = Key::new("intake.max_body_bytes", Kind::Integer);
 const INTAKE_ALLOW_FROM: Key = Key::new("intake.allow_from", Kind::List);
+const INTAKE_TRUSTED_PROXIES: Key = Key::new("intake.trusted_proxies", Kind::List);
 const INTAKE_HEADER_TIMEOUT_SECS: Key = Key::new("intake.header_timeout_secs", Kind::Integer);
 const INTAKE_BODY_TIMEOUT_SECS: Key = Key::new("intake.body_timeout_secs", Kind::Integer);
 const INTAKE_IDLE_TIMEOUT_SECS: Key = Key::new("intake.idle_timeout_secs", Kind::Integer);
@@ -515,6 +520,7 @@ const KEYS: &[&Key] = &[
     &INTAKE_PATH,
     &INTAKE_MAX_BODY_BYTES,
     &INTAKE_ALLOW_FROM,
+    &INTAKE_TRUSTED_PROXIES,
     &INTAKE_HEADER_TIMEOUT_SECS,
     &INTAKE_BODY_TIMEOUT_SECS,
     &INTAKE_IDLE_TIMEOUT_SECS,
@@ -991,6 +997,7 @@ impl Settings {
             path: self.text(&INTAKE_PATH, url_path).unwrap_or_else(|| "/platDataOpen".to_owned()),
             max_body_bytes: self.size(&INTAKE_MAX_BODY_BYTES, 65_536),
             allow_from: self.list(&INTAKE_ALLOW_FROM, network),
+            trusted_proxies: self.list(&INTAKE_TRUSTED_PROXIES, network).unwrap_or_default(),
             connections: ConnectionLimits {
                 header_timeout_secs: self.integer(&INTAKE_HEADER_TIMEOUT_SECS, 10),
                 // A customs call is a few KB: 10 s is generous even on a poor line.
@@ -1586,7 +1593,7 @@ mod tests {
     fn unknown_key() {
         assert_eq!(
             problem(&[("intake.max_body", Some("5"))]),
-            "intake.max_body: unknown key (the keys of [intake] are listen, path, max_body_bytes, allow_from, header_timeout_secs, body_timeout_secs, idle_timeout_secs, max_connections)"
+            "intake.max_body: unknown key (the keys of [intake] are listen, path, max_body_bytes, allow_from, trusted_proxies, header_timeout_secs, body_timeout_secs, idle_timeout_secs, max_connections)"
         );
     }
 
@@ -1604,7 +1611,7 @@ mod tests {
         assert_eq!(
             problems,
             [
-                "CUSTOMS179_INTAKE_MAX_BODY: unknown environment variable (no key intake.max_body; the keys of [intake] are listen, path, max_body_bytes, allow_from, header_timeout_secs, body_timeout_secs, idle_timeout_secs, max_connections)",
+                "CUSTOMS179_INTAKE_MAX_BODY: unknown environment variable (no key intake.max_body; the keys of [intake] are listen, path, max_body_bytes, allow_from, trusted_proxies, header_timeout_secs, body_timeout_secs, idle_timeout_secs, max_connections)",
                 "CUSTOMS179_INTAK_LISTEN: unknown environment variable (no section [intak]; the sections are intake, admin, store, enterprise, signer, customs, payments, log, alerting, shutdown)",
                 "CUSTOMS179_LISTEN: unknown environment variable (expected CUSTOMS179_<SECTION>_<KEY>)",
                 "CUSTOMS179_intake_listen: unknown environment variable (did you mean CUSTOMS179_INTAKE_LISTEN?)",
@@ -2009,6 +2016,18 @@ mod tests {
         assert_eq!(
             problem(&[("payments.pull_token", Some("\"\""))]),
             "payments.pull_token: must not be empty"
+        );
+    }
+
+    #[test]
+    fn trusted_proxies_are_networks_and_none_by_default() {
+        assert!(parse(&[]).intake.trusted_proxies.is_empty());
+        let config = parse(&[("intake.trusted_proxies", Some("[\"10.0.0.2\", \"10.0.1.0/24\"]"))]);
+        let nets: Vec<String> = config.intake.trusted_proxies.iter().map(ToString::to_string).collect();
+        assert_eq!(nets, ["10.0.0.2/32", "10.0.1.0/24"]);
+        assert!(
+            problem(&[("intake.trusted_proxies", Some("[\"haproxy\"]"))])
+                .starts_with("intake.trusted_proxies: must be an IP address or a CIDR network")
         );
     }
 

@@ -5,7 +5,7 @@
 //! arrived while the previous commit was syncing and commits them in one
 //! transaction, so intake stays fast under load without weakening durability.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -18,6 +18,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use customs179_core::{OpenReq, form_field};
 use customs179_store::{NewRequest, Store};
+use ipnet::IpNet;
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 
@@ -117,22 +118,64 @@ pub(crate) fn router(ctx: ApiContext, writer: IntakeWriter) -> Router {
         .with_state(state)
 }
 
-/// Refuses callers outside `[intake] allow_from`, before anything else.
+/// Refuses callers outside `[intake] allow_from`, before anything else. Behind a
+/// trusted proxy the caller is who `X-Forwarded-For` names (see [`caller`]).
 async fn allow_from(
     State(state): State<IntakeState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     request: Request,
     next: Next,
 ) -> Response {
-    if let Some(allowed) = &state.ctx.config.intake.allow_from {
-        let ip = peer.ip().to_canonical();
-        if !allowed.iter().any(|net| net.contains(&ip)) {
-            tracing::warn!(%peer, "intake: caller not in allow_from");
-            state.ctx.metrics.intake("refused", Duration::ZERO);
-            return answer(StatusCode::FORBIDDEN, CODE_FAILED, "caller not allowed");
+    let Some(allowed) = &state.ctx.config.intake.allow_from else { return next.run(request).await };
+    let forwarded: Vec<&str> = request
+        .headers()
+        .get_all(FORWARDED_FOR)
+        .iter()
+        .map(|value| value.to_str().unwrap_or(UNREADABLE))
+        .collect();
+    let refuse = |why: &str, shown: &dyn std::fmt::Display| {
+        tracing::warn!(%peer, caller = %shown, "intake: {why}");
+        state.ctx.metrics.intake("refused", Duration::ZERO);
+        answer(StatusCode::FORBIDDEN, CODE_FAILED, "caller not allowed")
+    };
+    match caller(peer.ip(), &forwarded, &state.ctx.config.intake.trusted_proxies) {
+        Ok(ip) if allowed.iter().any(|net| net.contains(&ip)) => next.run(request).await,
+        Ok(ip) => refuse("caller not in allow_from", &ip),
+        // The header as received is hostile: only its length is logged.
+        Err(why) => refuse(why, &format!("X-Forwarded-For of {} bytes", forwarded.concat().len())),
+    }
+}
+
+const FORWARDED_FOR: &str = "x-forwarded-for";
+/// What a header value that is not visible ASCII reads as: no address.
+const UNREADABLE: &str = "unreadable";
+
+/// Who called: the connection's peer, or, when the peer is one of the trusted
+/// proxies, the last address in `X-Forwarded-For` (all its values, in order)
+/// that is not a trusted proxy itself: each proxy appends the address it was
+/// called from, so the addresses before the last untrusted one were written
+/// by whoever called, and prove nothing.
+fn caller(peer: IpAddr, forwarded_for: &[&str], trusted: &[IpNet]) -> Result<IpAddr, &'static str> {
+    let trusted_ip = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    let peer = peer.to_canonical();
+    if !trusted_ip(&peer) {
+        return Ok(peer);
+    }
+    let mut hops = forwarded_for.iter().flat_map(|value| value.split(',')).map(str::trim).rev();
+    loop {
+        let Some(hop) = hops.next() else {
+            return Err("a trusted proxy did not say who called (no X-Forwarded-For)");
+        };
+        // An address, or an address with its port (`203.0.113.7:5100`, `[2001:db8::7]:5100`).
+        let ip = hop
+            .parse::<IpAddr>()
+            .or_else(|_| hop.parse::<SocketAddr>().map(|addr| addr.ip()))
+            .map_err(|_| "a trusted proxy's X-Forwarded-For is unreadable")?;
+        let ip = ip.to_canonical();
+        if !trusted_ip(&ip) {
+            return Ok(ip);
         }
     }
-    next.run(request).await
 }
 
 async fn receive(State(state): State<IntakeState>, body: Result<Bytes, BytesRejection>) -> Response {
@@ -183,4 +226,49 @@ fn answer(status: StatusCode, code: &str, message: &str) -> Response {
         .headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json;charset=utf-8"));
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nets(list: &[&str]) -> Vec<IpNet> {
+        list.iter().map(|net| net.parse().unwrap()).collect()
+    }
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn the_caller_is_the_peer_unless_the_peer_is_a_trusted_proxy() {
+        let proxies = nets(&["10.0.0.2/32", "10.0.1.0/24"]);
+        // Anyone can write the header: from an untrusted peer it is ignored.
+        assert_eq!(caller(ip("198.51.100.9"), &["203.0.113.7"], &proxies), Ok(ip("198.51.100.9")));
+        assert_eq!(caller(ip("198.51.100.9"), &[], &[]), Ok(ip("198.51.100.9")));
+        // From a proxy: the address it appended.
+        assert_eq!(caller(ip("10.0.0.2"), &["203.0.113.7"], &proxies), Ok(ip("203.0.113.7")));
+        // What the caller wrote before it proves nothing.
+        assert_eq!(caller(ip("10.0.0.2"), &["1.2.3.4, 203.0.113.7"], &proxies), Ok(ip("203.0.113.7")));
+        // Through two proxies (values split over two headers): the last untrusted hop.
+        assert_eq!(
+            caller(ip("10.0.0.2"), &["1.2.3.4, 203.0.113.7", "10.0.1.5"], &proxies),
+            Ok(ip("203.0.113.7"))
+        );
+        // Ports and IPv4 in IPv6.
+        assert_eq!(caller(ip("10.0.0.2"), &["203.0.113.7:5100"], &proxies), Ok(ip("203.0.113.7")));
+        assert_eq!(caller(ip("10.0.0.2"), &["[2001:db8::7]:5100"], &proxies), Ok(ip("2001:db8::7")));
+        assert_eq!(caller(ip("::ffff:10.0.0.2"), &[" ::ffff:203.0.113.7 "], &proxies), Ok(ip("203.0.113.7")));
+    }
+
+    #[test]
+    fn a_trusted_proxy_that_does_not_say_who_called_is_no_answer() {
+        let proxies = nets(&["10.0.0.2/32", "10.0.1.0/24"]);
+        assert!(caller(ip("10.0.0.2"), &[], &proxies).is_err());
+        assert!(caller(ip("10.0.0.2"), &[""], &proxies).is_err());
+        assert!(caller(ip("10.0.0.2"), &["10.0.1.5"], &proxies).is_err(), "only proxies");
+        assert!(caller(ip("10.0.0.2"), &["203.0.113.7, <script>"], &proxies).is_err());
+        assert!(caller(ip("10.0.0.2"), &["unknown"], &proxies).is_err());
+        assert!(caller(ip("10.0.0.2"), &[UNREADABLE], &proxies).is_err());
+    }
 }
