@@ -3,7 +3,8 @@
 //! answered request is committed. Prints a table for BENCHMARKS.md.
 //!
 //! `cargo bench --bench intake` runs 1,000 requests/s for 60 s;
-//! `BENCH_RATE` and `BENCH_SECS` change that.
+//! `BENCH_RATE` and `BENCH_SECS` change that; `BENCH_STORE=postgres` runs it on
+//! PostgreSQL (a schema of its own in `POSTGRES_TEST_URL`, as the tests do).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,6 +20,18 @@ fn env_or(name: &str, default: u64) -> u64 {
 
 #[tokio::main]
 async fn main() {
+    let backend = match std::env::var("BENCH_STORE").as_deref() {
+        Ok("postgres") => common::postgres::Backend::Postgres,
+        Ok("sqlite") | Err(_) => common::postgres::Backend::Sqlite,
+        Ok(other) => {
+            eprintln!("BENCH_STORE={other:?}: expected sqlite or postgres");
+            std::process::exit(2);
+        }
+    };
+    common::postgres::on_store(backend, run(backend)).await
+}
+
+async fn run(backend: common::postgres::Backend) {
     let rate = env_or("BENCH_RATE", 1_000);
     let secs = env_or("BENCH_SECS", 60);
     let h = common::Harness::start("[signer]\npin = \"88888888\"\n[customs]\nenvironment = \"test\"\n").await;
@@ -64,7 +77,7 @@ async fn main() {
     while tasks.join_next().await.is_some() {}
     let wall = start.elapsed();
     // Every answer came after its commit: what was answered is in the file now.
-    let stored = common::stored_session_ids(&h.db).await;
+    let stored = h.stored_session_ids().await;
     h.stop().await;
 
     let mut latencies = latencies.lock().await.clone();
@@ -76,6 +89,7 @@ async fn main() {
     let ms = |d: Duration| format!("{:.2} ms", d.as_secs_f64() * 1000.0);
     println!("| intake benchmark | value |");
     println!("|---|---|");
+    println!("| store | {backend:?} |");
     println!("| target rate | {rate} requests/s for {secs} s |");
     println!(
         "| achieved rate | {:.0} requests/s ({} in {:.1} s) |",

@@ -265,6 +265,11 @@ impl Harness {
         self
     }
 
+    /// The sessionIDs of every request stored, read from the database itself.
+    pub async fn stored_session_ids(&self) -> HashSet<String> {
+        stored_session_ids_in(&self.db, self.schema.as_ref()).await
+    }
+
     pub async fn stop(self) {
         self.service.shutdown().await.unwrap();
         if let Some(schema) = &self.schema {
@@ -426,6 +431,16 @@ pub async fn stored_session_ids(db: &Path) -> HashSet<String> {
     let ids: Vec<String> =
         sqlx::query_scalar("SELECT session_id FROM requests").fetch_all(&mut conn).await.unwrap();
     conn.close().await.unwrap();
+    ids.into_iter().collect()
+}
+
+/// The sessionIDs stored in `schema` when there is one, else in the SQLite file `db`.
+pub async fn stored_session_ids_in(db: &Path, schema: Option<&postgres::Schema>) -> HashSet<String> {
+    let Some(schema) = schema else { return stored_session_ids(db).await };
+    let ids: Vec<String> = sqlx::query_scalar("SELECT session_id FROM requests")
+        .fetch_all(&mut schema.connect().await)
+        .await
+        .unwrap();
     ids.into_iter().collect()
 }
 

@@ -77,16 +77,7 @@ impl ServeProcess {
 
     /// The sessionIDs of every request stored, read from the database itself.
     pub async fn stored_session_ids(&self) -> std::collections::HashSet<String> {
-        match &self.schema {
-            None => super::stored_session_ids(&self.db).await,
-            Some(schema) => {
-                let ids: Vec<String> = sqlx::query_scalar("SELECT session_id FROM requests")
-                    .fetch_all(&mut schema.connect().await)
-                    .await
-                    .unwrap();
-                ids.into_iter().collect()
-            }
-        }
+        super::stored_session_ids_in(&self.db, self.schema.as_ref()).await
     }
 
     /// The counts by state as the store keeps them (those not 0), and as a scan of the
