@@ -74,7 +74,7 @@ pub(crate) async fn sign_or_pause(
 ) -> Result<CardSignature, Failure> {
     let check = |e: &dyn std::fmt::Display| Failure::Check(e.to_string());
     if !store.pins_in_flight().await.map_err(|e| check(&e))?.is_empty() {
-        if Store::in_use_at(&config.store.location()).await.map_err(|e| check(&e))? {
+        if Store::in_use_at(&config.store.location(), now_ms()).await.map_err(|e| check(&e))? {
             return Err(Failure::Check(
                 "the service is checking the PIN on the card right now (a Sign carrying an unproven PIN is in \
                  flight); try again in a few seconds"

@@ -83,7 +83,7 @@ impl ServeProcess {
     /// The counts by state as the store keeps them (those not 0), and as a scan of the
     /// requests table finds them, both by state.
     pub async fn counts_kept_and_counted(&self) -> (Vec<(String, i64)>, Vec<(String, i64)>) {
-        const KEPT: &str = "SELECT state, n FROM state_counts WHERE n <> 0 ORDER BY state";
+        const KEPT: &str = "SELECT state, CAST(SUM(n) AS BIGINT) FROM state_counts GROUP BY state HAVING SUM(n) <> 0 ORDER BY state";
         const COUNTED: &str = "SELECT state, COUNT(*) FROM requests GROUP BY state ORDER BY state";
         match &self.schema {
             None => {

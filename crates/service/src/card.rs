@@ -16,10 +16,11 @@ use customs179_store::Store;
 
 use crate::context::now_ms;
 
-/// The holder of the service's own "PIN in flight" mark on `card`: one
-/// mark per card, as each card has its own PIN and its own count of wrong ones.
-pub fn service_holder(card: &str) -> String {
-    format!("the service (card {card})")
+/// The holder of the "PIN in flight" mark of the service's instance
+/// `instance` on `card`: one mark per card, as each card has its own PIN and
+/// its own count of wrong ones.
+pub fn service_holder(instance: &str, card: &str) -> String {
+    format!("the service (instance {instance}, card {card})")
 }
 
 /// What one Sign came to.
@@ -49,10 +50,16 @@ pub async fn sign(
         let result = Err(SignerError::Unavailable("not connected".into()));
         return Attempt { result, pin_proven, pause: None };
     };
-    if !pin_proven && let Err(e) = store.mark_pin_in_flight(holder, card, &cert_no, now_ms()).await {
-        // Nothing carrying the PIN was sent: an outage of the database, not of the card.
-        let result = Err(SignerError::Unavailable(format!("cannot commit the PIN-in-flight mark: {e}")));
-        return Attempt { result, pin_proven, pause: None };
+    if !pin_proven {
+        // Nothing carrying the PIN is sent unless the mark is committed.
+        let refused = match store.mark_pin_in_flight(holder, card, &cert_no, now_ms()).await {
+            Ok(true) => None,
+            Ok(false) => Some("another instance drives the card now".to_owned()),
+            Err(e) => Some(format!("cannot commit the PIN-in-flight mark: {e}")),
+        };
+        if let Some(why) = refused {
+            return Attempt { result: Err(SignerError::Unavailable(why)), pin_proven, pause: None };
+        }
     }
     let result = session.sign(text, pin).await;
     let pause = match &result {

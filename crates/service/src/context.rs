@@ -1,7 +1,7 @@
 //! What every handler and worker shares.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -29,6 +29,8 @@ pub(crate) struct ApiContext {
     pub health: Arc<crate::health::Health>,
     /// The card and customs as the workers last saw them.
     pub live: Arc<crate::live::Live>,
+    /// This instance among those on the database.
+    pub instance: Arc<crate::workers::instance::Instance>,
     /// Set when the service stops: long answers (event streams) end then.
     pub stopping: crate::workers::Shutdown,
 }
@@ -70,9 +72,24 @@ impl PrepareQueue {
     }
 }
 
-/// Unix time in milliseconds.
+/// How far the database's clock is ahead of this machine's (ms): set by the
+/// instance's heartbeat (see `Store::clock_offset`), 0 on SQLite. One per
+/// process, as every store of a process is on one database server.
+static CLOCK_OFFSET_MS: AtomicI64 = AtomicI64::new(0);
+
+/// Unix time in milliseconds, by the database's clock: the times of claims
+/// and heartbeats that other instances compare with theirs.
 pub fn now_ms() -> Millis {
+    local_ms().saturating_add(CLOCK_OFFSET_MS.load(Ordering::Relaxed))
+}
+
+/// Unix time in milliseconds by this machine's clock.
+pub fn local_ms() -> Millis {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+pub(crate) fn set_clock_offset(offset: Millis) {
+    CLOCK_OFFSET_MS.store(offset, Ordering::Relaxed);
 }

@@ -1,20 +1,22 @@
 //! What the workers last saw of the card and of customs, for the status:
-//! kept in memory (it is this process's view, and starts empty).
+//! kept in memory (it is this process's view, and starts empty). What the
+//! other instances see of the cards they drive comes from the database
+//! ([`system_cards`]).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Mutex, PoisonError};
 
 use customs179_eport::CardIdentity;
 use customs179_store::Millis;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Answers are counted per second for this long: a window of a few seconds is exact to
 /// the second, whatever minute it straddles.
 const WINDOW_SECONDS: i64 = 3_600;
 const SECOND_MS: i64 = 1_000;
 
-/// One card, as the signer last saw it.
-#[derive(Debug, Clone, Default, Serialize)]
+/// One card, as the signer that drives it last saw it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub(crate) struct CardView {
     /// Its name in the configuration.
     pub name: String,
@@ -22,7 +24,7 @@ pub(crate) struct CardView {
     pub connected: bool,
     pub cert_no: Option<String>,
     /// "SM2" or "RSA".
-    pub algorithm: Option<&'static str>,
+    pub algorithm: Option<String>,
     /// The certificate's notAfter, unix seconds, and the whole days left until then.
     pub valid_until: Option<i64>,
     pub days_left: Option<i64>,
@@ -32,6 +34,15 @@ pub(crate) struct CardView {
     pub last_error_at: Option<Millis>,
     /// Since when its EportClient could not be reached (None while it can).
     pub unreachable_since: Option<Millis>,
+    /// The instance that drives the card (None: none does, or none did yet).
+    pub driven_by: Option<String>,
+    /// Whether that instance lives.
+    pub driver_alive: bool,
+    /// When that instance published this view (None: it is this instance's own).
+    pub seen_at: Option<Millis>,
+    /// Whether this instance drives the card: its own view, not published.
+    #[serde(skip)]
+    pub driven_here: bool,
 }
 
 /// Customs, as the uploader last saw it.
@@ -87,14 +98,26 @@ impl Live {
             card.unreachable_since = None;
             card.cert_no = Some(identity.cert_no.to_string());
             card.algorithm = Some(match identity.verifier.algorithm() {
-                customs179_core::Algorithm::Sm2Sm3 => "SM2",
-                customs179_core::Algorithm::RsaSha1 => "RSA",
+                customs179_core::Algorithm::Sm2Sm3 => "SM2".to_owned(),
+                customs179_core::Algorithm::RsaSha1 => "RSA".to_owned(),
             });
             if let Some((_, not_after)) = identity.verifier.validity() {
                 card.valid_until = Some(not_after);
                 card.days_left = Some(customs179_core::days_left(not_after, now));
             }
         });
+    }
+
+    /// This instance drives the card now (or no longer does).
+    pub fn card_driven(&self, name: &str, driven: bool) {
+        self.card(name, |card| card.driven_here = driven);
+    }
+
+    pub fn driven_here(&self, name: &str) -> bool {
+        self.cards.iter().any(|card| {
+            let card = card.lock().unwrap_or_else(PoisonError::into_inner);
+            card.name == name && card.driven_here
+        })
     }
 
     pub fn card_signed(&self, name: &str, now: Millis) {
@@ -155,6 +178,40 @@ impl Live {
         }
         CustomsView { last_success_at: customs.last_success_at, answers_last_hour }
     }
+}
+
+/// Every card of the system: those this instance drives as it sees them,
+/// the others as the instances that drive them last published them, and
+/// configured cards that no instance drives as they are known here; by name.
+pub(crate) async fn system_cards(
+    ctx: &crate::context::ApiContext,
+    now: Millis,
+) -> Result<Vec<CardView>, customs179_store::StoreError> {
+    let leases = ctx.store.card_leases(now).await?;
+    let mut cards: BTreeMap<String, CardView> = BTreeMap::new();
+    for lease in leases {
+        let mut card = lease
+            .live
+            .as_deref()
+            .and_then(|live| serde_json::from_str::<CardView>(live).ok())
+            .unwrap_or_else(|| CardView { name: lease.card.clone(), ..CardView::default() });
+        card.name = lease.card.clone();
+        card.driven_by = Some(lease.owner);
+        card.driver_alive = lease.owner_alive;
+        card.seen_at = lease.live_at;
+        cards.insert(lease.card, card);
+    }
+    for mut card in ctx.live.cards() {
+        if card.driven_here {
+            card.driven_by = Some(ctx.instance.name.clone());
+            card.driver_alive = true;
+            card.seen_at = None;
+            cards.insert(card.name.clone(), card);
+        } else {
+            cards.entry(card.name.clone()).or_insert(card);
+        }
+    }
+    Ok(cards.into_values().collect())
 }
 
 #[cfg(test)]

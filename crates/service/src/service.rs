@@ -44,6 +44,7 @@ pub struct Service {
     intake_writer: Task,
     workers: Vec<Task>,
     store: Store,
+    instance: Arc<workers::instance::Instance>,
     pause_lost: Arc<std::sync::atomic::AtomicBool>,
     health: Arc<Health>,
     stop_within: Duration,
@@ -65,29 +66,35 @@ impl Service {
         // reqwest is built without a default crypto provider; ring is ours.
         // Installing twice (tests start several services) is harmless.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let path = config.store.location().describe();
-        // Holding the database's lock, this process knows every lease and
-        // every "PIN in flight" mark in it was left by a process that is gone.
-        let (store, released) = Store::open_exclusive_at(&config.store.location(), now_ms()).await.map_err(
-            |source| match source {
-                StoreError::InUse(_) | StoreError::InUseElsewhere(_) => StartError::InUse(source),
+        let location = config.store.location();
+        let path = location.describe();
+        let (store, released) =
+            Store::open_for_service(&location, now_ms()).await.map_err(|source| match source {
+                StoreError::InUse(_) => StartError::InUse(source),
                 source => StartError::Store { path: path.clone(), source },
-            },
-        )?;
+            })?;
         if released > 0 {
             tracing::warn!(released, "requests claimed by a process that stopped were released");
         }
-        let card_names: Vec<&str> = config.signers.iter().map(|s| s.name.as_str()).collect();
-        let marks = store
-            .pause_for_pins_in_flight(&card_names, now_ms())
-            .await
-            .map_err(|source| StartError::Store { path: path.clone(), source })?;
-        if let Some(mark) = marks.first() {
-            tracing::error!(
-                reason = mark.pause_reason(),
-                "SIGNING PAUSED at start: a process stopped while a card may have been checking an unproven PIN"
-            );
+        // Holding the SQLite file's lock, this process knows every "PIN in
+        // flight" mark in it was left by a process that is gone. On
+        // PostgreSQL the marks of an instance are its own, turned into pauses
+        // when it is found dead or its card taken over.
+        if let customs179_store::Location::Sqlite(_) = location {
+            let card_names: Vec<&str> = config.signers.iter().map(|s| s.name.as_str()).collect();
+            let marks = store
+                .pause_for_pins_in_flight(&card_names, now_ms())
+                .await
+                .map_err(|source| StartError::Store { path: path.clone(), source })?;
+            if let Some(mark) = marks.first() {
+                tracing::error!(
+                    reason = mark.pause_reason(),
+                    "SIGNING PAUSED at start: a process stopped while a card may have been checking an unproven PIN"
+                );
+            }
         }
+        let instance = Arc::new(workers::instance::Instance::new());
+        let store = store.as_instance(&instance.id);
         let live = Arc::new(crate::live::Live::new(
             config.signers.iter().map(|s| (s.name.as_str(), s.url.as_str())),
         ));
@@ -102,6 +109,7 @@ impl Service {
             pause_lost: Arc::default(),
             health: Arc::default(),
             live,
+            instance: instance.clone(),
             stopping: shutdown.clone(),
         };
         // Everything that can fail is done before a port is bound: a start
@@ -144,6 +152,12 @@ impl Service {
         let admin_listener = bind("admin", ctx.config.admin.listen).await?;
         let intake_addr = local_addr("intake", &intake_listener)?;
         let admin_addr = local_addr("admin", &admin_listener)?;
+        let info = instance.info(&intake_addr.to_string(), &admin_addr.to_string());
+        store
+            .register_instance(&info, now_ms())
+            .await
+            .map_err(|source| StartError::Store { path: path.clone(), source })?;
+        instance.beaten(now_ms());
 
         let health = ctx.health.clone();
         let (writer, writing) = intake::IntakeWriter::start(
@@ -188,6 +202,7 @@ impl Service {
         ];
         let upload_step = Duration::from_millis(ctx.config.customs.timeout_ms);
         let mut workers = vec![
+            supervise(&health, "instance", SLACK, workers::instance::run(ctx.clone(), shutdown.clone())),
             supervise(&health, "preparer", SLACK, workers::prepare::run(ctx.clone(), shutdown.clone())),
             supervise(&health, "checkpoints", SLACK, workers::checkpoints(ctx.clone(), shutdown.clone())),
             supervise(
@@ -230,6 +245,7 @@ impl Service {
             admin = %admin_addr,
             cards = ctx.config.signers.len(),
             store = path,
+            instance = instance.name,
             customs = ctx.config.customs.endpoint_description(),
             pull = ctx.config.payments.pull_url.is_some(),
             "customs179 started"
@@ -242,6 +258,7 @@ impl Service {
             intake_writer,
             workers,
             store,
+            instance,
             pause_lost: ctx.pause_lost,
             health,
             stop_within,
@@ -284,6 +301,10 @@ impl Service {
                 tracing::warn!(task = task.name, "stop deadline reached: the task is dropped");
                 task.abort();
             }
+        }
+        // What it still holds goes to the other instances at once.
+        if let Err(e) = self.store.instance_stopped(&self.instance.id, now_ms()).await {
+            tracing::warn!(error = %e, "cannot record the stop; the other instances take over in a few seconds");
         }
         self.store.close().await;
         tracing::info!("customs179 stopped");

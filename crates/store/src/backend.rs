@@ -47,6 +47,27 @@ impl Dialect {
         }
     }
 
+    /// Ends the subquery of a claim: on PostgreSQL, the rows it picks are
+    /// locked, and rows another instance's claim has locked are passed over
+    /// rather than waited for (each claim takes other work). SQLite's claims
+    /// take turns.
+    pub(crate) fn skip_locked(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "",
+            Dialect::Postgres => " FOR UPDATE SKIP LOCKED",
+        }
+    }
+
+    /// Locks the rows a condition reads against change until the
+    /// transaction ends, letting other readers lock them too; a change
+    /// under way is waited for, and the condition read again after it.
+    pub(crate) fn for_share(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "",
+            Dialect::Postgres => " FOR SHARE",
+        }
+    }
+
     /// The statement that makes the writers of `table` take turns for the
     /// rest of the transaction (readers go on), for a transaction that
     /// decides on rows that may not exist yet, which [`Dialect::for_update`]

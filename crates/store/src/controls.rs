@@ -221,27 +221,38 @@ impl Store {
         })
     }
 
-    /// Commits the "PIN in flight" mark of `holder` on `card`, before its Sign is sent.
+    /// Commits the "PIN in flight" mark of `holder` on `card`, before its
+    /// Sign is sent. A service's instance marks only a card it drives (see
+    /// [`Store::take_card`]), and false says it does not any more: the Sign
+    /// must not be sent, as another instance may be sending the PIN.
     pub async fn mark_pin_in_flight(
         &self,
         holder: &str,
         card: &str,
         cert_no: &str,
         now: Millis,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         on_db!(self, pool, d => {
-            sqlx::query(
-                "INSERT INTO pin_in_flight (holder, card, cert_no, since) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (holder) DO UPDATE SET card = excluded.card, cert_no = excluded.cert_no,
-                                                since = excluded.since",
-            )
-            .bind(holder)
-            .bind(card)
-            .bind(cert_no)
-            .bind(now)
-            .execute(pool)
-            .await?;
-            Ok(())
+            // The card's lease is locked while the mark goes in: a takeover
+            // either comes after it (and turns it into a pause) or before
+            // (and the mark is not written).
+            let sql = format!(
+                "INSERT INTO pin_in_flight (holder, card, cert_no, since, instance)
+                 SELECT $1, $2, $3, $4, $5
+                 WHERE $5 IS NULL OR EXISTS (SELECT 1 FROM card_leases WHERE card = $2 AND owner = $5{})
+                 ON CONFLICT (holder) DO UPDATE SET card = excluded.card, cert_no = excluded.cert_no,
+                                                    since = excluded.since, instance = excluded.instance",
+                d.for_share()
+            );
+            let marked = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(holder)
+                .bind(card)
+                .bind(cert_no)
+                .bind(now)
+                .bind(self.instance.as_deref())
+                .execute(pool)
+                .await?;
+            Ok(marked.rows_affected() == 1)
         })
     }
 

@@ -12,7 +12,6 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::Connection as _;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
@@ -23,6 +22,7 @@ mod backend;
 mod cards;
 mod controls;
 mod export;
+mod instances;
 mod payments;
 mod queue;
 mod reads;
@@ -32,6 +32,7 @@ pub use alerts::{AlertDelivery, AlertRecord, DueAlert};
 pub use cards::{CardPause, CertificateRefused};
 pub use controls::{AuditEntry, Pause, PinInFlight, Stage};
 pub use export::{ExportCursor, ExportPage, ExportRange, ExportRow};
+pub use instances::{CardLease, CardLeaseView, DeadInstance, INSTANCE_TTL, InstanceInfo, InstanceView};
 pub use payments::{PutError, PutOutcome};
 pub use queue::{
     Claim, Delivery, NewRequest, Outcome, Pending, PreparedUpload, SigningJob, State, UploadJob,
@@ -64,11 +65,6 @@ pub enum StoreError {
          one its own [store] path"
     )]
     InUse(String),
-    #[error(
-        "another customs179 serve is using the database {0} (it holds its PostgreSQL advisory lock); one \
-         instance per database until instances share the queue"
-    )]
-    InUseElsewhere(String),
 }
 
 /// Where the store is kept.
@@ -112,21 +108,6 @@ impl Location {
     }
 }
 
-/// What makes a service's store the only one working the queue, held for
-/// its life.
-#[derive(Debug)]
-enum Holder {
-    /// Released by the OS when the process dies, however it dies.
-    File(#[allow(dead_code)] File),
-    /// A session advisory lock, released by PostgreSQL when this connection
-    /// ends (the process died, or the network between them).
-    Postgres(#[allow(dead_code)] tokio::sync::Mutex<sqlx::PgConnection>),
-}
-
-/// The advisory lock of a service on a PostgreSQL database: this key and
-/// the hash of the schema, so that schemas of one database are apart.
-const SERVICE_LOCK: &str = "pg_try_advisory_lock(17900, hashtext(current_schema()))";
-
 /// The queue and everything kept for audit.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -134,8 +115,12 @@ pub struct Store {
     /// The SQLite file, beside which pauses the database refused are kept
     /// (None on PostgreSQL, which has no such place).
     path: Option<Arc<PathBuf>>,
-    /// Held by the service for its whole life.
-    _holder: Option<Arc<Holder>>,
+    /// The lock beside a SQLite file that makes a service the only process
+    /// working its queue, held for its life (released by the OS when the
+    /// process dies, however it dies).
+    lock: Option<Arc<File>>,
+    /// The instance whose claims this store makes (None: a command's store).
+    instance: Option<Arc<str>>,
     /// The requests each commit of this process changed, for live views.
     feed: tokio::sync::broadcast::Sender<Changed>,
     /// The last failure groups, and when they were read.
@@ -204,7 +189,7 @@ impl Store {
             .pragma("wal_autocheckpoint", "0");
         let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
         sqlx::migrate!("../../migrations/sqlite").run(&pool).await?;
-        let store = Store::with_pool(Pool::Sqlite(pool), Some(path), lock.map(Holder::File));
+        let store = Store::with_pool(Pool::Sqlite(pool), Some(path), lock);
         store.apply_pending_pauses(path).await?;
         store.group_older_failures().await?;
         Ok(store)
@@ -218,39 +203,29 @@ impl Store {
         }
     }
 
-    /// [`Store::open_exclusive`] at `location`. On PostgreSQL the service
-    /// holds an advisory lock on a connection of its own instead of a file.
-    pub async fn open_exclusive_at(location: &Location, now: Millis) -> Result<(Store, u64), StoreError> {
-        let url = match location {
-            Location::Sqlite(path) => return Store::open_exclusive(path, now).await,
-            Location::Postgres(url) => url,
-        };
-        let options = pg_options(url.expose())?;
-        let mut store = Store::connect_with(options.clone()).await?;
-        let mut holder = sqlx::PgConnection::connect_with(&options).await?;
-        let held: bool = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT {SERVICE_LOCK}")))
-            .fetch_one(&mut holder)
-            .await?;
-        if !held {
-            return Err(StoreError::InUseElsewhere(location.describe()));
+    /// Opens the store at `location` for a service: on SQLite, as the only
+    /// process working its queue ([`Store::open_exclusive`]); on PostgreSQL,
+    /// as one of its instances, which share the queue: the claims of those
+    /// that died are released by [`Store::retire_dead_instances`], not here.
+    pub async fn open_for_service(location: &Location, now: Millis) -> Result<(Store, u64), StoreError> {
+        match location {
+            Location::Sqlite(path) => Store::open_exclusive(path, now).await,
+            Location::Postgres(url) => Ok((Store::connect(url.expose()).await?, 0)),
         }
-        store._holder = Some(Arc::new(Holder::Postgres(tokio::sync::Mutex::new(holder))));
-        let released = store.release_all_leases(now).await?;
-        Ok((store, released))
     }
 
-    /// Whether a service holds the store at `location` ([`Store::in_use`]).
-    pub async fn in_use_at(location: &Location) -> Result<bool, StoreError> {
-        let url = match location {
-            Location::Sqlite(path) => return Store::in_use(path),
-            Location::Postgres(url) => url,
-        };
-        let mut conn = sqlx::PgConnection::connect_with(&pg_options(url.expose())?).await?;
-        let free: bool = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT {SERVICE_LOCK}")))
-            .fetch_one(&mut conn)
-            .await?;
-        conn.close().await?;
-        Ok(!free)
+    /// Whether a service works the store at `location`: holds its lock
+    /// ([`Store::in_use`]), or on PostgreSQL, any instance lives.
+    pub async fn in_use_at(location: &Location, now: Millis) -> Result<bool, StoreError> {
+        match location {
+            Location::Sqlite(path) => Store::in_use(path),
+            Location::Postgres(url) => {
+                let store = Store::connect(url.expose()).await?;
+                let live = store.live_instances(now).await;
+                store.close().await;
+                Ok(live? > 0)
+            }
+        }
     }
 
     /// Connects to the PostgreSQL database at `url` (`postgres://…`) and
@@ -272,15 +247,21 @@ impl Store {
         Ok(store)
     }
 
-    fn with_pool(pool: Pool, path: Option<&Path>, holder: Option<Holder>) -> Store {
+    fn with_pool(pool: Pool, path: Option<&Path>, lock: Option<File>) -> Store {
         let (feed, _) = tokio::sync::broadcast::channel(FEED_CAPACITY);
         Store {
             pool,
             path: path.map(|path| Arc::new(path.to_owned())),
-            _holder: holder.map(Arc::new),
+            lock: lock.map(Arc::new),
+            instance: None,
             feed,
             failures: Arc::default(),
         }
+    }
+
+    /// Whether this store is the only one working its queue (a service's, on SQLite).
+    pub(crate) fn is_exclusive(&self) -> bool {
+        self.lock.is_some()
     }
 
     /// Copies the write-ahead log into the database without blocking

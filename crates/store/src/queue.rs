@@ -532,7 +532,7 @@ impl Store {
     pub(crate) async fn release_all_leases(&self, now: Millis) -> Result<u64, StoreError> {
         on_db!(self, pool, d => {
             let released = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "UPDATE requests SET lease_until = NULL, generation = generation + 1, updated_at = $1,
+                "UPDATE requests SET lease_until = NULL, lease_owner = NULL, generation = generation + 1, updated_at = $1,
                                  attempts = {}(attempts - 1, 0)
              WHERE lease_until IS NOT NULL",
                 d.greatest()
@@ -545,7 +545,7 @@ impl Store {
     }
 
     /// The one claim statement: due work in `state`, not leased by a live
-    /// worker, in the queue's order: work that can still make its deadline
+    /// worker, claimed for this store's instance, in the queue's order: work that can still make its deadline
     /// first (earliest deadline first), then late work, then replays (a
     /// replay restarts `waiting_since`), so that replays never delay live work.
     async fn claim(
@@ -556,21 +556,25 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<Claim>, StoreError> {
         on_db!(self, pool, d => {
-            let rows = sqlx::query(
+            let sql = format!(
                 "UPDATE requests
-             SET lease_until = $1 + $2, generation = generation + 1, attempts = attempts + 1, updated_at = $1
+             SET lease_until = $1 + $2, lease_owner = $5, generation = generation + 1, attempts = attempts + 1,
+                 updated_at = $1
              WHERE session_id IN (
                  SELECT session_id FROM requests
                  WHERE state = $3 AND next_attempt_at <= $1 AND (lease_until IS NULL OR lease_until <= $1)
                  ORDER BY CASE WHEN waiting_since > received_at THEN 2 WHEN deadline_at < $1 THEN 1 ELSE 0 END,
                           deadline_at
-                 LIMIT $4)
+                 LIMIT $4{})
              RETURNING session_id, order_no, generation, attempts, received_at, deadline_at, waiting_since",
-            )
+                d.skip_locked()
+            );
+            let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(now)
             .bind(lease)
             .bind(state.as_str())
             .bind(limit)
+            .bind(self.instance.as_deref())
             .fetch_all(pool)
             .await?;
             let mut claims: Vec<Claim> = rows

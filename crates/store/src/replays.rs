@@ -347,7 +347,7 @@ impl Store {
             // A read transaction: one snapshot for every page, and no writer waits for it.
             let mut tx = pool.begin().await?;
             let seen: (i64, i64) = sqlx::query_as(
-                "SELECT (SELECT n FROM state_counts WHERE state = 'failed'), (SELECT version FROM changes WHERE id = 1)",
+                "SELECT (SELECT CAST(SUM(n) AS BIGINT) FROM state_counts WHERE state = 'failed'), (SELECT version FROM changes WHERE id = 1)",
             )
             .fetch_one(&mut *tx)
             .await?;

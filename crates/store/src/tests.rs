@@ -896,3 +896,183 @@ async fn a_refused_certno_sends_its_signed_requests_back_while_another_card_is_l
     );
 }
 }
+
+fn instance(id: &str) -> InstanceInfo {
+    InstanceInfo {
+        id: id.into(),
+        name: format!("host-{id}"),
+        version: "test".into(),
+        intake: "127.0.0.1:1".into(),
+        admin: "127.0.0.1:2".into(),
+    }
+}
+
+on_both! {
+async fn a_dead_instance_loses_its_claims_and_a_live_one_keeps_them(f) {
+    let (a, b) = (f.store.as_instance("A"), f.reopen().await.as_instance("B"));
+    a.register_instance(&instance("A"), 0).await.unwrap();
+    b.register_instance(&instance("B"), 0).await.unwrap();
+    a.insert_requests(&[request("S1", "O1", 0), request("S2", "O2", 0)]).await.unwrap();
+    let claims = a.claim_pulls(0, 600_000, 1).await.unwrap();
+    assert_eq!(b.claim_pulls(0, 600_000, 1).await.unwrap().len(), 1);
+    assert_eq!(b.live_instances(1_000).await.unwrap(), 2);
+
+    // B beats, A does not: within the TTL nothing changes, after it A is dead.
+    assert!(b.instance_heartbeat("B", INSTANCE_TTL - 1).await.unwrap());
+    assert!(b.retire_dead_instances(INSTANCE_TTL - 1).await.unwrap().is_empty(), "alive for the TTL");
+    assert!(b.instance_heartbeat("B", INSTANCE_TTL + 1).await.unwrap());
+    let dead = b.retire_dead_instances(INSTANCE_TTL + 1).await.unwrap();
+    assert_eq!(dead, [DeadInstance { name: "host-A".into(), released: 1, marks: vec![] }]);
+    assert!(b.retire_dead_instances(INSTANCE_TTL + 2).await.unwrap().is_empty(), "declared dead once");
+    assert_eq!(b.live_instances(INSTANCE_TTL + 2).await.unwrap(), 1);
+
+    // A's claim is B's to take at once, and A's late write is fenced off.
+    let taken = b.claim_pulls(INSTANCE_TTL + 2, 600_000, 5).await.unwrap();
+    assert_eq!(taken.iter().map(|c| c.session_id.as_str()).collect::<Vec<_>>(), [claims[0].session_id.as_str()]);
+    assert_eq!(taken[0].attempts, 1, "the claim cut short is no attempt");
+    let late = Outcome::new("pull_failed", "late write");
+    assert!(!a.retry_later(&claims[0], "pull", 0, &late, INSTANCE_TTL + 3).await.unwrap());
+    // A learns it at its next heartbeat, and stops.
+    assert!(!a.instance_heartbeat("A", INSTANCE_TTL + 3).await.unwrap());
+
+    let views = b.instances(INSTANCE_TTL + 3, 60_000).await.unwrap();
+    let seen: Vec<(&str, bool, Option<&str>)> =
+        views.iter().map(|v| (v.name.as_str(), v.alive, v.stop_reason.as_deref())).collect();
+    assert_eq!(seen, [("host-A", false, Some("no heartbeat for 5 s")), ("host-B", true, None)]);
+    assert!(b.instances(INSTANCE_TTL + 70_000, 60_000).await.unwrap().iter().all(|v| v.name == "host-B"));
+}
+}
+
+on_both! {
+async fn a_card_is_driven_by_one_live_instance_and_taken_over_with_its_marks_paused(f) {
+    let (a, b) = (f.store.as_instance("A"), f.reopen().await.as_instance("B"));
+    a.register_instance(&instance("A"), 0).await.unwrap();
+    b.register_instance(&instance("B"), 0).await.unwrap();
+    assert_eq!(a.take_card("card", "A", 10).await.unwrap(), CardLease::Held { paused: vec![] });
+    assert_eq!(a.take_card("card", "A", 11).await.unwrap(), CardLease::Held { paused: vec![] });
+    assert_eq!(b.take_card("card", "B", 12).await.unwrap(), CardLease::HeldBy { owner: "host-A".into() });
+
+    // Only the instance that drives the card may send an unproven PIN.
+    assert!(a.mark_pin_in_flight("the service (A)", "card", "0a1b", 20).await.unwrap());
+    assert!(!b.mark_pin_in_flight("the service (B)", "card", "0a1b", 20).await.unwrap());
+    assert!(f.store.mark_pin_in_flight("the sign command", "other", "0a1b", 20).await.unwrap(), "a command's");
+    f.store.clear_pin_in_flight("the sign command").await.unwrap();
+    assert!(a.publish_card("card", "A", r#"{"connected":true}"#, 21).await.unwrap());
+    assert!(!b.publish_card("card", "B", "{}", 21).await.unwrap());
+    let leases = b.card_leases(21).await.unwrap();
+    assert_eq!(leases.len(), 1);
+    assert_eq!((leases[0].owner.as_str(), leases[0].owner_alive), ("host-A", true));
+    assert_eq!((leases[0].live.as_deref(), leases[0].live_at), (Some(r#"{"connected":true}"#), Some(21)));
+
+    // A dies with its PIN in flight: B takes the card, and its signing is paused.
+    let now = INSTANCE_TTL + 30;
+    assert!(b.instance_heartbeat("B", now).await.unwrap());
+    let dead = b.retire_dead_instances(now).await.unwrap();
+    assert_eq!(dead[0].marks.len(), 1, "A's mark");
+    assert!(dead[0].marks[0].holder == "the service (A)");
+    assert!(b.card_pause_of("card", Stage::Signing).await.unwrap().unwrap().reason.contains("unproven PIN"));
+    assert_eq!(b.take_card("card", "B", now).await.unwrap(), CardLease::Held { paused: vec![] });
+    assert!(!a.mark_pin_in_flight("the service (A)", "card", "0a1b", now).await.unwrap(), "fenced off");
+    assert!(!b.card_leases(now).await.unwrap()[0].live.is_some(), "A's view is gone with it");
+
+    // A command's mark left on a card is turned into its pause when an instance takes the card.
+    f.store.mark_pin_in_flight("the sign command", "spare", "0c0d", now).await.unwrap();
+    let CardLease::Held { paused } = b.take_card("spare", "B", now).await.unwrap() else { panic!("not held") };
+    assert_eq!(paused.iter().map(|m| m.holder.as_str()).collect::<Vec<_>>(), ["the sign command"]);
+    assert!(b.card_pause_of("spare", Stage::Signing).await.unwrap().is_some());
+    assert!(b.pins_in_flight().await.unwrap().is_empty());
+
+    // A clean stop frees the cards at once.
+    b.instance_stopped("B", now + 1).await.unwrap();
+    assert!(b.card_leases(now + 1).await.unwrap().is_empty());
+    let c = f.reopen().await.as_instance("C");
+    c.register_instance(&instance("C"), now + 1).await.unwrap();
+    assert_eq!(c.take_card("card", "C", now + 2).await.unwrap(), CardLease::Held { paused: vec![] });
+}
+}
+
+on_both! {
+async fn singleton_work_is_one_live_instances_at_a_time(f) {
+    let (a, b) = (f.store.as_instance("A"), f.reopen().await.as_instance("B"));
+    a.register_instance(&instance("A"), 0).await.unwrap();
+    b.register_instance(&instance("B"), 0).await.unwrap();
+    assert!(a.hold_singleton("sweep", "A", 1).await.unwrap());
+    assert!(!b.hold_singleton("sweep", "B", 2).await.unwrap());
+    assert!(b.hold_singleton("alerts", "B", 2).await.unwrap(), "each work its own");
+    assert!(a.hold_singleton("sweep", "A", 3).await.unwrap());
+    // A stops beating: B takes the work after the TTL, even before A is declared dead.
+    assert!(b.instance_heartbeat("B", INSTANCE_TTL + 1).await.unwrap());
+    assert!(b.hold_singleton("sweep", "B", INSTANCE_TTL + 1).await.unwrap());
+    assert!(!a.hold_singleton("sweep", "A", INSTANCE_TTL + 1).await.unwrap());
+    // A clean stop hands it over at once.
+    a.register_instance(&instance("A2"), INSTANCE_TTL + 2).await.unwrap();
+    b.instance_stopped("B", INSTANCE_TTL + 3).await.unwrap();
+    assert!(a.hold_singleton("sweep", "A2", INSTANCE_TTL + 3).await.unwrap());
+}
+}
+
+on_both! {
+async fn two_instances_claiming_at_once_never_claim_the_same_request(f) {
+    let (a, b) = (f.store.as_instance("A"), f.reopen().await.as_instance("B"));
+    let requests: Vec<NewRequest> = (0..300).map(|i| request(&format!("S{i:03}"), &format!("O{i}"), 0)).collect();
+    a.insert_requests(&requests).await.unwrap();
+    let claim_all = |store: Store| async move {
+        let mut mine = Vec::new();
+        loop {
+            let claims = store.claim_pulls(1, 600_000, 7).await.unwrap();
+            if claims.is_empty() {
+                return mine;
+            }
+            mine.extend(claims.into_iter().map(|c| c.session_id));
+        }
+    };
+    let (mine_a, mine_b) = tokio::join!(tokio::spawn(claim_all(a.clone())), tokio::spawn(claim_all(b.clone())));
+    let (mine_a, mine_b) = (mine_a.unwrap(), mine_b.unwrap());
+    let mut all: Vec<&String> = mine_a.iter().chain(&mine_b).collect();
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), 300, "every request claimed once: {} + {}", mine_a.len(), mine_b.len());
+    assert_eq!(mine_a.len() + mine_b.len(), 300);
+    let owners: Vec<(String, i64)> = on_db!(f.store, pool, _d => {
+        sqlx::query_as("SELECT lease_owner, COUNT(*) FROM requests GROUP BY lease_owner ORDER BY lease_owner")
+            .fetch_all(pool)
+            .await
+            .unwrap()
+    });
+    let expected: Vec<(String, i64)> = [("A", mine_a.len()), ("B", mine_b.len())]
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(owner, n)| (owner.to_owned(), n as i64))
+        .collect();
+    assert_eq!(owners, expected, "each claim carries its owner");
+}
+}
+
+#[tokio::test]
+async fn counts_stay_exact_when_many_connections_change_requests_at_once() {
+    let f = Fixture::new(Backend::Postgres).await;
+    let stores = [f.store.clone(), f.reopen().await, f.reopen().await];
+    let mut tasks = Vec::new();
+    for (n, store) in stores.iter().enumerate() {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            for batch in 0..20 {
+                let requests: Vec<NewRequest> =
+                    (0..25).map(|i| request(&format!("S{n}-{batch}-{i}"), "O", 0)).collect();
+                store.insert_requests(&requests).await.unwrap();
+                for claim in store.claim_pulls(1, 1, 10).await.unwrap() {
+                    store.fail(&claim, "pull", &Outcome::new("x", "y"), 2).await.unwrap();
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert_eq!(f.store.count_by_state().await.unwrap(), counted(&f.store).await);
+    let shards: i64 = on_db!(f.store, pool, _d => {
+        sqlx::query_scalar("SELECT COUNT(DISTINCT shard) FROM state_counts WHERE n <> 0").fetch_one(pool).await.unwrap()
+    });
+    assert!(shards > 1, "the counts are spread over the connections' shards");
+    f.finish().await;
+}

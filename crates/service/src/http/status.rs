@@ -72,7 +72,13 @@ pub(crate) struct Status {
     cards: Vec<CardStatus>,
     customs: CustomsStatus,
     tasks: Vec<crate::health::TaskHealth>,
+    /// The instances on the database, with their heartbeats: those running,
+    /// and those stopped in the last [`INSTANCES_STOPPED_SHOWN`] ms.
+    instances: Vec<customs179_store::InstanceView>,
 }
+
+/// How long a stopped instance stays in the status.
+const INSTANCES_STOPPED_SHOWN: i64 = 3_600_000;
 
 /// A card as its signer last saw it, and its own pauses (all signing
 /// paused is `signing` of the status).
@@ -175,9 +181,8 @@ pub(crate) async fn current(ctx: &ApiContext) -> Result<Status, ApiError> {
         oldest_pending_ms: ctx.store.oldest_pending().await?.map(|received| now - received),
         last_hour: LastHour::of(&deliveries, now, deadline_ms),
         signing: signing.clone(),
-        cards: ctx
-            .live
-            .cards()
+        cards: crate::live::system_cards(ctx, now)
+            .await?
             .into_iter()
             .map(|seen| CardStatus {
                 paused: own(&seen.name, Stage::Signing),
@@ -192,6 +197,7 @@ pub(crate) async fn current(ctx: &ApiContext) -> Result<Status, ApiError> {
         },
         uploading,
         tasks: ctx.health.report(),
+        instances: ctx.store.instances(now, INSTANCES_STOPPED_SHOWN).await?,
     })
 }
 
@@ -247,6 +253,7 @@ mod tests {
             pause_lost: Arc::default(),
             health: Arc::default(),
             live: Arc::default(),
+            instance: Arc::new(crate::workers::instance::Instance::new()),
             stopping: crate::workers::Shutdown::new().1,
         }
     }

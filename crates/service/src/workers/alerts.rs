@@ -18,6 +18,7 @@ use customs179_store::{CardPause, Pause, Stage, StoreError};
 use tokio::sync::Notify;
 
 use super::Shutdown;
+use super::instance::singleton;
 use crate::context::{ApiContext, now_ms};
 
 /// How often the conditions are looked at.
@@ -43,7 +44,12 @@ pub(crate) async fn watch(ctx: ApiContext, wakes: Vec<Arc<Notify>>, mut shutdown
     let rules = ctx.config.alerts.rules;
     loop {
         ctx.health.beat("alert watcher");
-        match look(&ctx, &rules).await {
+        let looked = if super::instance::holds(&ctx, singleton::ALERTS).await {
+            look(&ctx, &rules).await
+        } else {
+            Ok(0)
+        };
+        match looked {
             Ok(0) => {}
             Ok(_) => wakes.iter().for_each(|wake| wake.notify_one()),
             Err(e) => tracing::warn!(error = %e, "alerts: cannot look at the conditions; trying again"),
@@ -106,9 +112,8 @@ async fn observe(ctx: &ApiContext, rules: &Rules, now: i64) -> Result<Observatio
         |pause: Option<Pause>| pause.map(|p| PauseSeen { reason: p.reason, since: p.since, by: p.by });
     let pauses = ctx.store.card_pauses().await?;
     let own = |card: &str, stage: Stage| seen_pause(CardPause::find(&pauses, card, stage).cloned());
-    let cards = ctx
-        .live
-        .cards()
+    let cards = crate::live::system_cards(ctx, now)
+        .await?
         .into_iter()
         .map(|card| CardSeen {
             paused: own(&card.name, Stage::Signing),
@@ -171,6 +176,9 @@ async fn next_step(
     per_minute: usize,
     shutdown: &mut Shutdown,
 ) -> Result<Step, StoreError> {
+    if !super::instance::holds(ctx, singleton::ALERTS).await {
+        return Ok(Step::Wait(super::instance::BEAT));
+    }
     let Some(due) = ctx.store.next_alert_delivery(name).await? else {
         return Ok(Step::Wait(Duration::from_secs(30)));
     };

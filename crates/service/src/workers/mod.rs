@@ -1,6 +1,7 @@
 //! The service's background tasks.
 
 pub(crate) mod alerts;
+pub(crate) mod instance;
 pub(crate) mod prepare;
 pub(crate) mod pull;
 pub(crate) mod sign;
@@ -24,6 +25,8 @@ pub(crate) mod code {
     pub(crate) const UNREADABLE_PRESIGN: &str = "unreadable_presign";
     /// Given back untried: signing is paused.
     pub(crate) const SIGNING_PAUSED: &str = "signing_paused";
+    /// Given back untried: another instance drives the card now.
+    pub(crate) const NOT_DRIVEN: &str = "card_not_driven_here";
     /// Given back untried: the service stopped.
     pub(crate) const STOPPED: &str = "stopped";
 }

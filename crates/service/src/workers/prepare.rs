@@ -9,6 +9,7 @@ use customs179_core::{Guid, PreSign};
 use customs179_store::{Pending, PreparedUpload};
 
 use super::Shutdown;
+use super::instance::singleton;
 use crate::context::{ApiContext, now_ms};
 
 /// How often waiting requests are checked for giving up.
@@ -24,15 +25,17 @@ pub(crate) async fn run(ctx: ApiContext, mut shutdown: Shutdown) {
     while !shutdown.is_requested() {
         ctx.health.beat("preparer");
         let (orders, mut sweep) = ctx.prepare.take();
-        sweep |= last_sweep.elapsed() >= FULL_SWEEP_EVERY;
-        if sweep {
+        // The safety net is one instance's work; a sweep asked for here (a
+        // replay, a change seen) is this one's.
+        if last_sweep.elapsed() >= FULL_SWEEP_EVERY {
             last_sweep = Instant::now();
+            sweep |= super::instance::holds(&ctx, singleton::SWEEP).await;
         }
         let scope = if sweep { Scope::Everything } else { Scope::Orders(orders) };
         if let Err(e) = prepare_pending(&ctx, &scope).await {
             tracing::error!(error = %e, "preparer: database error");
         }
-        if last_give_up.elapsed() >= GIVE_UP_EVERY {
+        if last_give_up.elapsed() >= GIVE_UP_EVERY && super::instance::holds(&ctx, singleton::SWEEP).await {
             last_give_up = Instant::now();
             if let Err(e) = give_up(&ctx).await {
                 tracing::error!(error = %e, "preparer: database error");

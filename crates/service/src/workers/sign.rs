@@ -15,13 +15,13 @@
 //! `breaker_after` of them in a row pause the card.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
 use customs179_core::PreSign;
 use customs179_eport::{FailureClass, SignerClient, SignerError};
 use customs179_store::Pause;
-use customs179_store::{Outcome, SigningJob, Stage, State, StoreError};
+use customs179_store::{CardLease, Outcome, SigningJob, Stage, State, StoreError};
 use tokio::sync::mpsc;
 use tracing::Instrument as _;
 
@@ -67,11 +67,20 @@ pub(crate) struct Card {
     /// cards take the work meanwhile.
     pub unwell_until: AtomicI64,
     pub unwell_for: AtomicI64,
+    /// Whether another instance was last seen driving the card (told once in the log).
+    driven_elsewhere: AtomicBool,
 }
 
 impl Card {
     pub fn new(config: SignerConfig, client: SignerClient, task: &'static str) -> Card {
-        Card { config, client, task, unwell_until: AtomicI64::new(0), unwell_for: AtomicI64::new(0) }
+        Card {
+            config,
+            client,
+            task,
+            unwell_until: AtomicI64::new(0),
+            unwell_for: AtomicI64::new(0),
+            driven_elsewhere: AtomicBool::new(false),
+        }
     }
 
     pub fn name(&self) -> &str {
@@ -95,7 +104,7 @@ impl Card {
 pub(crate) async fn run(ctx: ApiContext, card: Arc<Card>, mut shutdown: Shutdown) {
     let signer = &card.client;
     let name = card.name();
-    let holder = card::service_holder(name);
+    let holder = card::service_holder(&ctx.instance.name, name);
     let (results, mut to_commit) = mpsc::channel::<(SigningJob, CardAnswer)>(64);
     let committer = {
         let ctx = ctx.clone();
@@ -115,6 +124,7 @@ pub(crate) async fn run(ctx: ApiContext, card: Arc<Card>, mut shutdown: Shutdown
             }
         })
     };
+    drive(&ctx, &card).await;
     let (claimed, mut jobs) = mpsc::channel::<SigningJob>(PREFETCH);
     let claimer = tokio::spawn(claim_ahead(ctx.clone(), card.clone(), claimed, shutdown.clone()));
     let breaker_after = card.config.breaker_after;
@@ -129,6 +139,10 @@ pub(crate) async fn run(ctx: ApiContext, card: Arc<Card>, mut shutdown: Shutdown
             () = shutdown.requested() => None,
             // Beats while nothing is to be signed, or signing is paused.
             () = tokio::time::sleep(Duration::from_secs(1)) => {
+                // Another instance drives the card: it is not asked anything.
+                if !drive(&ctx, &card).await {
+                    continue;
+                }
                 // Under a certificate pause the card is asked every second anyway.
                 let mut asked = lift_certificate_pause(&ctx, &card).await;
                 if !asked && last_probe.elapsed() >= PROBE_EVERY {
@@ -142,6 +156,10 @@ pub(crate) async fn run(ctx: ApiContext, card: Arc<Card>, mut shutdown: Shutdown
             }
         };
         let Some(job) = job else { break };
+        if !ctx.live.driven_here(name) || !ctx.instance.current(now_ms()) {
+            give_back(&ctx, &job, 0, code::NOT_DRIVEN, "this instance does not drive the card now").await;
+            continue;
+        }
         // A pause may have come after this job was claimed.
         if !matches!(ctx.store.card_signing_stop(name).await, Ok(None)) {
             give_back(&ctx, &job, 0, code::SIGNING_PAUSED, "signing is paused").await;
@@ -261,8 +279,9 @@ async fn claim_ahead(
             }
         };
         let unwell_ms = card.unwell_until.load(Ordering::Relaxed) - now_ms();
-        if paused || unwell_ms > 0 {
-            let wait_ms = if paused { 1_000 } else { unwell_ms.min(1_000) };
+        let elsewhere = !ctx.live.driven_here(card.name()) || !ctx.instance.current(now_ms());
+        if paused || elsewhere || unwell_ms > 0 {
+            let wait_ms = if paused || elsewhere { 1_000 } else { unwell_ms.min(1_000) };
             wait(&ctx, &mut shutdown, Duration::from_millis(u64::try_from(wait_ms).unwrap_or(1_000))).await;
             continue;
         }
@@ -290,6 +309,44 @@ async fn claim_ahead(
                 tracing::error!(error = %e, "signer: database error");
                 wait(&ctx, &mut shutdown, Duration::from_secs(1)).await;
             }
+        }
+    }
+}
+
+/// Takes the card when no live instance drives it (see
+/// `Store::take_card`); whether this instance drives it. Marks left on it
+/// by others (a dead instance, a command) become a pause of its signing.
+async fn drive(ctx: &ApiContext, card: &Card) -> bool {
+    let name = card.name();
+    if ctx.live.driven_here(name) {
+        return true;
+    }
+    if !ctx.instance.current(now_ms()) {
+        return false;
+    }
+    match ctx.store.take_card(name, &ctx.instance.id, now_ms()).await {
+        Ok(CardLease::Held { paused }) => {
+            for mark in &paused {
+                tracing::error!(
+                    reason = mark.pause_reason(),
+                    "SIGNING PAUSED ON THIS CARD as it was taken over"
+                );
+            }
+            tracing::info!(instance = ctx.instance.name, "signer: this instance drives the card");
+            card.driven_elsewhere.store(false, Ordering::Relaxed);
+            ctx.live.card_driven(name, true);
+            ctx.sign.notify_one();
+            true
+        }
+        Ok(CardLease::HeldBy { owner }) => {
+            if !card.driven_elsewhere.swap(true, Ordering::Relaxed) {
+                tracing::info!(owner, "signer: another instance drives the card; this one stands by");
+            }
+            false
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "signer: cannot ask for the card");
+            false
         }
     }
 }
@@ -331,7 +388,9 @@ async fn pause(ctx: &ApiContext, card: &Card, reason: &str, by: Option<&str>, sh
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    if let Err(e) = ctx.store.clear_pin_in_flight(&card::service_holder(card.name())).await {
+    if let Err(e) =
+        ctx.store.clear_pin_in_flight(&card::service_holder(&ctx.instance.name, card.name())).await
+    {
         tracing::error!(error = %e, "signer: cannot clear the PIN-in-flight mark (the pause is stored)");
     }
 }

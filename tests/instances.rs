@@ -1,0 +1,322 @@
+//! Two instances of `serve` on one PostgreSQL database, behind HAProxy (Debian's), as plain
+//! processes: the layout of `deploy/compose/docker-compose.yml` without containers. Two
+//! simulated cards, both configured on both instances; the customs simulator registers both.
+//! One instance is SIGKILLed during a burst of 2,000 customs calls: nothing answered is lost,
+//! customs stores each sessionID once, every request is delivered within 120 s of its call,
+//! the survivor takes the cards over (with no wrong PIN), and the counters equal a COUNT.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use customs179_sim::customs::{self, CustomsSimOptions, RunningCustomsSim};
+use customs179_sim::eport::{self, Algo, EportSimOptions, FaultsUpdate, RunningEportSim};
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+mod common;
+
+use common::postgres::Schema;
+use common::serve::ServeProcess;
+use common::{EBP_CODE, eventually, free_addr, http_client, loopback, now_ms};
+
+const PIN: &str = "pin-5d1c0e7b";
+const CALLS: usize = 2_000;
+const ORDERS: usize = 50;
+const SENDERS: usize = 16;
+
+struct SimCard {
+    name: &'static str,
+    sim: RunningEportSim,
+    _dir: TempDir,
+}
+
+async fn start_card(name: &'static str) -> SimCard {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = eport::start(EportSimOptions::new(loopback(), Algo::Sm2, PIN, dir.path())).await.unwrap();
+    sim.update_faults(&FaultsUpdate { latency_ms: Some(5), ..FaultsUpdate::default() });
+    SimCard { name, sim, _dir: dir }
+}
+
+async fn start_customs(cards: &[SimCard]) -> (RunningCustomsSim, TempDir) {
+    let certs = tempfile::tempdir().unwrap();
+    for card in cards {
+        std::fs::write(certs.path().join(format!("{}.pem", card.name)), card.sim.keys().cert_pem().unwrap())
+            .unwrap();
+    }
+    let mut options = CustomsSimOptions::new(loopback(), certs.path(), [EBP_CODE]);
+    options.seed = Some(15);
+    (customs::start(options).await.unwrap(), certs)
+}
+
+/// HAProxy in front of the instances' intakes: round robin, health-checked every 200 ms, and a
+/// call whose instance died under it tried again on the other (L7 retries; intake is
+/// idempotent by sessionID, so a call stored before the answer was lost is not stored twice).
+struct Haproxy {
+    child: Child,
+    url: String,
+}
+
+impl Haproxy {
+    fn start(dir: &Path, intakes: &[&str]) -> Haproxy {
+        let listen = free_addr();
+        let servers: String = intakes
+            .iter()
+            .enumerate()
+            .map(|(i, intake)| {
+                format!(
+                    "    server i{i} {} check inter 200 fall 1 rise 2\n",
+                    intake.trim_start_matches("http://")
+                )
+            })
+            .collect();
+        let config = format!(
+            "global\n    maxconn 2000\n\
+             defaults\n    mode http\n    timeout connect 1s\n    timeout client 30s\n    timeout server 10s\n\
+             \x20   retries 3\n    option redispatch 1\n    option http-buffer-request\n\
+             \x20   retry-on conn-failure empty-response response-timeout 502 503\n    option forwardfor\n\
+             frontend intake\n    bind {listen}\n    default_backend instances\n\
+             backend instances\n    balance roundrobin\n{servers}"
+        );
+        let file = dir.join("haproxy.cfg");
+        std::fs::write(&file, config).unwrap();
+        let binary = ["/usr/sbin/haproxy", "/usr/bin/haproxy"]
+            .into_iter()
+            .find(|path| Path::new(path).exists())
+            .expect("the test needs HAProxy (Debian's haproxy package; .ci/run installs it)");
+        let child = Command::new(binary)
+            .args(["-db", "-f"])
+            .arg(&file)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("haproxy.log")).unwrap())
+            .spawn()
+            .unwrap();
+        Haproxy { child, url: format!("http://{listen}/platDataOpen") }
+    }
+}
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn instance_toml(cards: &[SimCard], customs: &RunningCustomsSim) -> String {
+    let signers: String = cards
+        .iter()
+        .map(|card| {
+            format!(
+                "[[signer]]\nname = \"{}\"\nurl = \"{}\"\npin = \"{PIN}\"\ntimeout_ms = 2000\n\n",
+                card.name,
+                card.sim.ws_url()
+            )
+        })
+        .collect();
+    format!(
+        "{signers}[customs]\nenvironment = \"test\"\nupload_url = \"{}\"\ntimeout_ms = 2000\n\
+         [log]\nlevel = \"info\"\n",
+        customs.upload_url()
+    )
+}
+
+/// Calls customs' call for `session_id` until it is answered 10000, as customs would call
+/// again: through the proxy, one instance may be gone mid-call. When it was first sent.
+async fn call_until_answered(client: &reqwest::Client, url: &str, session_id: &str, order_no: &str) -> i64 {
+    let first = now_ms();
+    let open_req = json!({"orderNo": order_no, "sessionID": session_id, "serviceTime": first}).to_string();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(response) = client.post(url).form(&[("openReq", open_req.clone())]).send().await {
+            let status = response.status();
+            let answer: Value = response.json().await.unwrap_or(Value::Null);
+            if answer["code"] == "10000" {
+                assert_eq!(status, 200, "10000 with HTTP {status}");
+                return first;
+            }
+        }
+        assert!(Instant::now() < deadline, "{session_id} never answered 10000");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// What the instance's status says of each card: (driving instance, alive).
+async fn card_drivers(instance: &ServeProcess) -> BTreeMap<String, (String, bool)> {
+    let status = instance.get("/api/status").await;
+    status["cards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|card| {
+            let driver = card["driven_by"].as_str().unwrap_or_default().to_owned();
+            let alive = card["driver_alive"].as_bool().unwrap_or(false);
+            (card["name"].as_str().unwrap().to_owned(), (driver, alive))
+        })
+        .collect()
+}
+
+/// The name the instance goes by in the status: the one whose admin address is its own.
+async fn instance_name(instance: &ServeProcess) -> String {
+    let status = instance.get("/api/status").await;
+    let admin = instance.admin.trim_start_matches("http://");
+    let me = status["instances"].as_array().unwrap().iter().find(|i| i["admin"] == admin);
+    me.unwrap_or_else(|| panic!("not in its own status: {status:#}"))["name"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_behind_a_load_balancer_lose_nothing_when_one_is_killed() {
+    let schema = Schema::create().await;
+    let cards = [start_card("card-a").await, start_card("card-b").await];
+    let (customs, _certs) = start_customs(&cards).await;
+    let toml = instance_toml(&cards, &customs);
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut a = ServeProcess::configure(dir_a.path(), &toml).on_schema(Some(&schema));
+    let mut b = ServeProcess::configure(dir_b.path(), &toml).on_schema(Some(&schema));
+    a.start().await;
+    let name_a = instance_name(&a).await;
+    eventually("A drives both cards", Duration::from_secs(15), || async {
+        let drivers = card_drivers(&a).await;
+        let driven = drivers.values().filter(|(driver, alive)| *driver == name_a && *alive).count();
+        if driven == 2 { Ok(()) } else { Err(format!("{drivers:?}")) }
+    })
+    .await;
+    b.start().await;
+    let name_b = instance_name(&b).await;
+    assert_ne!(name_a, name_b);
+    // B stands by for the cards; it shows the whole system, A's cards and both instances.
+    eventually("B sees A drive the cards", Duration::from_secs(15), || async {
+        let drivers = card_drivers(&b).await;
+        let by_a = drivers.values().filter(|(driver, alive)| *driver == name_a && *alive).count();
+        if by_a == 2 { Ok(()) } else { Err(format!("{drivers:?}")) }
+    })
+    .await;
+    let instances = b.get("/api/status").await["instances"].clone();
+    assert_eq!(
+        instances.as_array().unwrap().iter().filter(|i| i["alive"] == true).count(),
+        2,
+        "{instances:#}"
+    );
+
+    // The platform's payment data is there before customs calls.
+    for order in 0..ORDERS {
+        let order_no = format!("O-{order}");
+        let instance = if order % 2 == 0 { &a } else { &b };
+        instance.platform_pays(&format!("T-{order}"), &[&order_no]).await;
+    }
+
+    let proxy = Haproxy::start(dir_a.path(), &[&a.intake, &b.intake]);
+    let client = http_client(Some(Duration::from_secs(15)));
+    eventually("the proxy answers", Duration::from_secs(15), || async {
+        let probe = client.post(&proxy.url).form(&[("openReq", "{}")]).send().await;
+        probe.map(|_| ()).map_err(|e| e.to_string())
+    })
+    .await;
+
+    let answered = Arc::new(AtomicUsize::new(0));
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut senders = tokio::task::JoinSet::new();
+    for _ in 0..SENDERS {
+        let (client, url, answered, next) =
+            (client.clone(), proxy.url.clone(), answered.clone(), next.clone());
+        senders.spawn(async move {
+            let mut called = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= CALLS {
+                    return called;
+                }
+                let session_id = format!("S-{i:04}");
+                let first =
+                    call_until_answered(&client, &url, &session_id, &format!("O-{}", i % ORDERS)).await;
+                answered.fetch_add(1, Ordering::Relaxed);
+                called.push((session_id, first));
+            }
+        });
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while answered.load(Ordering::Relaxed) < CALLS / 3 {
+        assert!(Instant::now() < deadline, "the burst does not get going");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let killed_at = now_ms();
+    assert!(a.kill().is_none(), "A had exited on its own:\n{}", a.log_tail());
+    let mut first_calls: BTreeMap<String, i64> = BTreeMap::new();
+    while let Some(called) = senders.join_next().await {
+        first_calls.extend(called.unwrap());
+    }
+    assert_eq!(first_calls.len(), CALLS);
+
+    // Every request delivered, each within 120 s of customs' first call.
+    let mut conn = schema.connect().await;
+    let delivered = eventually("every request delivered", Duration::from_secs(150), || async {
+        let mut conn = schema.connect().await;
+        let rows: Vec<(String, String, Option<i64>, i64)> =
+            sqlx::query_as("SELECT session_id, state, delivered_at, received_at FROM requests")
+                .fetch_all(&mut conn)
+                .await
+                .unwrap();
+        let done = rows.iter().filter(|(_, state, ..)| state == "delivered").count();
+        if done == CALLS {
+            Ok(rows)
+        } else {
+            Err(format!("{done} of {CALLS} delivered ({} stored)", rows.len()))
+        }
+    })
+    .await;
+    let stored: HashSet<&String> = delivered.iter().map(|(session_id, ..)| session_id).collect();
+    assert!(first_calls.keys().all(|session_id| stored.contains(session_id)), "an answered call was lost");
+    for (session_id, _, delivered_at, received_at) in &delivered {
+        let took = delivered_at.unwrap() - received_at.min(&first_calls[session_id]);
+        assert!(took <= 120_000, "{session_id} took {took} ms from its call to customs' storing it");
+    }
+
+    // Customs stored each sessionID once, and found nothing wrong with any upload.
+    let report = customs.report();
+    eprintln!("customs: {:?}; A killed after {} answers", report.totals, CALLS / 3);
+    let mut stored_at_customs: BTreeMap<&str, usize> = BTreeMap::new();
+    for upload in &report.uploads {
+        assert!(upload.violations.is_empty(), "{upload:?}");
+        if upload.stored {
+            *stored_at_customs.entry(upload.session_id.as_deref().unwrap()).or_default() += 1;
+        }
+    }
+    assert_eq!(stored_at_customs.len(), CALLS);
+    assert!(stored_at_customs.values().all(|n| *n == 1), "a sessionID stored twice at customs");
+
+    // B took both cards over once A was found dead; no card saw a wrong PIN, none is paused.
+    let drivers = card_drivers(&b).await;
+    assert!(drivers.values().all(|(driver, alive)| *driver == name_b && *alive), "{drivers:?}");
+    for card in &cards {
+        let stats = card.sim.stats();
+        assert_eq!((stats.wrong_pins, stats.locked), (0, false), "{}: {stats:?}", card.name);
+    }
+    let log_b = b.log();
+    assert!(log_b.contains("another instance drives the card; this one stands by"), "{log_b}");
+    assert!(log_b.contains("another instance stopped beating; its claims were released"), "{log_b}");
+    let status = b.get("/api/status").await;
+    assert!(status["signing"].is_null(), "{status:#}");
+    assert!(status["cards"].as_array().unwrap().iter().all(|card| card["paused"].is_null()), "{status:#}");
+    let dead = status["instances"].as_array().unwrap().iter().find(|i| i["name"] == name_a.as_str()).cloned();
+    let dead = dead.unwrap_or_else(|| panic!("A is not in the status: {status:#}"));
+    assert_eq!(dead["alive"], false);
+    assert_eq!(dead["stop_reason"], "no heartbeat for 5 s");
+    assert!(dead["stopped_at"].as_i64().unwrap() - killed_at < 15_000, "A found dead within seconds: {dead}");
+
+    // The counters are what a COUNT finds.
+    let (kept, counted) = b.counts_kept_and_counted().await;
+    assert_eq!(kept, counted);
+    let attempts: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM attempts").fetch_one(&mut conn).await.unwrap();
+    assert!(attempts >= i64::try_from(CALLS).unwrap());
+
+    b.terminate(Duration::from_secs(20)).await;
+    drop(proxy);
+    customs.stop().await;
+    for card in cards {
+        card.sim.stop().await;
+    }
+    schema.drop_now().await;
+}
