@@ -307,8 +307,8 @@ async fn work_claimed_by_a_killed_process_resumes_within_a_second_of_the_restart
 }
 }
 
-both_stores! {
-async fn a_second_serve_on_a_database_in_use_exits_2_and_the_first_keeps_working() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_serve_on_a_sqlite_database_in_use_exits_2_and_the_first_keeps_working() {
     let rig = Rig::start().await;
     let mut first = rig.serve(PIN, 5_000);
     first.start().await;
@@ -324,6 +324,49 @@ async fn a_second_serve_on_a_database_in_use_exits_2_and_the_first_keeps_working
     let session_id = first.paid_request("1").await;
     first.wait_for_state(&session_id, "delivered", WAIT).await;
 }
+
+/// On PostgreSQL a second `serve` is a second instance: it stands by for the card the first
+/// drives, and a clean stop of the first hands the card over at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_serve_on_postgresql_stands_by_for_the_card_and_takes_it_at_the_first_ones_stop() {
+    common::postgres::on_store(common::postgres::Backend::Postgres, async {
+        let rig = Rig::start().await;
+        let mut first = rig.serve(PIN, 5_000);
+        first.start().await;
+        let driver = |status: &Value| status["cards"][0]["driven_by"].as_str().unwrap_or_default().to_owned();
+        let first_name = common::eventually("the first drives the card", WAIT, || async {
+            let name = driver(&first.get("/api/status").await);
+            if name.is_empty() { Err("no driver".to_owned()) } else { Ok(name) }
+        })
+        .await;
+        let mut second = rig.serve(PIN, 5_000);
+        second.start().await;
+        common::eventually("the second sees the first drive the card", WAIT, || async {
+            let status = second.get("/api/status").await;
+            let alive = status["instances"].as_array().unwrap().iter().filter(|i| i["alive"] == true).count();
+            if driver(&status) == first_name && alive == 2 { Ok(()) } else { Err(status.to_string()) }
+        })
+        .await;
+        assert!(second.log().contains("another instance drives the card; this one stands by"));
+        let session_id = second.paid_request("1").await;
+        second.wait_for_state(&session_id, "delivered", WAIT).await;
+        let signed_by_first = rig.card.stats().signatures;
+
+        let stopped_at = Instant::now();
+        assert!(first.terminate(WAIT).await.success());
+        let session_id = second.paid_request("2").await;
+        second.wait_for_state(&session_id, "delivered", WAIT).await;
+        assert!(
+            stopped_at.elapsed() < Duration::from_secs(4),
+            "taken over at once, not after the heartbeat's TTL"
+        );
+        assert!(rig.card.stats().signatures > signed_by_first);
+        let status = second.get("/api/status").await;
+        assert_ne!(driver(&status), first_name, "{status:#}");
+        assert_eq!(rig.card.stats().wrong_pins, 0);
+        assert_eq!(rig.stored_at_customs(&session_id), 1);
+    })
+    .await
 }
 
 both_stores! {

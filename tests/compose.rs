@@ -82,3 +82,47 @@ fn the_dockerfile_builds_in_one_stage_and_runs_in_another() {
     );
     assert!(dockerfile.contains("ENTRYPOINT [\"customs179\"]"));
 }
+
+fn several() -> Yaml {
+    YamlLoader::load_from_str(&read("deploy/several/docker-compose.yml")).unwrap().remove(0)
+}
+
+#[test]
+fn the_example_of_several_instances_shares_one_database_and_one_configuration() {
+    let compose = several();
+    let services = &compose["services"];
+    let names: Vec<&str> = services.as_hash().unwrap().keys().map(|k| k.as_str().unwrap()).collect();
+    assert_eq!(names, ["postgres", "instance-a", "instance-b", "card-a", "card-b", "customs-sim", "haproxy"]);
+    let toml = read("deploy/several/customs179.toml");
+    for name in ["instance-a", "instance-b"] {
+        let instance = &services[name];
+        assert_eq!(command(instance), ["serve", "--config", "/etc/customs179/customs179.toml"]);
+        let env: Vec<(String, String)> = instance["environment"]
+            .as_hash()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.as_str().unwrap().to_owned(), substitute(&substitute(v.as_str().unwrap()))))
+            .collect();
+        let config = Config::from_toml_str(&toml, env).unwrap();
+        assert_eq!(config.store.location().describe(), "postgres://customs179@postgres:5432/customs179");
+        let signers: Vec<(&str, &str)> =
+            config.signers.iter().map(|s| (s.name.as_str(), s.url.as_str())).collect();
+        assert_eq!(signers, [("card-a", "ws://card-a:61232/"), ("card-b", "ws://card-b:61232/")]);
+        assert_eq!(config.customs.upload_url(), "http://customs-sim:8090/ceb2grab/grab/realTimeDataUpload");
+        assert_eq!(config.intake.listen.port(), 8080);
+    }
+    for card in ["card-a", "card-b"] {
+        let args = command(&services[card]);
+        assert!(args.windows(2).any(|w| w == ["--listen", "0.0.0.0:61232"]), "{args:?}");
+    }
+    let customs = command(&services["customs-sim"]).join(" ");
+    assert!(customs.contains("--listen 0.0.0.0:8090") && customs.contains("--certs /tmp/certs"), "{customs}");
+    // HAProxy sends customs' calls to both instances' intakes.
+    let proxy = &services["haproxy"]["environment"];
+    assert_eq!(proxy["INSTANCE_A"].as_str(), Some("instance-a:8080"));
+    assert_eq!(proxy["INSTANCE_B"].as_str(), Some("instance-b:8080"));
+    let haproxy = read("deploy/several/haproxy.cfg");
+    for server in ["server a \"${INSTANCE_A}\"", "server b \"${INSTANCE_B}\"", "bind \"${INTAKE_LISTEN}\""] {
+        assert!(haproxy.contains(server), "{server}");
+    }
+}

@@ -155,6 +155,7 @@ async fn healthz_lists_every_task_beating() {
             "alert watcher",
             "change watcher",
             "checkpoints",
+            "instance",
             "intake listener",
             "intake writer",
             "preparer",

@@ -1,5 +1,5 @@
 //! Two instances of `serve` on one PostgreSQL database, behind HAProxy (Debian's), as plain
-//! processes: the layout of `deploy/compose/docker-compose.yml` without containers. Two
+//! processes: the layout of `deploy/several/docker-compose.yml` without containers. Two
 //! simulated cards, both configured on both instances; the customs simulator registers both.
 //! One instance is SIGKILLed during a burst of 2,000 customs calls: nothing answered is lost,
 //! customs stores each sessionID once, every request is delivered within 120 s of its call,
@@ -19,9 +19,10 @@ use tempfile::TempDir;
 
 mod common;
 
+use common::events::{Events, lists};
 use common::postgres::Schema;
 use common::serve::ServeProcess;
-use common::{EBP_CODE, eventually, free_addr, http_client, loopback, now_ms};
+use common::{ADMIN_TOKEN, EBP_CODE, eventually, free_addr, http_client, loopback, now_ms};
 
 const PIN: &str = "pin-5d1c0e7b";
 const CALLS: usize = 2_000;
@@ -52,44 +53,28 @@ async fn start_customs(cards: &[SimCard]) -> (RunningCustomsSim, TempDir) {
     (customs::start(options).await.unwrap(), certs)
 }
 
-/// HAProxy in front of the instances' intakes: round robin, health-checked every 200 ms, and a
-/// call whose instance died under it tried again on the other (L7 retries; intake is
-/// idempotent by sessionID, so a call stored before the answer was lost is not stored twice).
+/// Debian's HAProxy with the example deployment's own configuration
+/// (`deploy/several/haproxy.cfg`), in front of the instances' intakes.
 struct Haproxy {
     child: Child,
     url: String,
 }
 
 impl Haproxy {
-    fn start(dir: &Path, intakes: &[&str]) -> Haproxy {
+    fn start(dir: &Path, intakes: [&str; 2]) -> Haproxy {
         let listen = free_addr();
-        let servers: String = intakes
-            .iter()
-            .enumerate()
-            .map(|(i, intake)| {
-                format!(
-                    "    server i{i} {} check inter 200 fall 1 rise 2\n",
-                    intake.trim_start_matches("http://")
-                )
-            })
-            .collect();
-        let config = format!(
-            "global\n    maxconn 2000\n\
-             defaults\n    mode http\n    timeout connect 1s\n    timeout client 30s\n    timeout server 10s\n\
-             \x20   retries 3\n    option redispatch 1\n    option http-buffer-request\n\
-             \x20   retry-on conn-failure empty-response response-timeout 502 503\n    option forwardfor\n\
-             frontend intake\n    bind {listen}\n    default_backend instances\n\
-             backend instances\n    balance roundrobin\n{servers}"
-        );
-        let file = dir.join("haproxy.cfg");
-        std::fs::write(&file, config).unwrap();
+        let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/several/haproxy.cfg");
         let binary = ["/usr/sbin/haproxy", "/usr/bin/haproxy"]
             .into_iter()
             .find(|path| Path::new(path).exists())
             .expect("the test needs HAProxy (Debian's haproxy package; .ci/run installs it)");
+        let [a, b] = intakes.map(|intake| intake.trim_start_matches("http://").to_owned());
         let child = Command::new(binary)
             .args(["-db", "-f"])
-            .arg(&file)
+            .arg(&config)
+            .env("INTAKE_LISTEN", listen.to_string())
+            .env("INSTANCE_A", a)
+            .env("INSTANCE_B", b)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.join("haproxy.log")).unwrap())
             .spawn()
@@ -207,7 +192,7 @@ async fn two_instances_behind_a_load_balancer_lose_nothing_when_one_is_killed() 
         instance.platform_pays(&format!("T-{order}"), &[&order_no]).await;
     }
 
-    let proxy = Haproxy::start(dir_a.path(), &[&a.intake, &b.intake]);
+    let proxy = Haproxy::start(dir_a.path(), [&a.intake, &b.intake]);
     let client = http_client(Some(Duration::from_secs(15)));
     eventually("the proxy answers", Duration::from_secs(15), || async {
         let probe = client.post(&proxy.url).form(&[("openReq", "{}")]).send().await;
@@ -275,7 +260,6 @@ async fn two_instances_behind_a_load_balancer_lose_nothing_when_one_is_killed() 
 
     // Customs stored each sessionID once, and found nothing wrong with any upload.
     let report = customs.report();
-    eprintln!("customs: {:?}; A killed after {} answers", report.totals, CALLS / 3);
     let mut stored_at_customs: BTreeMap<&str, usize> = BTreeMap::new();
     for upload in &report.uploads {
         assert!(upload.violations.is_empty(), "{upload:?}");
@@ -318,5 +302,42 @@ async fn two_instances_behind_a_load_balancer_lose_nothing_when_one_is_killed() 
     for card in cards {
         card.sim.stop().await;
     }
+    schema.drop_now().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_stream_on_one_instance_tells_of_the_requests_another_changed() {
+    let schema = Schema::create().await;
+    let toml = "[signer]\npin = \"1\"\n[customs]\nenvironment = \"test\"\n";
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut a = ServeProcess::configure(dir_a.path(), toml).on_schema(Some(&schema));
+    let mut b = ServeProcess::configure(dir_b.path(), toml).on_schema(Some(&schema));
+    a.start().await;
+    b.start().await;
+    let within = Duration::from_secs(5);
+    let mut events = Events::open(&b, ADMIN_TOKEN).await;
+    events.wait_for("snapshot", within, |_| true).await;
+
+    a.customs_call("O-1", "S-on-a").await;
+    events.wait_for("requests", within, |data| lists(data, "S-on-a", "waiting")).await;
+    a.platform_pays("T-1", &["O-1"]).await;
+    events.wait_for("requests", within, |data| lists(data, "S-on-a", "ready")).await;
+    // And its own, as ever.
+    b.customs_call("O-2", "S-on-b").await;
+    events.wait_for("requests", within, |data| lists(data, "S-on-b", "waiting")).await;
+    // Nobody watches any more: the database stops sending notices within seconds.
+    drop(events);
+    let mut conn = schema.connect().await;
+    eventually("the notices stop", Duration::from_secs(10), || async {
+        let mut conn = schema.connect().await;
+        let listening: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM change_listeners").fetch_one(&mut conn).await.unwrap();
+        if listening == 0 { Ok(()) } else { Err(format!("{listening} listening")) }
+    })
+    .await;
+    let listed: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM requests").fetch_one(&mut conn).await.unwrap();
+    assert_eq!(listed, 2);
+    a.terminate(Duration::from_secs(20)).await;
+    b.terminate(Duration::from_secs(20)).await;
     schema.drop_now().await;
 }

@@ -62,3 +62,42 @@ BEGIN
     RETURN NULL;
 END;
 $$;
+
+-- Instances with event streams open (a console), which want to hear of every
+-- request changed, whoever changed it. While there is one, each statement that
+-- changes requests notifies the sessionIDs it changed on the schema's channel,
+-- in notifications under PostgreSQL's 8,000-byte limit; while there is none, a
+-- statement costs a look at this small table.
+CREATE TABLE change_listeners (
+    instance TEXT   PRIMARY KEY,
+    since    BIGINT NOT NULL
+);
+
+CREATE FUNCTION requests_notified() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    channel TEXT;
+    batch   TEXT := '';
+    id      TEXT;
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM change_listeners) THEN
+        RETURN NULL;
+    END IF;
+    channel := 'customs179_' || md5(current_schema());
+    FOR id IN SELECT DISTINCT session_id FROM changed LOOP
+        IF octet_length(batch) + octet_length(id) >= 7000 THEN
+            PERFORM pg_notify(channel, batch);
+            batch := '';
+        END IF;
+        batch := CASE WHEN batch = '' THEN id ELSE batch || E'\n' || id END;
+    END LOOP;
+    IF batch <> '' THEN
+        PERFORM pg_notify(channel, batch);
+    END IF;
+    RETURN NULL;
+END;
+$$;
+
+CREATE TRIGGER requests_notified_on_insert AFTER INSERT ON requests
+REFERENCING NEW TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION requests_notified();
+CREATE TRIGGER requests_notified_on_update AFTER UPDATE ON requests
+REFERENCING NEW TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION requests_notified();

@@ -41,3 +41,11 @@ CREATE TABLE singletons (
     owner TEXT    NOT NULL,
     since INTEGER NOT NULL
 );
+
+-- Instances with event streams open that want to hear of every request
+-- changed, whoever changed it. On PostgreSQL only (see its migration 0002):
+-- on SQLite one process makes every change, and knows them.
+CREATE TABLE change_listeners (
+    instance TEXT    PRIMARY KEY,
+    since    INTEGER NOT NULL
+);

@@ -20,6 +20,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
 
 pub mod browser;
 pub mod chaos;
+pub mod events;
 pub mod postgres;
 pub mod serve;
 

@@ -86,12 +86,7 @@ impl Service {
                 .pause_for_pins_in_flight(&card_names, now_ms())
                 .await
                 .map_err(|source| StartError::Store { path: path.clone(), source })?;
-            if let Some(mark) = marks.first() {
-                tracing::error!(
-                    reason = mark.pause_reason(),
-                    "SIGNING PAUSED at start: a process stopped while a card may have been checking an unproven PIN"
-                );
-            }
+            paused_at_start(&marks);
         }
         let instance = Arc::new(workers::instance::Instance::new());
         let store = store.as_instance(&instance.id);
@@ -158,6 +153,20 @@ impl Service {
             .await
             .map_err(|source| StartError::Store { path: path.clone(), source })?;
         instance.beaten(now_ms());
+        let predecessors = instance
+            .retire_predecessors(&store)
+            .await
+            .map_err(|source| StartError::Store { path: path.clone(), source })?;
+        for earlier in predecessors {
+            if earlier.released > 0 {
+                tracing::warn!(
+                    released = earlier.released,
+                    instance = earlier.name,
+                    "requests claimed by a process that stopped were released"
+                );
+            }
+            paused_at_start(&earlier.marks);
+        }
 
         let health = ctx.health.clone();
         let (writer, writing) = intake::IntakeWriter::start(
@@ -312,6 +321,16 @@ impl Service {
             return Err(StopError::PauseNotStored);
         }
         Ok(())
+    }
+}
+
+/// Tells of the pauses that the "PIN in flight" marks of dead processes became.
+fn paused_at_start(marks: &[customs179_store::PinInFlight]) {
+    if let Some(mark) = marks.first() {
+        tracing::error!(
+            reason = mark.pause_reason(),
+            "SIGNING PAUSED at start: a process stopped while a card may have been checking an unproven PIN"
+        );
     }
 }
 

@@ -138,6 +138,7 @@ for_each_connection! { impl InstanceWrites {
             };
             self.insert_control(&control, &mark.pause_reason(), None, now).await?;
         }
+        sqlx::query("DELETE FROM change_listeners WHERE instance = $1").bind(id).execute(&mut *self).await?;
         if free {
             sqlx::query("DELETE FROM card_leases WHERE owner = $1").bind(id).execute(&mut *self).await?;
             sqlx::query("DELETE FROM singletons WHERE owner = $1").bind(id).execute(&mut *self).await?;
@@ -263,6 +264,33 @@ impl Store {
             }
             tx.commit().await?;
             Ok(retired)
+        })
+    }
+
+    /// Declares instance `id` dead for `reason` (known otherwise than by its
+    /// heartbeat: its process is gone), releasing what it held as
+    /// [`Store::retire_dead_instances`] does. None when it was stopped already.
+    pub async fn retire_instance(
+        &self,
+        id: &str,
+        reason: &str,
+        now: Millis,
+    ) -> Result<Option<DeadInstance>, StoreError> {
+        on_db!(self, pool, d => {
+            let mut tx = pool.begin_with(d.begin_writing()).await?;
+            let name: Option<String> = sqlx::query_scalar(
+                "UPDATE instances SET stopped_at = $1, stop_reason = $2 WHERE id = $3 AND stopped_at IS NULL
+                 RETURNING name",
+            )
+            .bind(now)
+            .bind(reason)
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(name) = name else { return Ok(None) };
+            let (released, marks) = tx.retire(id, false, now).await?;
+            tx.commit().await?;
+            Ok(Some(DeadInstance { name, released, marks }))
         })
     }
 

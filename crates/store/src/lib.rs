@@ -22,6 +22,7 @@ mod backend;
 mod cards;
 mod controls;
 mod export;
+mod feed;
 mod instances;
 mod payments;
 mod queue;
@@ -32,6 +33,7 @@ pub use alerts::{AlertDelivery, AlertRecord, DueAlert};
 pub use cards::{CardPause, CertificateRefused};
 pub use controls::{AuditEntry, Pause, PinInFlight, Stage};
 pub use export::{ExportCursor, ExportPage, ExportRange, ExportRow};
+pub use feed::{Changed, Watch};
 pub use instances::{CardLease, CardLeaseView, DeadInstance, INSTANCE_TTL, InstanceInfo, InstanceView};
 pub use payments::{PutError, PutOutcome};
 pub use queue::{
@@ -121,19 +123,11 @@ pub struct Store {
     lock: Option<Arc<File>>,
     /// The instance whose claims this store makes (None: a command's store).
     instance: Option<Arc<str>>,
-    /// The requests each commit of this process changed, for live views.
-    feed: tokio::sync::broadcast::Sender<Changed>,
+    /// The requests changed, for live views (see [`feed`]).
+    feed: feed::Feed,
     /// The last failure groups, and when they were read.
     failures: Arc<tokio::sync::Mutex<Option<replays::FailuresRead>>>,
 }
-
-/// The sessionIDs of the requests one commit changed (in any way: state,
-/// claim, attempts, error).
-pub type Changed = Arc<[String]>;
-
-/// Commits a live view may fall behind by before it must start again from a
-/// fresh snapshot.
-const FEED_CAPACITY: usize = 1_024;
 
 impl Store {
     /// Opens (creating if needed) the database at `path` and applies the
@@ -248,13 +242,12 @@ impl Store {
     }
 
     fn with_pool(pool: Pool, path: Option<&Path>, lock: Option<File>) -> Store {
-        let (feed, _) = tokio::sync::broadcast::channel(FEED_CAPACITY);
         Store {
             pool,
             path: path.map(|path| Arc::new(path.to_owned())),
             lock: lock.map(Arc::new),
             instance: None,
-            feed,
+            feed: feed::Feed::default(),
             failures: Arc::default(),
         }
     }
@@ -273,22 +266,6 @@ impl Store {
             sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(pool).await?;
         }
         Ok(())
-    }
-
-    /// The requests changed by this process's commits from now on. Changes
-    /// made by other processes (the command line) are not in it; they move
-    /// [`Store::changes`]. A receiver that falls more than
-    /// [`FEED_CAPACITY`] commits behind is told it lagged.
-    pub fn watch_requests(&self) -> tokio::sync::broadcast::Receiver<Changed> {
-        self.feed.subscribe()
-    }
-
-    /// Tells the watchers that these requests changed (after the commit).
-    pub(crate) fn changed(&self, session_ids: impl FnOnce() -> Vec<String>) {
-        // Nobody watching (the usual case): nothing to build.
-        if self.feed.receiver_count() > 0 {
-            let _ = self.feed.send(session_ids().into());
-        }
     }
 
     /// The SQLite pool, for tests that look at SQLite's own plans and files.

@@ -5,17 +5,16 @@
 //! event is `event: NAME` and one `data:` line of JSON:
 //!
 //! - `snapshot` `{"status": …}`: first, and again whenever the stream cannot
-//!   say exactly which requests changed (it fell behind, or another process,
-//!   the command line, changed requests or controls): the reader then reads
-//!   its list again;
+//!   say exactly which requests changed (it fell behind, the other instances'
+//!   changes could not all be heard, or a command changed requests or
+//!   controls): the reader then reads its list again;
 //! - `status`: the summary of `GET /api/status`, once a second;
 //! - `requests` `{"requests": [summary, …]}`: the requests changed since the
-//!   previous event, each once, as it stands now.
+//!   previous event (by any instance), each once, as it stands now.
 //!
 //! One task per stream wakes once a second; it ends when the reader goes
 //! away or the service stops.
 
-use std::collections::BTreeSet;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -26,10 +25,10 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use customs179_store::Changed;
+use customs179_store::Watch;
 use http_body::Frame;
 use serde::Serialize;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 
 use super::ApiError;
 use super::admin::{Caller, authorize};
@@ -51,7 +50,8 @@ pub(crate) fn router() -> Router<ApiContext> {
 async fn events(State(ctx): State<ApiContext>, headers: HeaderMap) -> Result<Response, ApiError> {
     authorize(&ctx, &headers, Caller::Viewer)?;
     // Watching before the snapshot is read: no change falls between the two.
-    let changes = ctx.store.watch_requests();
+    let mut changes = ctx.store.watch_requests();
+    changes.ready().await;
     let version = ctx.store.changes().await?;
     // A database that cannot be read is refused now, not as a silent stream.
     let first = status::current(&ctx).await?;
@@ -79,7 +79,7 @@ struct Requests {
 /// One stream's task: the snapshot, then a round every [`TICK`].
 async fn feed(
     ctx: ApiContext,
-    mut changes: broadcast::Receiver<Changed>,
+    mut changes: Watch,
     mut version: i64,
     first: Status,
     events: mpsc::Sender<Bytes>,
@@ -98,7 +98,7 @@ async fn feed(
             () = stopping.requested() => return,
             () = events.closed() => return,
         }
-        let (changed, mut resync) = gather(&mut changes);
+        let (changed, mut resync) = changes.gather();
         // Moved by whoever changed controls or replayed: another process's
         // changes are known by it only.
         match ctx.store.changes().await {
@@ -136,21 +136,6 @@ async fn feed(
 
 /// The reader went away.
 struct Gone;
-
-/// The sessionIDs changed since the last round, and whether some were lost
-/// (the stream fell behind).
-fn gather(changes: &mut broadcast::Receiver<Changed>) -> (Vec<String>, bool) {
-    let mut changed = BTreeSet::new();
-    let mut lagged = false;
-    loop {
-        match changes.try_recv() {
-            Ok(ids) => changed.extend(ids.iter().cloned()),
-            Err(broadcast::error::TryRecvError::Lagged(_)) => lagged = true,
-            Err(broadcast::error::TryRecvError::Empty | broadcast::error::TryRecvError::Closed) => break,
-        }
-    }
-    (changed.into_iter().collect(), lagged)
-}
 
 async fn send_requests(
     ctx: &ApiContext,
@@ -203,17 +188,5 @@ mod tests {
         let bytes = event("requests", &serde_json::json!({"last_error": "line one\nline two\r\n"}));
         let text = std::str::from_utf8(&bytes).unwrap();
         assert_eq!(text, "event: requests\ndata: {\"last_error\":\"line one\\nline two\\r\\n\"}\n\n");
-    }
-
-    #[test]
-    fn a_stream_that_fell_behind_knows_it() {
-        let (feed, mut changes) = broadcast::channel::<Changed>(2);
-        for id in ["A", "B", "C"] {
-            feed.send(vec![id.to_owned()].into()).unwrap();
-        }
-        assert_eq!(gather(&mut changes), (vec!["B".to_owned(), "C".to_owned()], true), "A was lost");
-        feed.send(vec!["B".to_owned(), "A".to_owned()].into()).unwrap();
-        feed.send(vec!["B".to_owned()].into()).unwrap();
-        assert_eq!(gather(&mut changes), (vec!["A".to_owned(), "B".to_owned()], false), "each once");
     }
 }

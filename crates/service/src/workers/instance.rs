@@ -11,7 +11,7 @@
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
-use customs179_store::{INSTANCE_TTL, InstanceInfo, Millis};
+use customs179_store::{DeadInstance, INSTANCE_TTL, InstanceInfo, Millis, StoreError};
 
 use super::Shutdown;
 use crate::context::{ApiContext, local_ms, now_ms, set_clock_offset};
@@ -40,6 +40,30 @@ impl Instance {
         }
     }
 
+    /// Declares dead the instances of earlier processes on this host that
+    /// are gone (a restart after a crash), so that their claims and cards
+    /// are taken up at once rather than after their heartbeat's TTL. An
+    /// instance's name is `host:pid`: one of this host whose process does
+    /// not run any more (or whose pid is this process's own) is gone. Where
+    /// that cannot be told (not Linux), the TTL decides.
+    pub async fn retire_predecessors(
+        &self,
+        store: &customs179_store::Store,
+    ) -> Result<Vec<DeadInstance>, StoreError> {
+        let now = now_ms();
+        let host = host_name();
+        let mut retired = Vec::new();
+        for earlier in store.instances(now, 0).await? {
+            let pid = earlier.name.strip_prefix(&format!("{host}:")).and_then(|pid| pid.parse::<u32>().ok());
+            let gone = pid.is_some_and(|pid| pid == std::process::id() || !process_runs(pid));
+            if earlier.id != self.id && earlier.stopped_at.is_none() && gone {
+                let reason = format!("its process was gone at the start of {} on the same host", self.name);
+                retired.extend(store.retire_instance(&earlier.id, &reason, now).await?);
+            }
+        }
+        Ok(retired)
+    }
+
     pub fn info(&self, intake: &str, admin: &str) -> InstanceInfo {
         InstanceInfo {
             id: self.id.clone(),
@@ -60,6 +84,11 @@ impl Instance {
     pub fn current(&self, now: Millis) -> bool {
         now - self.last_beat.load(Ordering::Relaxed) < INSTANCE_TTL - MARGIN_MS
     }
+}
+
+/// Whether process `pid` runs on this host; true when that cannot be told.
+fn process_runs(pid: u32) -> bool {
+    if cfg!(target_os = "linux") { std::path::Path::new(&format!("/proc/{pid}")).exists() } else { true }
 }
 
 /// The host's name, as well as it can be told.
