@@ -973,7 +973,7 @@ async fn a_card_is_driven_by_one_live_instance_and_taken_over_with_its_marks_pau
     assert!(b.card_pause_of("card", Stage::Signing).await.unwrap().unwrap().reason.contains("unproven PIN"));
     assert_eq!(b.take_card("card", "B", now).await.unwrap(), CardLease::Held { paused: vec![] });
     assert!(!a.mark_pin_in_flight("the service (A)", "card", "0a1b", now).await.unwrap(), "fenced off");
-    assert!(!b.card_leases(now).await.unwrap()[0].live.is_some(), "A's view is gone with it");
+    assert!(b.card_leases(now).await.unwrap()[0].live.is_none(), "A's view is gone with it");
 
     // A command's mark left on a card is turned into its pause when an instance takes the card.
     f.store.mark_pin_in_flight("the sign command", "spare", "0c0d", now).await.unwrap();
