@@ -270,7 +270,7 @@ fn unreachable_card_and_customs() -> String {
 
 const HTTP_CHANNELS: [&str; 4] = ["webhook", "wecom", "dingtalk", "feishu"];
 
-#[tokio::test]
+both_stores! {
 async fn every_channel_gets_one_alert_per_condition_and_one_all_clear() {
     let (receiver, addr) = Receiver::start().await;
     let h = Harness::start(&format!("{}{}", unreachable_card_and_customs(), channels(addr, ""))).await;
@@ -338,8 +338,9 @@ async fn every_channel_gets_one_alert_per_condition_and_one_all_clear() {
     assert_eq!(status, 400);
     h.stop().await;
 }
+}
 
-#[tokio::test]
+both_stores! {
 async fn each_channel_takes_its_kinds_and_severities_under_its_rate_limit() {
     let (receiver, addr) = Receiver::start().await;
     let channels = format!(
@@ -388,8 +389,9 @@ min_severity = "critical"
     assert_eq!(channels, ["feishu", "webhook"], "{alerts:#}");
     h.stop().await;
 }
+}
 
-#[tokio::test]
+both_stores! {
 async fn a_failing_channel_is_retried_and_never_delays_signing() {
     let (receiver, addr) = Receiver::start().await;
     receiver.answer("wecom", Answer::Status(500));
@@ -464,8 +466,9 @@ async fn a_failing_channel_is_retried_and_never_delays_signing() {
     h.stop().await;
     card.stop().await;
 }
+}
 
-#[tokio::test]
+both_stores! {
 async fn an_alert_pending_at_a_kill_is_delivered_after_the_restart() {
     let (receiver, addr) = Receiver::start().await;
     for channel in HTTP_CHANNELS {
@@ -476,6 +479,8 @@ async fn an_alert_pending_at_a_kill_is_delivered_after_the_restart() {
         dir.path(),
         &format!("{}{}", unreachable_card_and_customs(), channels(addr, "")),
     )
+        .on_current_store()
+        .await
     .keep_ports();
     serve.start().await;
     let (status, _) =
@@ -514,8 +519,9 @@ async fn an_alert_pending_at_a_kill_is_delivered_after_the_restart() {
     assert!(!metrics.contains("customs179_alerts_total{"), "this process raised nothing itself: {metrics}");
     serve.kill();
 }
+}
 
-#[tokio::test]
+both_stores! {
 async fn the_certificate_s_expiry_and_an_unreachable_signer_are_told_and_cleared() {
     let (receiver, addr) = Receiver::start().await;
     let (card_dir, card_addr) = (tempfile::tempdir().unwrap(), free_addr());
@@ -559,8 +565,9 @@ async fn the_certificate_s_expiry_and_an_unreachable_signer_are_told_and_cleared
     h.stop().await;
     renewed.stop().await;
 }
+}
 
-#[tokio::test]
+both_stores! {
 async fn requests_at_risk_late_and_failed_and_customs_errors_are_told() {
     let (receiver, addr) = Receiver::start().await;
     let (card_dir, card_addr) = (tempfile::tempdir().unwrap(), free_addr());
@@ -621,8 +628,9 @@ async fn requests_at_risk_late_and_failed_and_customs_errors_are_told() {
     h.stop().await;
     card.stop().await;
 }
+}
 
-#[tokio::test]
+both_stores! {
 async fn at_trace_level_no_channel_secret_appears_in_the_log_the_api_or_the_page() {
     let (receiver, addr) = Receiver::start().await;
     // Robots that refuse and echo their key back, so that the errors carry it.
@@ -638,7 +646,9 @@ async fn at_trace_level_no_channel_secret_appears_in_the_log_the_api_or_the_page
             channels(addr, ""),
             MAIL_CHANNEL = mail_channel(closed_port()),
         ),
-    );
+    )
+        .on_current_store()
+        .await;
     serve.start().await;
     let (status, _) =
         serve.api.post("/api/control/signing/pause", json!({"reason": "secrets test"}).to_string()).await;
@@ -672,6 +682,7 @@ async fn at_trace_level_no_channel_secret_appears_in_the_log_the_api_or_the_page
             assert!(!text.contains(secret), "{secret} appears in:\n{text}");
         }
     }
+}
 }
 
 const MAIL_PASSWORD: &str = "mail-password-6e2b";

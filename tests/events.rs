@@ -18,7 +18,7 @@ fn sections() -> String {
     common::named_tokens() + "[signer]\npin = \"1\"\n[customs]\nenvironment = \"test\"\n"
 }
 
-#[tokio::test]
+both_stores! {
 async fn changes_arrive_within_a_second_and_a_reconnect_starts_from_a_snapshot() {
     let h = Harness::start(&sections()).await;
     assert_eq!(h.get_as(None, "/api/events").await.0, StatusCode::UNAUTHORIZED);
@@ -59,14 +59,15 @@ async fn changes_arrive_within_a_second_and_a_reconnect_starts_from_a_snapshot()
     assert_eq!(snapshot["status"]["states"]["ready"], 1, "{snapshot:#}");
     h.stop().await;
 }
+}
 
-#[tokio::test]
+both_stores! {
 async fn what_another_process_changed_comes_as_a_snapshot() {
     let h = Harness::start(&sections()).await;
     let mut events = Events::open(&h, VIEWER).await;
     assert_eq!(events.next(WITHIN).await.unwrap().0, "snapshot");
     // The command line works on the database directly, never through this process.
-    let other = customs179_store::Store::open(&h.db).await.unwrap();
+    let other = h.other_store().await;
     other.pause(customs179_store::Stage::Signing, "card maintenance", common::now_ms()).await.unwrap();
     let snapshot = events
         .wait_for("snapshot", WITHIN, |data| data["status"]["signing"]["reason"] == "card maintenance")
@@ -75,8 +76,9 @@ async fn what_another_process_changed_comes_as_a_snapshot() {
     other.close().await;
     h.stop().await;
 }
+}
 
-#[tokio::test]
+both_stores! {
 async fn a_stop_ends_the_stream() {
     let h = Harness::start(&sections()).await;
     let mut events = Events::open(&h, VIEWER).await;
@@ -92,4 +94,5 @@ async fn a_stop_ends_the_stream() {
             other => panic!("the stream did not end cleanly: {other:?}"),
         }
     }
+}
 }

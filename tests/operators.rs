@@ -23,7 +23,7 @@ environment = "test"
 "#
 }
 
-#[tokio::test]
+both_stores! {
 async fn viewers_read_operators_act_and_strangers_get_nothing() {
     let h = Harness::start(&sections()).await;
     h.customs_call("SO-1", "S-1").await;
@@ -58,8 +58,9 @@ async fn viewers_read_operators_act_and_strangers_get_nothing() {
     assert_eq!(status, StatusCode::FORBIDDEN);
     h.stop().await;
 }
+}
 
-#[tokio::test]
+both_stores! {
 async fn pauses_carry_a_reason_and_a_name_and_every_action_is_audited() {
     let h = Harness::start(&sections()).await;
     let (status, answer) = h.post_as(Some(ALICE), "/api/control/uploading/pause", "{}").await;
@@ -110,11 +111,14 @@ async fn pauses_carry_a_reason_and_a_name_and_every_action_is_audited() {
     assert_eq!(older["entries"][0]["actor"], "alice");
     h.stop().await;
 }
+}
 
-#[tokio::test]
+both_stores! {
 async fn the_command_line_audits_its_actions_too() {
     let dir = tempfile::tempdir().unwrap();
-    let mut serve = ServeProcess::configure(dir.path(), &sections());
+    let mut serve = ServeProcess::configure(dir.path(), &sections())
+        .on_current_store()
+        .await;
     serve.start().await;
     serve.customs_call("SO-1", "S-1").await;
     let (status, _) = serve
@@ -158,8 +162,9 @@ async fn the_command_line_audits_its_actions_too() {
     assert_eq!(gone.status.code(), Some(1));
     assert!(common::stderr(&gone).contains("does not answer"), "{}", output_text(&gone));
 }
+}
 
-#[tokio::test]
+both_stores! {
 async fn lists_take_every_filter_and_refuse_bad_ones() {
     let h = Harness::start(&sections()).await;
     for (order, session) in [("SO-1", "A-1"), ("SO-2", "A-2"), ("SO-3", "B-3")] {
@@ -202,4 +207,5 @@ async fn lists_take_every_filter_and_refuse_bad_ones() {
         assert!(answer["error"].as_str().is_some_and(|e| !e.is_empty()), "{bad}: {answer}");
     }
     h.stop().await;
+}
 }

@@ -62,7 +62,7 @@ impl Api {
     }
 }
 
-#[tokio::test]
+both_stores! {
 async fn a_confirmed_replay_acts_only_on_what_its_dry_run_captured_and_once() {
     let h = Harness::start(&sections()).await;
     for session_id in ["S-A", "S-B", "S-C"] {
@@ -149,8 +149,9 @@ async fn a_confirmed_replay_acts_only_on_what_its_dry_run_captured_and_once() {
     assert_eq!(h.get_as(None, "/api/failures").await.0, StatusCode::UNAUTHORIZED);
     h.stop().await;
 }
+}
 
-#[tokio::test]
+both_stores! {
 async fn failures_are_grouped_and_a_group_or_a_list_is_replayed() {
     let h = Harness::start(&sections()).await;
     let before = common::now_ms();
@@ -199,6 +200,7 @@ async fn failures_are_grouped_and_a_group_or_a_list_is_replayed() {
     assert_eq!(h.replay_steps("S-PAID").await.len(), 0);
     h.stop().await;
 }
+}
 
 fn replay_command(serve: &ServeProcess, args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_customs179"))
@@ -210,10 +212,12 @@ fn replay_command(serve: &ServeProcess, args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
-#[tokio::test]
+both_stores! {
 async fn the_command_line_replays_failed_requests_in_bulk_under_the_same_rules() {
     let dir = tempfile::tempdir().unwrap();
-    let mut serve = ServeProcess::configure(dir.path(), &sections());
+    let mut serve = ServeProcess::configure(dir.path(), &sections())
+        .on_current_store()
+        .await;
     serve.start().await;
     for session_id in ["S-X1", "S-X2"] {
         serve.failed_call(session_id).await;
@@ -261,4 +265,5 @@ async fn the_command_line_replays_failed_requests_in_bulk_under_the_same_rules()
         })
         .await;
     let _ = serve.terminate(Duration::from_secs(15)).await;
+}
 }

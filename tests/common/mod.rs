@@ -267,6 +267,14 @@ impl Harness {
     }
 
     /// The sessionIDs of every request stored, read from the database itself.
+    /// Another store on the service's database, as a command would open it.
+    pub async fn other_store(&self) -> customs179_store::Store {
+        match &self.schema {
+            Some(schema) => customs179_store::Store::connect(&schema.url()).await.unwrap(),
+            None => customs179_store::Store::open(&self.db).await.unwrap(),
+        }
+    }
+
     pub async fn stored_session_ids(&self) -> HashSet<String> {
         stored_session_ids_in(&self.db, self.schema.as_ref()).await
     }
