@@ -11,11 +11,10 @@ use std::time::Duration;
 use customs179_sim::eport::{self, Algo, EportSimOptions};
 use reqwest::StatusCode;
 use serde_json::Value;
-use sqlx::Connection;
 
 mod common;
 
-use common::{ADMIN_TOKEN, Harness, listed_requests, loopback, open_db};
+use common::{ADMIN_TOKEN, Harness, listed_requests, loopback, sql_text};
 
 const PIN: &str = "88888888";
 const VIEWER: &str = "wall-screen-viewer-token-0123";
@@ -158,7 +157,7 @@ const CHINESE_ORDER: &str = "订单,甲\"乙\"";
 /// 2025-01-01T00:00:00.500 in Shanghai, still 2024-12-31 in UTC.
 const NEW_YEAR_MS: i64 = 1_735_660_800_500;
 
-#[tokio::test]
+both_stores! {
 async fn the_export_opens_right_in_excel() {
     let card = tempfile::tempdir().unwrap();
     let eport = eport::start(EportSimOptions::new(loopback(), Algo::Sm2, PIN, card.path())).await.unwrap();
@@ -199,7 +198,6 @@ async fn the_export_opens_right_in_excel() {
 
     // The last error is text from customs and the platform; make it as hostile as such text
     // could be, and move one request to a known moment of the past (so it is late too).
-    let mut db = open_db(&h.db).await;
     let errors = [
         ("S-minus", "=HYPERLINK(\"http://evil.example/\",\"x\")"),
         ("S-at", "+1"),
@@ -207,21 +205,17 @@ async fn the_export_opens_right_in_excel() {
         ("S-quote", "@cmd"),
         ("S-newline", "a problem, \"quoted\"\r\nsecond line"),
     ];
-    for (session_id, error) in errors {
-        sqlx::query("UPDATE requests SET last_error = ? WHERE session_id = ?")
-            .bind(error)
-            .bind(session_id)
-            .execute(&mut db)
-            .await
-            .unwrap();
-    }
-    sqlx::query("UPDATE requests SET received_at = ?, deadline_at = ? WHERE session_id = 'S-comma'")
-        .bind(NEW_YEAR_MS)
-        .bind(NEW_YEAR_MS + 120_000)
-        .execute(&mut db)
-        .await
-        .unwrap();
-    db.close().await.unwrap();
+    let mut sql: Vec<String> = errors
+        .iter()
+        .map(|(session_id, error)| {
+            format!("UPDATE requests SET last_error = {} WHERE session_id = {}", sql_text(error), sql_text(session_id))
+        })
+        .collect();
+    sql.push(format!(
+        "UPDATE requests SET received_at = {NEW_YEAR_MS}, deadline_at = {} WHERE session_id = 'S-comma'",
+        NEW_YEAR_MS + 120_000
+    ));
+    h.execute(&sql.join(";\n")).await;
 
     // A viewer may export; the CSV parser reads every request back.
     let bytes = export_bytes(&h, VIEWER, "").await;
@@ -361,33 +355,29 @@ async fn the_export_opens_right_in_excel() {
     customs.stop().await;
     eport.stop().await;
 }
+}
 
+both_stores! {
 /// More requests than one page: each comes once, in order, ties on the millisecond broken by
 /// sessionID, across page boundaries and with a range.
-#[tokio::test]
 async fn a_long_export_streams_page_by_page() {
     let h = Harness::start(&sections("ws://127.0.0.1:9/", "http://127.0.0.1:9/")).await;
     const N: i64 = 2_345;
     let base = 1_780_000_000_000;
-    let mut db = open_db(&h.db).await;
-    let mut tx = db.begin().await.unwrap();
-    for i in 0..N {
-        // Three requests per millisecond.
-        let at = base + i / 3;
-        sqlx::query(
-            "INSERT INTO requests (session_id, order_no, open_req, customs_time, received_at, deadline_at,
-                                   state, waiting_since, next_attempt_at, last_error, updated_at)
-             VALUES (?1, ?2, '{}', ?3, ?3, ?3 + 120000, 'failed', ?3, ?3, 'no payment data', ?3)",
-        )
-        .bind(format!("B-{i:05}"))
-        .bind(format!("SO-{i}"))
-        .bind(at)
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    }
-    tx.commit().await.unwrap();
-    db.close().await.unwrap();
+    // Three requests per millisecond, in one statement.
+    let rows: Vec<String> = (0..N)
+        .map(|i| {
+            let at = base + i / 3;
+            format!("('B-{i:05}', 'SO-{i}', '{{}}', {at}, {at}, {}, 'failed', {at}, {at}, 'no payment data', {at})", at + 120_000)
+        })
+        .collect();
+    h.execute(&format!(
+        "INSERT INTO requests (session_id, order_no, open_req, customs_time, received_at, deadline_at,
+                               state, waiting_since, next_attempt_at, last_error, updated_at)
+         VALUES {}",
+        rows.join(", ")
+    ))
+    .await;
 
     let rows = parse(&export_bytes(&h, VIEWER, "").await);
     let expected: Vec<String> = (0..N).map(|i| format!("B-{i:05}")).collect();
@@ -398,4 +388,5 @@ async fn a_long_export_streams_page_by_page() {
     let ranged = exported(&h, &format!("since={}&until={}", base + 100, base + 600)).await;
     assert_eq!(ranged, expected[300..1800]);
     h.stop().await;
+}
 }

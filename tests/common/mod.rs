@@ -267,6 +267,23 @@ impl Harness {
     }
 
     /// The sessionIDs of every request stored, read from the database itself.
+    /// Runs `sql` (statements with their values written in, see [`sql_text`]) on the
+    /// service's database itself, behind the service's back.
+    pub async fn execute(&self, sql: &str) {
+        let sql = sqlx::AssertSqlSafe(sql.to_owned());
+        match &self.schema {
+            Some(schema) => {
+                let mut conn = schema.connect().await;
+                sqlx::raw_sql(sql).execute(&mut conn).await.unwrap();
+            }
+            None => {
+                let mut conn = open_db(&self.db).await;
+                sqlx::raw_sql(sql).execute(&mut conn).await.unwrap();
+                conn.close().await.unwrap();
+            }
+        }
+    }
+
     /// Another store on the service's database, as a command would open it.
     pub async fn other_store(&self) -> customs179_store::Store {
         match &self.schema {
@@ -401,6 +418,11 @@ impl Api {
     pub async fn wait_for_state(&self, session_id: &str, state: &str, within: Duration) -> Value {
         self.wait_until(session_id, within, |d| d["state"] == state).await
     }
+}
+
+/// `text` as an SQL string literal, for [`Harness::execute`].
+pub fn sql_text(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
 }
 
 /// Looks until `look` finds something, failing after `within` with what it saw last (`what`
