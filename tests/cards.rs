@@ -157,13 +157,14 @@ async fn every_card_signs(cards: Vec<SimCard>) {
     h.stop().await;
 }
 
-#[tokio::test]
+both_stores! {
 async fn two_cards_share_the_queue_and_each_signature_is_its_cards() {
     every_card_signs(vec![start_card("a", Algo::Sm2, 100).await, start_card("b", Algo::Rsa, 100).await])
         .await;
 }
+}
 
-#[tokio::test]
+both_stores! {
 async fn four_cards_share_the_queue_and_each_signature_is_its_cards() {
     let mut cards = Vec::new();
     for (name, algo) in [("a", Algo::Sm2), ("b", Algo::Sm2), ("c", Algo::Rsa), ("d", Algo::Sm2)] {
@@ -171,8 +172,9 @@ async fn four_cards_share_the_queue_and_each_signature_is_its_cards() {
     }
     every_card_signs(cards).await;
 }
+}
 
-#[tokio::test]
+both_stores! {
 async fn a_wrong_pin_pauses_its_card_only_and_is_never_retried() {
     let cards = vec![start_card("a", Algo::Sm2, 50).await, start_card("b", Algo::Sm2, 50).await];
     let (customs, _certs) = start_customs(&cards.iter().collect::<Vec<_>>()).await;
@@ -215,8 +217,9 @@ async fn a_wrong_pin_pauses_its_card_only_and_is_never_retried() {
     assert_eq!(audit["entries"][0]["action"], "resume signing on card b", "{audit}");
     h.stop().await;
 }
+}
 
-#[tokio::test]
+both_stores! {
 async fn a_card_that_disappears_leaves_its_work_to_the_others() {
     let mut cards = vec![start_card("a", Algo::Sm2, 100).await, start_card("b", Algo::Sm2, 100).await];
     let (customs, _certs) = start_customs(&cards.iter().collect::<Vec<_>>()).await;
@@ -237,8 +240,9 @@ async fn a_card_that_disappears_leaves_its_work_to_the_others() {
     assert!(b["paused"].is_null(), "a card that went away is not paused: it comes back by itself");
     h.stop().await;
 }
+}
 
-#[tokio::test]
+both_stores! {
 async fn a_20004_for_one_cards_certno_sends_its_requests_to_another_card() {
     // Card b is quick, so it signs its share before its first upload is refused.
     let cards = vec![start_card("a", Algo::Sm2, 300).await, start_card("b", Algo::Sm2, 20).await];
@@ -292,4 +296,5 @@ async fn a_20004_for_one_cards_certno_sends_its_requests_to_another_card() {
     assert!(h.card_status("b").await["uploads_stopped"].is_null());
     h.stop().await;
     customs.stop().await;
+}
 }

@@ -22,7 +22,7 @@ async fn card(addr: std::net::SocketAddr, dir: &std::path::Path, expires_in_days
     eport::start(options).await.unwrap()
 }
 
-#[tokio::test]
+both_stores! {
 async fn an_expired_certificate_pauses_signing_until_a_renewed_card_connects() {
     let (card_dir, certs) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let (card_addr, customs_addr) = (free_addr(), free_addr());
@@ -80,4 +80,5 @@ async fn an_expired_certificate_pauses_signing_until_a_renewed_card_connects() {
     h.stop().await;
     customs.stop().await;
     renewed.stop().await;
+}
 }

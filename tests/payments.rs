@@ -109,7 +109,7 @@ fn prepared_at(detail: &Value) -> i64 {
 /// shows it was woken by the commit rather than found by a sweep.
 const AT_ONCE_MS: i64 = 600;
 
-#[tokio::test]
+both_stores! {
 async fn tokens_are_required_and_the_payments_token_only_pushes() {
     let h = start(&format!("token = \"{PAYMENTS_TOKEN}\"")).await;
     let body = record("T-AUTH-1", &["SO-AUTH-1"]).to_string();
@@ -148,8 +148,9 @@ async fn tokens_are_required_and_the_payments_token_only_pushes() {
     assert_eq!(page["requests"], json!([]));
     h.stop().await;
 }
+}
 
-#[tokio::test]
+both_stores! {
 async fn invalid_bodies_are_refused_with_every_problem_and_store_nothing() {
     let h = start("max_body_bytes = 4096").await;
     let good = record("T-VAL-1", &["SO-VAL-1"]);
@@ -223,8 +224,9 @@ async fn invalid_bodies_are_refused_with_every_problem_and_store_nothing() {
     assert_eq!(answer, stored(1, 0));
     h.stop().await;
 }
+}
 
-#[tokio::test]
+both_stores! {
 async fn storing_a_record_again_changes_nothing() {
     let h = start("").await;
     let first = record("T-IDEM-1", &["SO-IDEM-1"]);
@@ -247,8 +249,9 @@ async fn storing_a_record_again_changes_nothing() {
     assert_eq!((status, answer), (StatusCode::OK, stored(0, 2)));
     h.stop().await;
 }
+}
 
-#[tokio::test]
+both_stores! {
 async fn conflicting_records_are_refused_all_or_nothing() {
     let h = start("").await;
     let paid = record("T-CONF-1", &["SO-CONF-1"]);
@@ -288,8 +291,9 @@ async fn conflicting_records_are_refused_all_or_nothing() {
     assert_eq!((status, answer), (StatusCode::OK, stored(0, 1)));
     h.stop().await;
 }
+}
 
-#[tokio::test]
+both_stores! {
 async fn requests_are_prepared_the_moment_their_record_is_there() {
     let h = start("").await;
 
@@ -340,8 +344,9 @@ async fn requests_are_prepared_the_moment_their_record_is_there() {
     assert_eq!(page["requests"], json!([]), "{page:#}");
     h.stop().await;
 }
+}
 
-#[tokio::test]
+both_stores! {
 async fn a_request_whose_data_never_comes_is_given_up() {
     let h = start("give_up_after_secs = 1").await;
     h.customs_call("SO-NEVER-1", "S-NEVER-1").await;
@@ -357,6 +362,7 @@ async fn a_request_whose_data_never_comes_is_given_up() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(h.detail("S-NEVER-1").await["state"], "failed");
     h.stop().await;
+}
 }
 
 /// A stand-in for the platform's pull URL: answers what the test says, and
@@ -407,7 +413,7 @@ fn pull_config(pull_url: &str) -> String {
     format!("pull_url = \"{pull_url}\"\npull_interval_secs = 1\npull_token = \"{PULL_TOKEN}\"")
 }
 
-#[tokio::test]
+both_stores! {
 async fn pulled_records_are_fetched_until_the_platform_has_them() {
     let (platform, pull_url) = Platform::start(404, "").await;
     let h = start(&pull_config(&pull_url)).await;
@@ -442,8 +448,9 @@ async fn pulled_records_are_fetched_until_the_platform_has_them() {
     assert_eq!((status, answer), (StatusCode::OK, stored(0, 1)));
     h.stop().await;
 }
+}
 
-#[tokio::test]
+both_stores! {
 async fn an_invalid_pulled_record_fails_the_request() {
     let mut invalid = record("T-PULL-2", &["SO-PULL-2"]);
     invalid["payExchangeInfoHead"]["currency"] = json!("CNY");
@@ -463,8 +470,9 @@ async fn an_invalid_pulled_record_fails_the_request() {
     assert_eq!((status, answer), (StatusCode::CREATED, stored(1, 0)));
     h.stop().await;
 }
+}
 
-#[tokio::test]
+both_stores! {
 async fn a_failing_platform_is_asked_again() {
     let (platform, pull_url) = Platform::start(500, "internal error").await;
     let h = start(&pull_config(&pull_url)).await;
@@ -486,4 +494,5 @@ async fn a_failing_platform_is_asked_again() {
     platform.answer(200, &record("T-PULL-3", &["SO-PULL-3"]).to_string());
     h.wait_for_state("S-PULL-3", "ready", Duration::from_secs(10)).await;
     h.stop().await;
+}
 }

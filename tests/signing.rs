@@ -108,7 +108,7 @@ async fn wait_for_sim(sim: &RunningEportSim, within: Duration, check: impl Fn(&e
     }
 }
 
-#[tokio::test]
+both_stores! {
 async fn a_request_is_signed_and_its_upload_body_verifies() {
     let dir = tempfile::tempdir().unwrap();
     let sim = start_sim(dir.path(), Faults::default()).await;
@@ -124,8 +124,9 @@ async fn a_request_is_signed_and_its_upload_body_verifies() {
     assert_eq!(controls["signing"]["paused"], false, "{controls}");
     h.stop().await;
 }
+}
 
-#[tokio::test]
+both_stores! {
 async fn a_reader_error_delays_an_item_which_is_signed_on_retry() {
     let dir = tempfile::tempdir().unwrap();
     let sim = start_sim(dir.path(), Faults { reader_error_50070: 1, ..Faults::default() }).await;
@@ -151,8 +152,9 @@ async fn a_reader_error_delays_an_item_which_is_signed_on_retry() {
     assert_eq!(h.controls().await["signing"]["paused"], false, "a reader error pauses nothing");
     h.stop().await;
 }
+}
 
-#[tokio::test]
+both_stores! {
 async fn a_wrong_pin_pauses_signing_until_resumed_and_each_resume_costs_one_try() {
     let dir = tempfile::tempdir().unwrap();
     let sim = start_sim(dir.path(), Faults::default()).await;
@@ -206,8 +208,9 @@ async fn a_wrong_pin_pauses_signing_until_resumed_and_each_resume_costs_one_try(
     }
     h.stop().await;
 }
+}
 
-#[tokio::test]
+both_stores! {
 async fn after_a_refusal_and_a_resume_the_item_is_signed() {
     let dir = tempfile::tempdir().unwrap();
     let sim = start_sim(dir.path(), Faults { wrong_pin: 1, ..Faults::default() }).await;
@@ -236,8 +239,9 @@ async fn after_a_refusal_and_a_resume_the_item_is_signed() {
     assert!(resumed.get("cleared").is_none(), "{resumed}");
     h.stop().await;
 }
+}
 
-#[tokio::test]
+both_stores! {
 async fn a_thirty_second_signer_outage_delays_items_but_loses_none() {
     let dir = tempfile::tempdir().unwrap();
     let sim = start_sim(dir.path(), Faults::default()).await;
@@ -286,4 +290,5 @@ async fn a_thirty_second_signer_outage_delays_items_but_loses_none() {
     let signed = h.get("/api/requests?state=signed&limit=500").await;
     assert_eq!(signed["requests"].as_array().unwrap().len(), 11, "{signed:#}");
     h.stop().await;
+}
 }
