@@ -5,6 +5,9 @@
 //! `cargo bench --bench intake` runs 1,000 requests/s for 60 s;
 //! `BENCH_RATE` and `BENCH_SECS` change that; `BENCH_STORE=postgres` runs it on
 //! PostgreSQL (a schema of its own in `POSTGRES_TEST_URL`, as the tests do).
+//! `BENCH_INSTANCES=N` (1 or 2, PostgreSQL only) calls through Debian's HAProxy
+//! (`deploy/several/haproxy.cfg`) in front of N `serve` processes on one
+//! database, instead of one service in this process.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -34,8 +37,9 @@ async fn main() {
 async fn run(backend: common::postgres::Backend) {
     let rate = env_or("BENCH_RATE", 1_000);
     let secs = env_or("BENCH_SECS", 60);
-    let h = common::Harness::start("[signer]\npin = \"88888888\"\n[customs]\nenvironment = \"test\"\n").await;
-    let url = format!("{}/platDataOpen", h.intake);
+    let instances = env_or("BENCH_INSTANCES", 0);
+    let target = Target::start(backend, instances).await;
+    let url = target.url();
     let client = reqwest::Client::builder().pool_max_idle_per_host(256).build().expect("client");
 
     let latencies = Arc::new(Mutex::new(Vec::with_capacity((rate * secs) as usize)));
@@ -77,8 +81,8 @@ async fn run(backend: common::postgres::Backend) {
     while tasks.join_next().await.is_some() {}
     let wall = start.elapsed();
     // Every answer came after its commit: what was answered is in the file now.
-    let stored = h.stored_session_ids().await;
-    h.stop().await;
+    let stored = target.stored_session_ids().await;
+    target.stop().await;
 
     let mut latencies = latencies.lock().await.clone();
     latencies.sort();
@@ -90,6 +94,10 @@ async fn run(backend: common::postgres::Backend) {
     println!("| intake benchmark | value |");
     println!("|---|---|");
     println!("| store | {backend:?} |");
+    match instances {
+        0 => println!("| service | one, in the load generator's process |"),
+        n => println!("| service | {n} `serve` process(es) behind HAProxy |"),
+    }
     println!("| target rate | {rate} requests/s for {secs} s |");
     println!(
         "| achieved rate | {:.0} requests/s ({} in {:.1} s) |",
@@ -110,5 +118,73 @@ async fn run(backend: common::postgres::Backend) {
     println!("| answered but not stored | {missing} |");
     if missing > 0 {
         std::process::exit(1);
+    }
+}
+
+const SECTIONS: &str = "[signer]\npin = \"88888888\"\n[customs]\nenvironment = \"test\"\n";
+
+/// Where the calls go: one service in this process, or `serve` processes behind HAProxy.
+enum Target {
+    InProcess(common::Harness),
+    Balanced {
+        instances: Vec<common::serve::ServeProcess>,
+        proxy: common::haproxy::Haproxy,
+        schema: common::postgres::Schema,
+        _dir: tempfile::TempDir,
+    },
+}
+
+impl Target {
+    async fn start(backend: common::postgres::Backend, instances: u64) -> Target {
+        if instances == 0 {
+            return Target::InProcess(common::Harness::start(SECTIONS).await);
+        }
+        if backend != common::postgres::Backend::Postgres || instances > 2 {
+            eprintln!("BENCH_INSTANCES={instances}: 1 or 2, with BENCH_STORE=postgres");
+            std::process::exit(2);
+        }
+        let dir = tempfile::tempdir().expect("a directory");
+        let schema = common::postgres::Schema::create().await;
+        let mut started = Vec::new();
+        for _ in 0..instances {
+            let mut serve =
+                common::serve::ServeProcess::configure(dir.path(), SECTIONS).on_schema(Some(&schema));
+            serve.start().await;
+            started.push(serve);
+        }
+        let last = started.len() - 1;
+        let proxy = common::haproxy::Haproxy::start(dir.path(), [&started[0].intake, &started[last].intake]);
+        // Until both of HAProxy's health checks passed.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        Target::Balanced { instances: started, proxy, schema, _dir: dir }
+    }
+
+    fn url(&self) -> String {
+        match self {
+            Target::InProcess(h) => format!("{}/platDataOpen", h.intake),
+            Target::Balanced { proxy, .. } => proxy.url.clone(),
+        }
+    }
+
+    async fn stored_session_ids(&self) -> std::collections::HashSet<String> {
+        match self {
+            Target::InProcess(h) => h.stored_session_ids().await,
+            Target::Balanced { schema, .. } => {
+                common::stored_session_ids_in(std::path::Path::new("/nonexistent"), Some(schema)).await
+            }
+        }
+    }
+
+    async fn stop(self) {
+        match self {
+            Target::InProcess(h) => h.stop().await,
+            Target::Balanced { mut instances, proxy, schema, _dir } => {
+                drop(proxy);
+                for serve in &mut instances {
+                    serve.terminate(Duration::from_secs(30)).await;
+                }
+                schema.drop_now().await;
+            }
+        }
     }
 }

@@ -7,7 +7,6 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -20,6 +19,7 @@ use tempfile::TempDir;
 mod common;
 
 use common::events::{Events, lists};
+use common::haproxy::Haproxy;
 use common::postgres::Schema;
 use common::serve::ServeProcess;
 use common::{ADMIN_TOKEN, EBP_CODE, eventually, free_addr, http_client, loopback, now_ms};
@@ -51,43 +51,6 @@ async fn start_customs(cards: &[SimCard]) -> (RunningCustomsSim, TempDir) {
     let mut options = CustomsSimOptions::new(loopback(), certs.path(), [EBP_CODE]);
     options.seed = Some(15);
     (customs::start(options).await.unwrap(), certs)
-}
-
-/// Debian's HAProxy with the example deployment's own configuration
-/// (`deploy/several/haproxy.cfg`), in front of the instances' intakes.
-struct Haproxy {
-    child: Child,
-    url: String,
-}
-
-impl Haproxy {
-    fn start(dir: &Path, intakes: [&str; 2]) -> Haproxy {
-        let listen = free_addr();
-        let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/several/haproxy.cfg");
-        let binary = ["/usr/sbin/haproxy", "/usr/bin/haproxy"]
-            .into_iter()
-            .find(|path| Path::new(path).exists())
-            .expect("the test needs HAProxy (Debian's haproxy package; .ci/run installs it)");
-        let [a, b] = intakes.map(|intake| intake.trim_start_matches("http://").to_owned());
-        let child = Command::new(binary)
-            .args(["-db", "-f"])
-            .arg(&config)
-            .env("INTAKE_LISTEN", listen.to_string())
-            .env("INSTANCE_A", a)
-            .env("INSTANCE_B", b)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("haproxy.log")).unwrap())
-            .spawn()
-            .unwrap();
-        Haproxy { child, url: format!("http://{listen}/platDataOpen") }
-    }
-}
-
-impl Drop for Haproxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn instance_toml(cards: &[SimCard], customs: &RunningCustomsSim) -> String {

@@ -21,6 +21,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
 pub mod browser;
 pub mod chaos;
 pub mod events;
+pub mod haproxy;
 pub mod postgres;
 pub mod serve;
 
