@@ -3,7 +3,7 @@
 //! itself.
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -16,7 +16,8 @@ use tempfile::TempDir;
 
 mod common;
 
-use common::{http_client, listed_requests, now_ms, open_db, stored_session_ids, url_encode};
+use common::postgres::Schema;
+use common::{http_client, listed_requests, now_ms, open_db, stored_session_ids_in, url_encode};
 
 const ADMIN_TOKEN: &str = "intake-tests-admin-token-0123456789";
 const INTAKE_PATH: &str = "/platDataOpen";
@@ -26,8 +27,8 @@ const JSON_UTF8: &str = "application/json;charset=utf-8";
 // Helpers.
 
 /// A service's configuration: both listeners on free loopback ports, the
-/// database at `db`, and extra lines for `[intake]` and `[customs]`.
-fn config_text(db: &Path, intake: &str, customs: &str) -> String {
+/// lines of `[store]`, and extra lines for `[intake]` and `[customs]`.
+fn config_text(store: &str, intake: &str, customs: &str) -> String {
     format!(
         r#"
 [intake]
@@ -40,7 +41,7 @@ listen = "127.0.0.1:0"
 token = "{ADMIN_TOKEN}"
 
 [store]
-path = {db:?}
+{store}
 
 [enterprise]
 ebp_code = "1234567890"
@@ -51,15 +52,16 @@ pin = "88888888"
 [customs]
 environment = "test"
 {customs}
-"#,
-        db = db.to_str().unwrap(),
+"#
     )
 }
 
-/// A running service and the directory holding its database.
+/// A running service and its database: a SQLite file in its directory, or a PostgreSQL
+/// schema when the test runs on PostgreSQL.
 struct Running {
     service: Service,
     db: PathBuf,
+    schema: Option<Schema>,
     _dir: TempDir,
 }
 
@@ -67,18 +69,43 @@ impl Running {
     fn intake_url(&self) -> String {
         format!("http://{}{INTAKE_PATH}", self.service.intake_addr())
     }
+
+    /// What `sql` reads from the database, behind the service's back.
+    async fn rows<T>(&self, sql: &str) -> Vec<T>
+    where
+        T: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>
+            + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>,
+        T: Send + Unpin,
+    {
+        common::query_rows(&self.db, self.schema.as_ref(), sql).await
+    }
+
+    /// Every stored request: (session_id, order_no, received_at, deadline_at).
+    async fn stored_requests(&self) -> Vec<(String, String, i64, i64)> {
+        self.rows("SELECT session_id, order_no, received_at, deadline_at FROM requests ORDER BY session_id")
+            .await
+    }
+
+    async fn count_requests(&self) -> i64 {
+        self.rows::<(i64,)>("SELECT COUNT(*) FROM requests").await[0].0
+    }
+
+    async fn stored_session_ids(&self) -> HashSet<String> {
+        stored_session_ids_in(&self.db, self.schema.as_ref()).await
+    }
 }
 
-async fn start_service(db: &Path, intake: &str, customs: &str) -> Service {
-    let config = Config::from_toml_str(&config_text(db, intake, customs), std::iter::empty()).unwrap();
+async fn start_service(store: &str, intake: &str, customs: &str) -> Service {
+    let config = Config::from_toml_str(&config_text(store, intake, customs), std::iter::empty()).unwrap();
     Service::start(config).await.unwrap()
 }
 
 async fn start(intake: &str, customs: &str) -> Running {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("customs179.db");
-    let service = start_service(&db, intake, customs).await;
-    Running { service, db, _dir: dir }
+    let (store, schema) = common::store_toml(&db).await;
+    let service = start_service(&store, intake, customs).await;
+    Running { service, db, schema, _dir: dir }
 }
 
 fn client() -> reqwest::Client {
@@ -161,26 +188,6 @@ fn assert_refused(answer: &Answer, status: u16, message_contains: &str) {
     assert!(answer.json["serviceTime"].is_i64(), "{answer:?}");
 }
 
-/// Every stored request: (session_id, order_no, received_at, deadline_at).
-async fn stored_requests(db: &Path) -> Vec<(String, String, i64, i64)> {
-    let mut conn = open_db(db).await;
-    let rows = sqlx::query_as(
-        "SELECT session_id, order_no, received_at, deadline_at FROM requests ORDER BY session_id",
-    )
-    .fetch_all(&mut conn)
-    .await
-    .unwrap();
-    conn.close().await.unwrap();
-    rows
-}
-
-async fn count_requests(db: &Path) -> i64 {
-    let mut conn = open_db(db).await;
-    let count = sqlx::query_scalar("SELECT COUNT(*) FROM requests").fetch_one(&mut conn).await.unwrap();
-    conn.close().await.unwrap();
-    count
-}
-
 /// Waits until `condition` holds, failing after `timeout`.
 async fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
@@ -193,7 +200,7 @@ async fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -
 // ---------------------------------------------------------------------------
 // 1. The answer and the stored row.
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+both_stores! {
 async fn a_well_formed_request_is_answered_10000_and_stored_with_its_deadline() {
     let running = start("", "deadline_secs = 77").await;
     let client = client();
@@ -212,14 +219,9 @@ async fn a_well_formed_request_is_answered_10000_and_stored_with_its_deadline() 
     let after = now_ms();
     assert_accepted(&answer);
 
-    let mut conn = open_db(&running.db).await;
-    let rows: Vec<(String, String, String, i64, i64, i64, String)> = sqlx::query_as(
-        "SELECT session_id, order_no, open_req, customs_time, received_at, deadline_at, state FROM requests",
-    )
-    .fetch_all(&mut conn)
-    .await
-    .unwrap();
-    conn.close().await.unwrap();
+    let rows: Vec<(String, String, String, i64, i64, i64, String)> = running
+        .rows("SELECT session_id, order_no, open_req, customs_time, received_at, deadline_at, state FROM requests")
+        .await;
     assert_eq!(rows.len(), 1, "{rows:?}");
     let (session_id, order_no, raw, customs_time, received_at, deadline_at, state) = &rows[0];
     assert_eq!(session_id, "fe2374-8fnejf97-32839218");
@@ -232,11 +234,12 @@ async fn a_well_formed_request_is_answered_10000_and_stored_with_its_deadline() 
 
     running.service.shutdown().await.unwrap();
 }
+}
 
 // ---------------------------------------------------------------------------
 // 2. Variants customs' clients send.
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+both_stores! {
 async fn service_time_as_a_string_declared_charsets_and_unknown_orders_are_accepted() {
     let running = start("", "").await;
     let client = client();
@@ -276,7 +279,7 @@ async fn service_time_as_a_string_declared_charsets_and_unknown_orders_are_accep
     let response = client.post(&url).body(format!("openReq={}", url_encode(&value))).send().await.unwrap();
     assert_accepted(&read_answer(response).await);
 
-    let rows = stored_requests(&running.db).await;
+    let rows = running.stored_requests().await;
     let orders: Vec<(&str, &str)> = rows.iter().map(|r| (r.0.as_str(), r.1.as_str())).collect();
     assert_eq!(
         orders,
@@ -287,29 +290,22 @@ async fn service_time_as_a_string_declared_charsets_and_unknown_orders_are_accep
             ("S-string", "SO-2")
         ]
     );
-    let mut conn = open_db(&running.db).await;
-    let customs_time: i64 =
-        sqlx::query_scalar("SELECT customs_time FROM requests WHERE session_id = 'S-string'")
-            .fetch_one(&mut conn)
-            .await
-            .unwrap();
-    assert_eq!(customs_time, 1533271903898);
+    let customs_time: Vec<(i64,)> = running.rows("SELECT customs_time FROM requests WHERE session_id = 'S-string'").await;
+    assert_eq!(customs_time, [(1533271903898,)]);
     // No payment data exists for any of these orders: all answered 10000 anyway, all waiting.
-    let payments: i64 =
-        sqlx::query_scalar("SELECT COUNT(*) FROM payments").fetch_one(&mut conn).await.unwrap();
-    assert_eq!(payments, 0);
-    let states: Vec<String> =
-        sqlx::query_scalar("SELECT DISTINCT state FROM requests").fetch_all(&mut conn).await.unwrap();
-    assert_eq!(states, ["waiting"]);
-    conn.close().await.unwrap();
+    let payments: Vec<(i64,)> = running.rows("SELECT COUNT(*) FROM payments").await;
+    assert_eq!(payments, [(0,)]);
+    let states: Vec<(String,)> = running.rows("SELECT DISTINCT state FROM requests").await;
+    assert_eq!(states, [("waiting".to_owned(),)]);
 
     running.service.shutdown().await.unwrap();
+}
 }
 
 // ---------------------------------------------------------------------------
 // 3. Malformed requests.
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+both_stores! {
 async fn malformed_requests_are_refused_with_a_message_and_not_stored() {
     let running = start("", "").await;
     let client = client();
@@ -375,15 +371,16 @@ async fn malformed_requests_are_refused_with_a_message_and_not_stored() {
         assert_ne!(answer.json["code"], "10000", "{what}: {answer:?}");
         assert_refused(&answer, answer.status, message);
     }
-    assert_eq!(count_requests(&running.db).await, 0, "nothing malformed is stored");
+    assert_eq!(running.count_requests().await, 0, "nothing malformed is stored");
 
     running.service.shutdown().await.unwrap();
+}
 }
 
 // ---------------------------------------------------------------------------
 // 4. The same sessionID twice.
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+both_stores! {
 async fn a_repeated_session_id_is_answered_10000_and_stored_once() {
     let running = start("", "").await;
     let client = client();
@@ -392,17 +389,18 @@ async fn a_repeated_session_id_is_answered_10000_and_stored_once() {
     assert_accepted(&post_open_req(&client, &url, &open_req("S-dup", "SO-first")).await);
     assert_accepted(&post_open_req(&client, &url, &open_req("S-dup", "SO-second")).await);
 
-    let rows = stored_requests(&running.db).await;
+    let rows = running.stored_requests().await;
     assert_eq!(rows.len(), 1, "{rows:?}");
     assert_eq!((rows[0].0.as_str(), rows[0].1.as_str()), ("S-dup", "SO-first"), "the first one is kept");
 
     running.service.shutdown().await.unwrap();
 }
+}
 
 // ---------------------------------------------------------------------------
 // 5. What is not a customs call.
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+both_stores! {
 async fn other_paths_are_404_and_other_methods_405() {
     let running = start("", "").await;
     let client = client();
@@ -424,11 +422,12 @@ async fn other_paths_are_404_and_other_methods_405() {
     let response = client.put(running.intake_url()).body(form_body).send().await.unwrap();
     assert_refused(&read_answer(response).await, 405, "POST");
 
-    assert_eq!(count_requests(&running.db).await, 0);
+    assert_eq!(running.count_requests().await, 0);
     running.service.shutdown().await.unwrap();
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+both_stores! {
 async fn a_body_over_max_body_bytes_is_413_and_one_at_the_limit_is_accepted() {
     const LIMIT: usize = 256;
     let running = start(&format!("max_body_bytes = {LIMIT}"), "").await;
@@ -455,11 +454,12 @@ async fn a_body_over_max_body_bytes_is_413_and_one_at_the_limit_is_accepted() {
     let answer = post_raw(&client, &url, form, body_of("S-far-over-limit", 64 * 1024)).await;
     assert_refused(&answer, 413, "");
 
-    assert_eq!(stored_session_ids(&running.db).await, HashSet::from(["S-at-limit".to_owned()]));
+    assert_eq!(running.stored_session_ids().await, HashSet::from(["S-at-limit".to_owned()]));
     running.service.shutdown().await.unwrap();
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+both_stores! {
 async fn callers_outside_allow_from_are_403_and_inside_are_served() {
     let client = client();
 
@@ -470,19 +470,20 @@ async fn callers_outside_allow_from_are_403_and_inside_are_served() {
     let response =
         client.get(format!("http://{}/other", refusing.service.intake_addr())).send().await.unwrap();
     assert_eq!(response.status(), 403);
-    assert_eq!(count_requests(&refusing.db).await, 0);
+    assert_eq!(refusing.count_requests().await, 0);
     refusing.service.shutdown().await.unwrap();
 
     let allowing = start(r#"allow_from = ["10.0.0.0/8", "127.0.0.0/8"]"#, "").await;
     let answer = post_open_req(&client, &allowing.intake_url(), &open_req("S-allowed", "SO1")).await;
     assert_accepted(&answer);
-    assert_eq!(stored_session_ids(&allowing.db).await, HashSet::from(["S-allowed".to_owned()]));
+    assert_eq!(allowing.stored_session_ids().await, HashSet::from(["S-allowed".to_owned()]));
     allowing.service.shutdown().await.unwrap();
 }
+}
 
+both_stores! {
 /// Behind a load balancer every connection comes from it: the caller is who its
 /// `X-Forwarded-For` names, and only a trusted proxy's header counts.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn behind_a_trusted_proxy_allow_from_checks_the_forwarded_caller() {
     let client = client();
     let post_from = async |url: &str, session_id: &str, forwarded: Option<&str>| {
@@ -514,7 +515,7 @@ trusted_proxies = ["127.0.0.1"]"#,
         403,
         "not allowed",
     );
-    assert_eq!(stored_session_ids(&proxied.db).await, HashSet::from(["S-customs".to_owned()]));
+    assert_eq!(proxied.stored_session_ids().await, HashSet::from(["S-customs".to_owned()]));
     proxied.service.shutdown().await.unwrap();
 
     // From a peer that is no trusted proxy, the header is anyone's: ignored.
@@ -526,21 +527,23 @@ trusted_proxies = ["10.0.0.2"]"#,
     .await;
     let answer = post_from(&direct.intake_url(), "S-forged", Some("203.0.113.7")).await;
     assert_refused(&answer, 403, "not allowed");
-    assert_eq!(count_requests(&direct.db).await, 0);
+    assert_eq!(direct.count_requests().await, 0);
     direct.service.shutdown().await.unwrap();
+}
 }
 
 // ---------------------------------------------------------------------------
 // 6. Durable across a restart.
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+both_stores! {
 async fn stored_requests_survive_a_restart_and_are_listed_by_the_admin_api() {
     const N: usize = 25;
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("customs179.db");
+    let (store, schema) = common::store_toml(&db).await;
     let client = client();
 
-    let service = start_service(&db, "", "").await;
+    let service = start_service(&store, "", "").await;
     let url = format!("http://{}{INTAKE_PATH}", service.intake_addr());
     let expected: HashSet<String> = (0..N).map(|i| format!("S-restart-{i}")).collect();
     for session_id in &expected {
@@ -548,7 +551,7 @@ async fn stored_requests_survive_a_restart_and_are_listed_by_the_admin_api() {
     }
     service.shutdown().await.unwrap();
 
-    let service = start_service(&db, "", "").await;
+    let service = start_service(&store, "", "").await;
     let admin = format!("http://{}", service.admin_addr());
     let listed = listed_requests(&client, &admin, ADMIN_TOKEN).await;
     let listed_ids: HashSet<String> =
@@ -567,7 +570,8 @@ async fn stored_requests_survive_a_restart_and_are_listed_by_the_admin_api() {
     let url = format!("http://{}{INTAKE_PATH}", service.intake_addr());
     assert_accepted(&post_open_req(&client, &url, &open_req("S-after-restart", "SO1")).await);
     service.shutdown().await.unwrap();
-    assert_eq!(stored_session_ids(&db).await.len(), N + 1);
+    assert_eq!(stored_session_ids_in(&db, schema.as_ref()).await.len(), N + 1);
+}
 }
 
 // ---------------------------------------------------------------------------
@@ -597,7 +601,7 @@ async fn a_database_that_cannot_be_written_is_503_never_10000() {
 
     assert_accepted(&post_open_req(&client, &url, &open_req("S-after-lock", "SO1")).await);
     assert_eq!(
-        stored_session_ids(&running.db).await,
+        running.stored_session_ids().await,
         HashSet::from(["S-before-lock".to_owned(), "S-after-lock".to_owned()]),
         "the refused request must not be stored"
     );
@@ -607,7 +611,7 @@ async fn a_database_that_cannot_be_written_is_503_never_10000() {
 // ---------------------------------------------------------------------------
 // 8. Concurrency.
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+both_stores! {
 async fn two_hundred_concurrent_requests_are_all_answered_and_stored() {
     const N: usize = 200;
     let running = start("", "").await;
@@ -630,15 +634,16 @@ async fn two_hundred_concurrent_requests_are_all_answered_and_stored() {
         answered.insert(session_id);
     }
     assert_eq!(answered.len(), N);
-    assert_eq!(stored_session_ids(&running.db).await, answered);
+    assert_eq!(running.stored_session_ids().await, answered);
 
     running.service.shutdown().await.unwrap();
+}
 }
 
 // ---------------------------------------------------------------------------
 // 9. Graceful shutdown.
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+both_stores! {
 async fn shutdown_keeps_every_request_answered_10000() {
     const SENDERS: usize = 8;
     let running = start("", "").await;
@@ -687,7 +692,8 @@ async fn shutdown_keeps_every_request_answered_10000() {
         answered.extend(result.unwrap());
     }
     assert!(answered.len() >= 50, "{}", answered.len());
-    let stored = stored_session_ids(&running.db).await;
+    let stored = stored_session_ids_in(&running.db, running.schema.as_ref()).await;
     let lost: Vec<&String> = answered.difference(&stored).collect();
     assert!(lost.is_empty(), "answered 10000 but not stored: {lost:?}");
+}
 }

@@ -466,6 +466,24 @@ pub async fn stored_session_ids(db: &Path) -> HashSet<String> {
     ids.into_iter().collect()
 }
 
+/// The rows `sql` reads from `schema` when there is one, else from the SQLite file `db`.
+pub async fn query_rows<T>(db: &Path, schema: Option<&postgres::Schema>, sql: &str) -> Vec<T>
+where
+    T: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow> + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>,
+    T: Send + Unpin,
+{
+    let sql = sqlx::AssertSqlSafe(sql.to_owned());
+    match schema {
+        Some(schema) => sqlx::query_as(sql).fetch_all(&mut schema.connect().await).await.unwrap(),
+        None => {
+            let mut conn = open_db(db).await;
+            let rows = sqlx::query_as(sql).fetch_all(&mut conn).await.unwrap();
+            conn.close().await.unwrap();
+            rows
+        }
+    }
+}
+
 /// The sessionIDs stored in `schema` when there is one, else in the SQLite file `db`.
 pub async fn stored_session_ids_in(db: &Path, schema: Option<&postgres::Schema>) -> HashSet<String> {
     let Some(schema) = schema else { return stored_session_ids(db).await };
