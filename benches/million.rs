@@ -7,6 +7,11 @@
 //! cached in `target/million-db/` with a marker of the row count and migrations it was built
 //! with; a later run with the same marker reuses it. Every run measures a fresh copy on disk.
 //!
+//! `--store postgres` does the same on PostgreSQL (`POSTGRES_TEST_URL`, by default the machine's
+//! `test` database): the fill goes to a schema of its own (`customs179_million_N`, kept, with its
+//! marker in the cache directory), filled with `synchronous_commit` off; each run deletes the
+//! pending and intake requests the last one added, adds its own and measures that schema.
+//!
 //! `cargo bench --bench million -- --requests 20000` for a quick run; `--help` lists the options.
 
 use std::collections::HashSet;
@@ -27,6 +32,7 @@ usage: cargo bench --bench million -- [OPTIONS]
 
   --requests N   requests of history in the database (1000000)
   --live N       pending requests added around now on each run (3000)
+  --store S      sqlite or postgres (sqlite)
   --keep DIR     where the filled database is cached (target/million-db)
   --rebuild      fills the database again even when the cached one matches
   --samples N    timed calls per read, after 3 warm-up calls (50)
@@ -45,7 +51,14 @@ const HISTORY_MS: i64 = 3 * 365 * DAY_MS;
 const ROUND: u64 = 5_000;
 const OVER_MS: f64 = 50.0;
 
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
 struct Options {
+    store: Backend,
     requests: u64,
     live: u64,
     keep: PathBuf,
@@ -61,6 +74,7 @@ fn parse(args: impl Iterator<Item = String>) -> Result<Options, String> {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"), PathBuf::from);
     let mut o = Options {
+        store: Backend::Sqlite,
         requests: 1_000_000,
         live: 3_000,
         keep: target.join("million-db"),
@@ -81,6 +95,13 @@ fn parse(args: impl Iterator<Item = String>) -> Result<Options, String> {
             "--requests" => o.requests = count()?,
             "--live" => o.live = count()?,
             "--keep" => o.keep = PathBuf::from(&value),
+            "--store" => {
+                o.store = match value.as_str() {
+                    "sqlite" => Backend::Sqlite,
+                    "postgres" => Backend::Postgres,
+                    _ => return Err(format!("--store takes sqlite or postgres, not {value:?}")),
+                }
+            }
             "--samples" => o.samples = usize::try_from(count()?).map_err(|_| number())?,
             "--rate" => o.rate = count()?,
             "--secs" => o.secs = count()?,
@@ -399,9 +420,10 @@ async fn history_round(store: &Store, range: std::ops::Range<u64>, n: u64, end: 
     }
 }
 
-/// The migrations the binary applies, by file name.
-fn migrations() -> Vec<String> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+/// The migrations the binary applies to `store`, by file name.
+fn migrations(store: Backend) -> Vec<String> {
+    let kind = if store == Backend::Postgres { "postgres" } else { "sqlite" };
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations").join(kind);
     let mut names: Vec<String> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -411,8 +433,8 @@ fn migrations() -> Vec<String> {
 }
 
 /// What the cached database was built with; a database built otherwise is built again.
-fn marker_text(requests: u64) -> String {
-    format!("fill {FILL_VERSION}\nrequests {requests}\nmigrations {}\n", migrations().join(" "))
+fn marker_text(store: Backend, requests: u64) -> String {
+    format!("fill {FILL_VERSION}\nrequests {requests}\nmigrations {}\n", migrations(store).join(" "))
 }
 
 /// `key value` lines after the marker: the end of history and how long the fill took.
@@ -425,7 +447,7 @@ fn marker_value(rest: &str, key: &str) -> Option<f64> {
 async fn filled(o: &Options) -> (PathBuf, i64) {
     let db = o.keep.join("customs179.sqlite");
     let marker = o.keep.join("marker.txt");
-    let wanted = marker_text(o.requests);
+    let wanted = marker_text(Backend::Sqlite, o.requests);
     if !o.rebuild
         && let Ok(text) = std::fs::read_to_string(&marker)
         && let Some(rest) = text.strip_prefix(wanted.as_str())
@@ -480,6 +502,108 @@ async fn filled(o: &Options) -> (PathBuf, i64) {
         copy.elapsed().as_secs_f64()
     );
     (db, end)
+}
+
+/// The PostgreSQL schema of a fill of `requests` requests.
+fn pg_schema(requests: u64) -> common::postgres::Schema {
+    common::postgres::Schema { name: format!("customs179_million_{requests}") }
+}
+
+/// A store in `schema`; `fast` turns `synchronous_commit` off (a fill's commits need not wait
+/// for the disk: a crash only means filling again).
+async fn pg_store(schema: &common::postgres::Schema, fast: bool) -> Store {
+    let url = std::env::var("POSTGRES_TEST_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let options: sqlx::postgres::PgConnectOptions = url.parse().expect("POSTGRES_TEST_URL");
+    let sync = if fast { "off" } else { "on" };
+    let options = options.options([("search_path", schema.name.as_str()), ("synchronous_commit", sync)]);
+    Store::connect_with(options).await.expect("connect")
+}
+
+/// [`filled`] on PostgreSQL: the schema of the fill, and its end of history.
+async fn filled_postgres(o: &Options) -> (common::postgres::Schema, i64) {
+    let schema = pg_schema(o.requests);
+    let marker = o.keep.join(format!("marker-postgres-{}.txt", o.requests));
+    let wanted = marker_text(Backend::Postgres, o.requests);
+    let exists = !common::query_rows::<(i64,)>(
+        Path::new("/nonexistent"),
+        Some(&common::postgres::Schema { name: "public".into() }),
+        &format!("SELECT 1 FROM pg_namespace WHERE nspname = '{}'", schema.name),
+    )
+    .await
+    .is_empty();
+    if !o.rebuild
+        && exists
+        && let Ok(text) = std::fs::read_to_string(&marker)
+        && let Some(rest) = text.strip_prefix(wanted.as_str())
+        && let (Some(end), Some(took)) =
+            (marker_value(rest, "history_end "), marker_value(rest, "fill_secs "))
+    {
+        println!(
+            "reusing the schema {} of {} requests (its fill took {took:.0} s; --rebuild fills it again)",
+            schema.name, o.requests
+        );
+        return (schema, end as i64);
+    }
+    let _ = std::fs::remove_file(&marker);
+    if exists {
+        schema.drop_now().await;
+    }
+    let mut admin = common::postgres::Schema { name: "public".into() }.connect().await;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {}", schema.name)))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let began = Instant::now();
+    let end = common::now_ms() - DAY_MS;
+    let store = pg_store(&schema, true).await;
+    let rounds = o.requests.div_ceil(ROUND);
+    for round in 0..rounds {
+        let range = round * ROUND..((round + 1) * ROUND).min(o.requests);
+        let bulk = rounds >= 3 && round % (rounds / 3) == rounds / 6;
+        history_round(&store, range, o.requests, end, bulk).await;
+        if round % 10 == 9 || round + 1 == rounds {
+            eprintln!(
+                "filled {} of {} requests in {:.0} s",
+                ((round + 1) * ROUND).min(o.requests),
+                o.requests,
+                began.elapsed().as_secs_f64()
+            );
+        }
+    }
+    store.close().await;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("ANALYZE {}.requests", schema.name)))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let took = began.elapsed().as_secs_f64();
+    std::fs::create_dir_all(&o.keep).unwrap();
+    std::fs::write(&marker, format!("{wanted}history_end {end}\nfill_secs {took:.0}\n")).unwrap();
+    println!("filled {} requests in the schema {} in {took:.0} s", o.requests, schema.name);
+    (schema, end)
+}
+
+/// The schema of the fill, rid of what the last run added, with this run's pending requests.
+async fn run_postgres(schema: &common::postgres::Schema, live: u64) {
+    let began = Instant::now();
+    let added = "(session_id LIKE 'live-%' OR session_id LIKE 'INTAKE-%')";
+    let mut conn = schema.connect().await;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "DELETE FROM payment_orders WHERE order_no IN (SELECT order_no FROM requests WHERE {added});
+         DELETE FROM attempts WHERE {added};
+         UPDATE requests SET upload_id = NULL WHERE {added};
+         DELETE FROM uploads WHERE {added};
+         DELETE FROM requests WHERE {added};
+         DELETE FROM payments p WHERE NOT EXISTS (SELECT 1 FROM payment_orders po WHERE po.payment_id = p.id)
+                                 AND NOT EXISTS (SELECT 1 FROM uploads u WHERE u.payment_id = p.id);"
+    )))
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    let store = pg_store(schema, false).await;
+    add_live(&store, live, common::now_ms()).await;
+    store.close().await;
+    println!("the schema with {live} pending requests ready in {:.1} s", began.elapsed().as_secs_f64());
 }
 
 /// Pending requests around `now`, added to a copy of the cached database: received over the last
@@ -850,17 +974,16 @@ async fn intake(serve: &common::serve::ServeProcess, rate: u64, secs: u64) -> bo
         .map(|((le, after), (_, before))| (le, after - before))
         .collect();
     let cpu = (cpu_secs("self") - cpu_before.0, cpu_secs(&service_pid.to_string()) - cpu_before.1);
-    let mut conn = common::open_db(&serve.db).await;
     let prefix = format!("INTAKE-{run}-");
-    let stored: HashSet<String> =
-        sqlx::query_scalar("SELECT session_id FROM requests WHERE session_id >= ? AND session_id < ?")
-            .bind(&prefix)
-            .bind(format!("{prefix}\u{10FFFF}"))
-            .fetch_all(&mut conn)
-            .await
-            .unwrap()
-            .into_iter()
-            .collect();
+    let stored: HashSet<String> = common::query_rows::<(String,)>(
+        &serve.db,
+        serve.schema.as_ref(),
+        &format!("SELECT session_id FROM requests WHERE session_id >= '{prefix}' AND session_id < '{prefix}\u{10FFFF}'"),
+    )
+    .await
+    .into_iter()
+    .map(|(session_id,)| session_id)
+    .collect();
     let missing = answered.iter().filter(|s| !stored.contains(*s)).count();
     latencies.sort();
     let p99 = pct(&latencies, 0.99);
@@ -937,22 +1060,30 @@ fn cpu_secs(pid: &str) -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
-async fn state_table(db: &Path) {
-    let mut conn = common::open_db(db).await;
-    let counts: Vec<(String, i64)> = sqlx::query_as("SELECT state, n FROM state_counts ORDER BY n DESC")
-        .fetch_all(&mut conn)
-        .await
-        .unwrap();
+async fn state_table(db: &Path, schema: Option<&common::postgres::Schema>) {
+    let counts: Vec<(String, i64)> = common::query_rows(
+        db,
+        schema,
+        "SELECT state, CAST(SUM(n) AS BIGINT) FROM state_counts GROUP BY state ORDER BY 2 DESC",
+    )
+    .await;
     let tables = ["requests", "payments", "uploads", "attempts", "audit", "replays", "replay_items"];
     let mut sizes = Vec::new();
     for table in tables {
-        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}")))
-            .fetch_one(&mut conn)
-            .await
-            .unwrap();
-        sizes.push((table, n));
+        let n: Vec<(i64,)> = common::query_rows(db, schema, &format!("SELECT COUNT(*) FROM {table}")).await;
+        sizes.push((table, n[0].0));
     }
-    let bytes = std::fs::metadata(db).unwrap().len();
+    let bytes = match schema {
+        None => std::fs::metadata(db).unwrap().len(),
+        Some(schema) => {
+            let sql = format!(
+                "SELECT CAST(SUM(pg_total_relation_size(c.oid)) AS BIGINT) FROM pg_class c
+                 JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = '{}' AND c.relkind = 'r'",
+                schema.name
+            );
+            u64::try_from(common::query_rows::<(i64,)>(db, Some(schema), &sql).await[0].0).unwrap_or(0)
+        }
+    };
     println!("| the database | rows |");
     println!("|---|---|");
     for (state, n) in counts {
@@ -961,7 +1092,7 @@ async fn state_table(db: &Path) {
     for (table, n) in sizes {
         println!("| {table} | {n} |");
     }
-    println!("| file size | {:.2} GB |", bytes as f64 / 1e9);
+    println!("| size on disk (tables and their indexes) | {:.2} GB |", bytes as f64 / 1e9);
     println!();
 }
 
@@ -971,17 +1102,29 @@ async fn main() -> ExitCode {
         Ok(o) => o,
         Err(exit) => return exit,
     };
-    let (cached, end) = filled(&o).await;
-    let run = run_copy(&cached, &o.keep, o.live).await;
-    let mut serve = common::serve::ServeProcess::configure(
-        &run,
-        "[signer]\npin = \"88888888\"\n[customs]\nenvironment = \"test\"\n",
-    );
+    const SECTIONS: &str = "[signer]\npin = \"88888888\"\n[customs]\nenvironment = \"test\"\n";
+    let (mut serve, end) = match o.store {
+        Backend::Sqlite => {
+            let (cached, end) = filled(&o).await;
+            let run = run_copy(&cached, &o.keep, o.live).await;
+            (common::serve::ServeProcess::configure(&run, SECTIONS), end)
+        }
+        Backend::Postgres => {
+            let (schema, end) = filled_postgres(&o).await;
+            run_postgres(&schema, o.live).await;
+            std::fs::create_dir_all(o.keep.join("run")).unwrap();
+            (
+                common::serve::ServeProcess::configure(&o.keep.join("run"), SECTIONS)
+                    .on_schema(Some(&schema)),
+                end,
+            )
+        }
+    };
     let began = Instant::now();
     serve.start().await;
     println!("the service started on it in {:.1} s", began.elapsed().as_secs_f64());
     println!();
-    state_table(&serve.db).await;
+    state_table(&serve.db, serve.schema.as_ref()).await;
     let mut ok = true;
     if o.reads {
         let client = common::http_client(Some(Duration::from_secs(120)));
