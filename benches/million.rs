@@ -420,6 +420,25 @@ async fn history_round(store: &Store, range: std::ops::Range<u64>, n: u64, end: 
     }
 }
 
+/// The history of `requests` requests ending at `end`, round after round, through `store`.
+async fn fill_history(store: &Store, requests: u64, end: i64, began: Instant) {
+    let rounds = requests.div_ceil(ROUND);
+    for round in 0..rounds {
+        let range = round * ROUND..((round + 1) * ROUND).min(requests);
+        let bulk = rounds >= 3 && round % (rounds / 3) == rounds / 6;
+        history_round(store, range, requests, end, bulk).await;
+        // The log stays small (SQLite; nothing on PostgreSQL).
+        store.checkpoint().await.expect("checkpoint");
+        if round % 10 == 9 || round + 1 == rounds {
+            eprintln!(
+                "filled {} of {requests} requests in {:.0} s",
+                ((round + 1) * ROUND).min(requests),
+                began.elapsed().as_secs_f64()
+            );
+        }
+    }
+}
+
 /// The migrations the binary applies to `store`, by file name.
 fn migrations(store: Backend) -> Vec<String> {
     let kind = if store == Backend::Postgres { "postgres" } else { "sqlite" };
@@ -470,21 +489,7 @@ async fn filled(o: &Options) -> (PathBuf, i64) {
     let began = Instant::now();
     let end = common::now_ms() - DAY_MS;
     let store = Store::open(&fill_db).await.expect("open");
-    let rounds = o.requests.div_ceil(ROUND);
-    for round in 0..rounds {
-        let range = round * ROUND..((round + 1) * ROUND).min(o.requests);
-        let bulk = rounds >= 3 && round % (rounds / 3) == rounds / 6;
-        history_round(&store, range, o.requests, end, bulk).await;
-        store.checkpoint().await.expect("checkpoint");
-        if round % 10 == 9 || round + 1 == rounds {
-            eprintln!(
-                "filled {} of {} requests in {:.0} s",
-                ((round + 1) * ROUND).min(o.requests),
-                o.requests,
-                began.elapsed().as_secs_f64()
-            );
-        }
-    }
+    fill_history(&store, o.requests, end, began).await;
     store.checkpoint().await.expect("checkpoint");
     store.close().await;
     let filled_in = began.elapsed();
@@ -557,20 +562,7 @@ async fn filled_postgres(o: &Options) -> (common::postgres::Schema, i64) {
     let began = Instant::now();
     let end = common::now_ms() - DAY_MS;
     let store = pg_store(&schema, true).await;
-    let rounds = o.requests.div_ceil(ROUND);
-    for round in 0..rounds {
-        let range = round * ROUND..((round + 1) * ROUND).min(o.requests);
-        let bulk = rounds >= 3 && round % (rounds / 3) == rounds / 6;
-        history_round(&store, range, o.requests, end, bulk).await;
-        if round % 10 == 9 || round + 1 == rounds {
-            eprintln!(
-                "filled {} of {} requests in {:.0} s",
-                ((round + 1) * ROUND).min(o.requests),
-                o.requests,
-                began.elapsed().as_secs_f64()
-            );
-        }
-    }
+    fill_history(&store, o.requests, end, began).await;
     store.close().await;
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!("ANALYZE {}.requests", schema.name)))
         .execute(&mut admin)

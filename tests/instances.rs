@@ -6,7 +6,6 @@
 //! the survivor takes the cards over (with no wrong PIN), and the counters equal a COUNT.
 
 use std::collections::{BTreeMap, HashSet};
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -22,7 +21,7 @@ use common::events::{Events, lists};
 use common::haproxy::Haproxy;
 use common::postgres::Schema;
 use common::serve::ServeProcess;
-use common::{ADMIN_TOKEN, EBP_CODE, eventually, free_addr, http_client, loopback, now_ms};
+use common::{ADMIN_TOKEN, EBP_CODE, eventually, http_client, loopback, now_ms};
 
 const PIN: &str = "pin-5d1c0e7b";
 const CALLS: usize = 2_000;

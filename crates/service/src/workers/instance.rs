@@ -33,18 +33,18 @@ pub(crate) struct Instance {
 impl Instance {
     /// A new instance, named after this host and process.
     pub fn new() -> Instance {
-        Instance {
-            id: uuid::Uuid::new_v4().to_string(),
-            name: format!("{}:{}", host_name(), std::process::id()),
-            last_beat: AtomicI64::new(0),
+        let id = uuid::Uuid::new_v4().to_string();
+        if let Ok(mut ours) = OURS.lock() {
+            ours.push(id.clone());
         }
+        Instance { id, name: format!("{}:{}", host_name(), std::process::id()), last_beat: AtomicI64::new(0) }
     }
 
     /// Declares dead the instances of earlier processes on this host that
     /// are gone (a restart after a crash), so that their claims and cards
     /// are taken up at once rather than after their heartbeat's TTL. An
     /// instance's name is `host:pid`: one of this host whose process does
-    /// not run any more (or whose pid is this process's own) is gone. Where
+    /// not run any more (or whose pid is this one's, not made by it) is gone. Where
     /// that cannot be told (not Linux), the TTL decides.
     pub async fn retire_predecessors(
         &self,
@@ -56,7 +56,8 @@ impl Instance {
         for earlier in store.instances(now, 0).await? {
             let pid = earlier.name.strip_prefix(&format!("{host}:")).and_then(|pid| pid.parse::<u32>().ok());
             let gone = pid.is_some_and(|pid| pid == std::process::id() || !process_runs(pid));
-            if earlier.id != self.id && earlier.stopped_at.is_none() && gone {
+            let ours = OURS.lock().is_ok_and(|ours| ours.contains(&earlier.id));
+            if !ours && earlier.stopped_at.is_none() && gone {
                 let reason = format!("its process was gone at the start of {} on the same host", self.name);
                 retired.extend(store.retire_instance(&earlier.id, &reason, now).await?);
             }
@@ -85,6 +86,10 @@ impl Instance {
         now - self.last_beat.load(Ordering::Relaxed) < INSTANCE_TTL - MARGIN_MS
     }
 }
+
+/// The instances this process made: with this process's pid, but not gone (tests run several
+/// services in one process).
+static OURS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
 
 /// Whether process `pid` runs on this host; true when that cannot be told.
 fn process_runs(pid: u32) -> bool {
