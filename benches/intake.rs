@@ -125,7 +125,7 @@ const SECTIONS: &str = "[signer]\npin = \"88888888\"\n[customs]\nenvironment = \
 
 /// Where the calls go: one service in this process, or `serve` processes behind HAProxy.
 enum Target {
-    InProcess(common::Harness),
+    InProcess(Box<common::Harness>),
     Balanced {
         instances: Vec<common::serve::ServeProcess>,
         proxy: common::haproxy::Haproxy,
@@ -137,7 +137,7 @@ enum Target {
 impl Target {
     async fn start(backend: common::postgres::Backend, instances: u64) -> Target {
         if instances == 0 {
-            return Target::InProcess(common::Harness::start(SECTIONS).await);
+            return Target::InProcess(Box::new(common::Harness::start(SECTIONS).await));
         }
         if backend != common::postgres::Backend::Postgres || instances > 2 {
             eprintln!("BENCH_INSTANCES={instances}: 1 or 2, with BENCH_STORE=postgres");

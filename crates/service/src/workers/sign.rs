@@ -160,10 +160,25 @@ pub(crate) async fn run(ctx: ApiContext, card: Arc<Card>, mut shutdown: Shutdown
             give_back(&ctx, &job, 0, code::NOT_DRIVEN, "this instance does not drive the card now").await;
             continue;
         }
-        // A pause may have come after this job was claimed.
-        if !matches!(ctx.store.card_signing_stop(name).await, Ok(None)) {
-            give_back(&ctx, &job, 0, code::SIGNING_PAUSED, "signing is paused").await;
-            continue;
+        // A pause may have come after this job was claimed: the request tells which.
+        match ctx.store.card_signing_stop(name).await {
+            Ok(None) => {}
+            Ok(Some(pause)) => {
+                let why = format!("signing is paused: {}", pause.reason);
+                give_back(&ctx, &job, 0, code::SIGNING_PAUSED, &why).await;
+                continue;
+            }
+            Err(_) => {
+                give_back(
+                    &ctx,
+                    &job,
+                    0,
+                    code::SIGNING_PAUSED,
+                    "signing may be paused (the database is not answering)",
+                )
+                .await;
+                continue;
+            }
         }
         let started = std::time::Instant::now();
         let session = tokio::select! {
