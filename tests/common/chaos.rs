@@ -30,21 +30,19 @@
 //!   is not proven yet (rule 1 must then pause signing); and wherever a drawn moment falls.
 
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use customs179_sim::customs::{self, CUSTOMS_USER_AGENT, CustomsFaults, CustomsSimOptions, FaultKind};
 use customs179_sim::eport::{self, Algo, EportSimOptions, Faults, RunningEportSim};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use sqlx::Connection;
-use sqlx::sqlite::SqliteConnection;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::serve::ServeProcess;
-use super::{ADMIN_TOKEN, EBP_CODE, http_client, now_ms, open_db};
+use super::{ADMIN_TOKEN, EBP_CODE, http_client, now_ms};
 
 const PIN: &str = "88888888";
 /// The service's deadline (`[customs] deadline_secs`, set to this in the configuration).
@@ -539,7 +537,7 @@ impl Plan {
 struct Rig {
     serve: ServeProcess,
     card: RunningEportSim,
-    db: PathBuf,
+    db: Database,
     /// The card's count of Sign requests when the running process was spawned.
     signs_before_start: u64,
     /// Each time the service exited without being killed, and how its log ended.
@@ -589,10 +587,10 @@ impl Rig {
     async fn kill(&mut self, planned: PlannedKill, calls_started: Instant) -> Kill {
         self.keep_running(calls_started + planned.not_before).await;
         let spawned_ms = self.serve.spawned_ms;
-        let mut conn = open_db(&self.db).await;
+        let db = &self.db;
         let claimed = match planned.aim {
-            Aim::Anywhere => Claimed::read(&mut conn, spawned_ms).await,
-            Aim::ClaimedWork => Claimed::aim(&mut conn, spawned_ms).await,
+            Aim::Anywhere => Claimed::read(db, spawned_ms).await,
+            Aim::ClaimedWork => Claimed::aim(db, spawned_ms).await,
             Aim::FirstSign => {
                 // A Sign holds the card for its latency: the card's counters (in memory), read
                 // every millisecond, see it.
@@ -600,7 +598,7 @@ impl Rig {
                 while self.sign_at_card() != SignAtCard::PinUnproven && Instant::now() < deadline {
                     tokio::time::sleep(Duration::from_millis(1)).await;
                 }
-                Claimed::read(&mut conn, spawned_ms).await
+                Claimed::read(db, spawned_ms).await
             }
         };
         let sign_at_card = self.sign_at_card();
@@ -609,7 +607,6 @@ impl Rig {
         }
         let killed_ms = now_ms();
         let at = calls_started.elapsed();
-        conn.close().await.unwrap();
         let kill_to_listening = self.start().await;
         Kill { aim: planned.aim, at, claimed, sign_at_card, killed_ms, kill_to_listening }
     }
@@ -623,18 +620,16 @@ struct Claimed {
 }
 
 impl Claimed {
-    async fn read(conn: &mut SqliteConnection, spawned_ms: i64) -> Claimed {
+    async fn read(db: &Database, spawned_ms: i64) -> Claimed {
         // A claim sets `updated_at`; a lease a dead process left behind is older than the
         // running process and is not the running process's work.
-        let rows: Vec<(String, String)> = sqlx::query_as(
-            "SELECT session_id, state FROM requests
-             WHERE state IN ('ready', 'signed') AND lease_until > ?1 AND updated_at >= ?2",
-        )
-        .bind(now_ms())
-        .bind(spawned_ms)
-        .fetch_all(conn)
-        .await
-        .unwrap();
+        let rows: Vec<(String, String)> = db
+            .rows(&format!(
+                "SELECT session_id, state FROM requests
+                 WHERE state IN ('ready', 'signed') AND lease_until > {} AND updated_at >= {spawned_ms}",
+                now_ms()
+            ))
+            .await;
         let mut claimed = Claimed::default();
         for (session_id, state) in rows {
             match state.as_str() {
@@ -647,10 +642,10 @@ impl Claimed {
 
     /// Waits (up to [`AIM_WITHIN`]) until work is claimed at the card and at customs at once;
     /// returns what is claimed then, or at the end of the wait.
-    async fn aim(conn: &mut SqliteConnection, spawned_ms: i64) -> Claimed {
+    async fn aim(db: &Database, spawned_ms: i64) -> Claimed {
         let deadline = Instant::now() + AIM_WITHIN;
         loop {
-            let claimed = Claimed::read(conn, spawned_ms).await;
+            let claimed = Claimed::read(db, spawned_ms).await;
             let both = !claimed.at_card.is_empty() && !claimed.at_customs.is_empty();
             if both || Instant::now() > deadline {
                 return claimed;
@@ -675,31 +670,26 @@ struct Kill {
 
 impl Kill {
     /// What followed the kill, as the database tells (until `next_kill_ms`).
-    async fn record(
-        &self,
-        conn: &mut SqliteConnection,
-        next_kill_ms: i64,
-        pauses: &[SeenPause],
-    ) -> KillRecord {
+    async fn record(&self, db: &Database, next_kill_ms: i64, pauses: &[SeenPause]) -> KillRecord {
         let listening_ms = self.killed_ms + millis(self.kill_to_listening);
-        let first_delivery: Option<i64> = sqlx::query_scalar(
-            "SELECT MIN(delivered_at) FROM requests WHERE delivered_at >= ?1 AND delivered_at < ?2",
-        )
-        .bind(listening_ms)
-        .bind(next_kill_ms)
-        .fetch_one(&mut *conn)
-        .await
-        .unwrap();
+        let first_delivery: Vec<(Option<i64>,)> = db
+            .rows(&format!(
+                "SELECT MIN(delivered_at) FROM requests
+                 WHERE delivered_at >= {listening_ms} AND delivered_at < {next_kill_ms}"
+            ))
+            .await;
+        let first_delivery = first_delivery[0].0;
         // Every step tried is an attempt (signed, or customs' answer), stamped when it ended.
         let mut claimed_to_next_step_ms = None;
         for session_id in self.claimed.at_card.iter().chain(&self.claimed.at_customs) {
-            let next_step: Option<i64> =
-                sqlx::query_scalar("SELECT MIN(at) FROM attempts WHERE session_id = ?1 AND at >= ?2")
-                    .bind(session_id)
-                    .bind(self.killed_ms)
-                    .fetch_one(&mut *conn)
-                    .await
-                    .unwrap();
+            let next_step: Vec<(Option<i64>,)> = db
+                .rows(&format!(
+                    "SELECT MIN(at) FROM attempts WHERE session_id = {} AND at >= {}",
+                    super::sql_text(session_id),
+                    self.killed_ms
+                ))
+                .await;
+            let next_step = next_step[0].0;
             claimed_to_next_step_ms = claimed_to_next_step_ms.max(next_step.map(|at| at - self.killed_ms));
         }
         KillRecord {
@@ -955,25 +945,36 @@ struct Row {
     guid: Option<String>,
 }
 
-async fn read_requests(conn: &mut SqliteConnection) -> HashMap<String, Row> {
-    let rows: Vec<Row> = sqlx::query_as(
-        "SELECT r.session_id, r.state, r.received_at, r.delivered_at, u.guid
-         FROM requests r LEFT JOIN uploads u ON u.id = r.upload_id",
-    )
-    .fetch_all(conn)
-    .await
-    .unwrap();
+async fn read_requests(db: &Database) -> HashMap<String, Row> {
+    let rows: Vec<Row> = db
+        .rows(
+            "SELECT r.session_id, r.state, r.received_at, r.delivered_at, u.guid
+             FROM requests r LEFT JOIN uploads u ON u.id = r.upload_id",
+        )
+        .await;
     rows.into_iter().map(|row| (row.session_id.clone(), row)).collect()
 }
 
-async fn delivered_session_ids(db: &Path) -> HashSet<String> {
-    let mut conn = open_db(db).await;
-    let ids: Vec<String> = sqlx::query_scalar("SELECT session_id FROM requests WHERE state = 'delivered'")
-        .fetch_all(&mut conn)
-        .await
-        .unwrap();
-    conn.close().await.unwrap();
-    ids.into_iter().collect()
+async fn delivered_session_ids(db: &Database) -> HashSet<String> {
+    let ids: Vec<(String,)> = db.rows("SELECT session_id FROM requests WHERE state = 'delivered'").await;
+    ids.into_iter().map(|(session_id,)| session_id).collect()
+}
+
+/// The service's database: the SQLite file, or its PostgreSQL schema.
+struct Database {
+    path: PathBuf,
+    schema: Option<super::postgres::Schema>,
+}
+
+impl Database {
+    async fn rows<T>(&self, sql: &str) -> Vec<T>
+    where
+        T: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>
+            + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>,
+        T: Send + Unpin,
+    {
+        super::query_rows(&self.path, self.schema.as_ref(), sql).await
+    }
 }
 
 /// Runs the whole thing; see the module's documentation.
@@ -1008,9 +1009,10 @@ pub async fn run(options: ChaosOptions) -> ChaosReport {
         DEADLINE_MS / 1_000
     );
     // Customs keeps calling one address across the restarts.
-    let serve = ServeProcess::configure(&dir, &sections).keep_ports();
+    let serve = ServeProcess::configure(&dir, &sections).on_current_store().await.keep_ports();
     let (intake_url, admin_url) = (format!("{}/platDataOpen", serve.intake), serve.admin.clone());
-    let mut rig = Rig { serve, card, db: db.clone(), signs_before_start: 0, exits: Vec::new() };
+    let db = Database { path: db, schema: serve.schema.clone() };
+    let mut rig = Rig { serve, card, db, signs_before_start: 0, exits: Vec::new() };
     rig.start().await;
     let start = Instant::now();
     let calls = tokio::spawn(customs_calls(options.clone(), intake_url, start));
@@ -1031,23 +1033,21 @@ pub async fn run(options: ChaosOptions) -> ChaosReport {
     let answered: HashSet<String> =
         calls.iter().filter(|c| c.answered).map(|c| c.session_id.clone()).collect();
     let settle_until = Instant::now() + Duration::from_millis((DEADLINE_MS + SETTLE_MARGIN_MS) as u64);
-    while Instant::now() < settle_until && !answered.is_subset(&delivered_session_ids(&db).await) {
+    while Instant::now() < settle_until && !answered.is_subset(&delivered_session_ids(&rig.db).await) {
         rig.keep_running(Instant::now() + Duration::from_millis(250)).await;
     }
     let elapsed = start.elapsed();
     stop_operator.send(true).unwrap();
     let pauses = operator.await.unwrap();
-    let Rig { serve, card, exits, .. } = rig;
+    let Rig { serve, card, exits, db, .. } = rig;
     drop(serve);
 
-    let mut conn = open_db(&db).await;
-    let rows = read_requests(&mut conn).await;
+    let rows = read_requests(&db).await;
     let mut kill_records = Vec::new();
     for (n, kill) in kills.iter().enumerate() {
         let next_kill_ms = kills.get(n + 1).map_or(i64::MAX, |next| next.killed_ms);
-        kill_records.push(kill.record(&mut conn, next_kill_ms, &pauses).await);
+        kill_records.push(kill.record(&db, next_kill_ms, &pauses).await);
     }
-    conn.close().await.unwrap();
     let customs_report = customs.report();
     customs.stop().await;
     card.stop().await;
