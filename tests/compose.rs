@@ -97,6 +97,7 @@ fn the_example_of_several_instances_shares_one_database_and_one_configuration() 
     for name in ["instance-a", "instance-b"] {
         let instance = &services[name];
         assert_eq!(command(instance), ["serve", "--config", "/etc/customs179/customs179.toml"]);
+        assert_eq!(instance["hostname"].as_str(), Some(name));
         let env: Vec<(String, String)> = instance["environment"]
             .as_hash()
             .unwrap()

@@ -12,6 +12,7 @@ use tokio::io::AsyncWriteExt as _;
 
 mod common;
 
+use common::postgres::Schema;
 use common::{developer_overrides, stderr, stdout};
 
 const PIN: &str = "88888888";
@@ -29,12 +30,15 @@ struct Setup {
     _dir: tempfile::TempDir,
     config: PathBuf,
     db: PathBuf,
+    /// The database, when the test runs on PostgreSQL.
+    schema: Option<Schema>,
     text: PathBuf,
 }
 
 impl Setup {
-    fn new(sim: &RunningEportSim, dir: tempfile::TempDir, pin: &str) -> Setup {
+    async fn new(sim: &RunningEportSim, dir: tempfile::TempDir, pin: &str) -> Setup {
         let db = dir.path().join("customs179.sqlite");
+        let (store, schema) = common::store_toml(&db).await;
         let config = dir.path().join("customs179.toml");
         std::fs::write(
             &config,
@@ -44,7 +48,7 @@ impl Setup {
 token = "admin-token-0123456789"
 
 [store]
-path = {db:?}
+{store}
 
 [enterprise]
 ebp_code = "EBP4401960ABC"
@@ -57,14 +61,13 @@ timeout_ms = 2000
 [customs]
 environment = "test"
 "#,
-                db = db.to_str().unwrap(),
                 url = sim.ws_url(),
             ),
         )
         .unwrap();
         let text = dir.path().join("presign.txt");
         std::fs::write(&text, TEXT).unwrap();
-        Setup { _dir: dir, config, db, text }
+        Setup { _dir: dir, config, db, schema, text }
     }
 
     fn config(&self) -> &str {
@@ -72,7 +75,10 @@ environment = "test"
     }
 
     async fn store(&self) -> Store {
-        Store::open(&self.db).await.unwrap()
+        match &self.schema {
+            Some(schema) => Store::connect(&schema.url()).await.unwrap(),
+            None => Store::open(&self.db).await.unwrap(),
+        }
     }
 
     /// The card's own signing pause: what a PIN problem sets.
@@ -86,7 +92,7 @@ environment = "test"
 
 /// Runs `customs179 ARGS` with `stdin`, without any CUSTOMS179_* variable of the test's own
 /// environment.
-async fn run(args: &[&str], stdin: &str) -> Output {
+async fn customs179(args: &[&str], stdin: &str) -> Output {
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_customs179"));
     command.args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
     for name in developer_overrides() {
@@ -110,31 +116,32 @@ fn assert_signed(output: &Output, sim: &RunningEportSim) {
     verifier.verify(TEXT.as_bytes(), lines[1]).expect("the printed signature verifies");
 }
 
-#[tokio::test]
+both_stores! {
 async fn sign_prints_cert_no_and_a_signature_that_verifies() {
     let dir = tempfile::tempdir().unwrap();
     let sim = start_sim(dir.path()).await;
-    let setup = Setup::new(&sim, dir, PIN);
-    let output = run(&["sign", "--config", setup.config(), setup.text.to_str().unwrap()], "").await;
+    let setup = Setup::new(&sim, dir, PIN).await;
+    let output = customs179(&["sign", "--config", setup.config(), setup.text.to_str().unwrap()], "").await;
     assert_signed(&output, &sim);
     // Standard input works the same.
-    let output = run(&["sign", "--config", setup.config(), "-"], TEXT).await;
+    let output = customs179(&["sign", "--config", setup.config(), "-"], TEXT).await;
     assert_signed(&output, &sim);
     let stats = sim.stats();
     assert_eq!((stats.sign_requests, stats.signatures, stats.wrong_pins), (2, 2, 0));
     assert!(setup.signing_pause().await.is_none());
 }
+}
 
-#[tokio::test]
+both_stores! {
 async fn sign_refuses_while_signing_is_paused_unless_forced() {
     let dir = tempfile::tempdir().unwrap();
     let sim = start_sim(dir.path()).await;
-    let setup = Setup::new(&sim, dir, PIN);
+    let setup = Setup::new(&sim, dir, PIN).await;
     let store = setup.store().await;
     store.pause(Stage::Signing, "the operator is changing the card", 0).await.unwrap();
     store.close().await;
 
-    let output = run(&["sign", "--config", setup.config(), setup.text.to_str().unwrap()], "").await;
+    let output = customs179(&["sign", "--config", setup.config(), setup.text.to_str().unwrap()], "").await;
     assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
     assert_eq!(stdout(&output), "");
     let err = stderr(&output);
@@ -144,7 +151,7 @@ async fn sign_refuses_while_signing_is_paused_unless_forced() {
     assert_eq!((stats.connections, stats.sign_requests), (0, 0), "the card was not touched");
 
     let output =
-        run(&["sign", "--config", setup.config(), "--force", setup.text.to_str().unwrap()], "").await;
+        customs179(&["sign", "--config", setup.config(), "--force", setup.text.to_str().unwrap()], "").await;
     assert_signed(&output, &sim);
     assert_eq!(sim.stats().signatures, 1);
     let store = setup.store().await;
@@ -152,14 +159,15 @@ async fn sign_refuses_while_signing_is_paused_unless_forced() {
     store.close().await;
     assert_eq!(pause.reason, "the operator is changing the card");
 }
+}
 
-#[tokio::test]
+both_stores! {
 async fn a_wrong_pin_pauses_signing_and_resume_clears_it() {
     let dir = tempfile::tempdir().unwrap();
     let sim = start_sim(dir.path()).await;
-    let setup = Setup::new(&sim, dir, WRONG_PIN);
+    let setup = Setup::new(&sim, dir, WRONG_PIN).await;
 
-    let output = run(&["sign", "--config", setup.config(), setup.text.to_str().unwrap()], "").await;
+    let output = customs179(&["sign", "--config", setup.config(), setup.text.to_str().unwrap()], "").await;
     assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
     assert_eq!(stdout(&output), "");
     let err = stderr(&output);
@@ -173,33 +181,34 @@ async fn a_wrong_pin_pauses_signing_and_resume_clears_it() {
     assert!(!pause.reason.contains(WRONG_PIN), "{}", pause.reason);
 
     // The next run does not try the card again.
-    let output = run(&["sign", "--config", setup.config(), setup.text.to_str().unwrap()], "").await;
+    let output = customs179(&["sign", "--config", setup.config(), setup.text.to_str().unwrap()], "").await;
     assert_eq!(output.status.code(), Some(1));
     assert!(stderr(&output).contains("paused"), "{}", stderr(&output));
     assert_eq!(sim.stats().sign_requests, 1, "no second wrong PIN");
 
-    let output = run(&["resume", "--config", setup.config(), "signing", "--card", "nope"], "").await;
+    let output = customs179(&["resume", "--config", setup.config(), "signing", "--card", "nope"], "").await;
     assert_eq!(output.status.code(), Some(2), "an unknown card is bad input: {}", stderr(&output));
-    let output = run(&["resume", "--config", setup.config(), "signing", "--card", "card"], "").await;
+    let output = customs179(&["resume", "--config", setup.config(), "signing", "--card", "card"], "").await;
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     let out = stdout(&output);
     assert!(out.contains("signing on card card resumed") && out.contains(&pause.reason), "{out}");
     assert!(setup.signing_pause().await.is_none(), "the pause is cleared");
 
-    let output = run(&["resume", "--config", setup.config(), "signing", "--card", "card"], "").await;
+    let output = customs179(&["resume", "--config", setup.config(), "signing", "--card", "card"], "").await;
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     assert!(stdout(&output).contains("was not paused"), "{}", stdout(&output));
     assert_eq!(sim.stats().wrong_pins, 1);
 }
+}
 
-#[tokio::test]
+both_stores! {
 async fn a_sign_without_an_answer_pauses_signing_since_the_pin_is_unproven() {
     let dir = tempfile::tempdir().unwrap();
     let sim = start_sim(dir.path()).await;
     // Slower than the configured 2 s: the card may well check the PIN after we gave up.
     sim.update_faults(&eport::FaultsUpdate { latency_ms: Some(3_000), ..eport::FaultsUpdate::default() });
-    let setup = Setup::new(&sim, dir, PIN);
-    let output = run(&["sign", "--config", setup.config(), setup.text.to_str().unwrap()], "").await;
+    let setup = Setup::new(&sim, dir, PIN).await;
+    let output = customs179(&["sign", "--config", setup.config(), setup.text.to_str().unwrap()], "").await;
     assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
     let err = stderr(&output);
     assert!(err.contains("unproven PIN") && err.contains("paused"), "{err}");
@@ -210,17 +219,18 @@ async fn a_sign_without_an_answer_pauses_signing_since_the_pin_is_unproven() {
     store.close().await;
     assert_eq!(sim.stats().sign_requests, 1);
 }
+}
 
-#[tokio::test]
+both_stores! {
 async fn a_mark_left_by_a_dead_process_pauses_signing_before_the_card_is_touched() {
     let dir = tempfile::tempdir().unwrap();
     let sim = start_sim(dir.path()).await;
-    let setup = Setup::new(&sim, dir, PIN);
+    let setup = Setup::new(&sim, dir, PIN).await;
     let store = setup.store().await;
     store.mark_pin_in_flight("the service (card card)", "card", sim.cert_no().as_str(), 1).await.unwrap();
     store.close().await;
 
-    let output = run(&["sign", "--config", setup.config(), setup.text.to_str().unwrap()], "").await;
+    let output = customs179(&["sign", "--config", setup.config(), setup.text.to_str().unwrap()], "").await;
     assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
     let err = stderr(&output);
     assert!(err.contains("unproven PIN") && err.contains("the service"), "{err}");
@@ -228,15 +238,16 @@ async fn a_mark_left_by_a_dead_process_pauses_signing_before_the_card_is_touched
     assert!(pause.reason.contains(sim.cert_no().as_str()), "{}", pause.reason);
     assert_eq!(sim.stats().connections, 0, "the card was not touched");
 }
+}
 
-#[tokio::test]
+both_stores! {
 async fn doctor_obeys_the_pin_rule_too() {
     let dir = tempfile::tempdir().unwrap();
     let sim = start_sim(dir.path()).await;
     sim.update_faults(&eport::FaultsUpdate { hang: Some(3), ..eport::FaultsUpdate::default() });
-    let setup = Setup::new(&sim, dir, PIN);
+    let setup = Setup::new(&sim, dir, PIN).await;
     // The certificate calls hang too (no PIN in them): the doctor says the signer is down.
-    let output = run(&["doctor", "--config", setup.config()], "").await;
+    let output = customs179(&["doctor", "--config", setup.config()], "").await;
     assert_eq!(output.status.code(), Some(1), "{}", stdout(&output));
     assert!(setup.signing_pause().await.is_none(), "no PIN was sent, nothing to pause for");
 
@@ -246,10 +257,11 @@ async fn doctor_obeys_the_pin_rule_too() {
         latency_ms: Some(3_000),
         ..eport::FaultsUpdate::default()
     });
-    let output = run(&["doctor", "--config", setup.config()], "").await;
+    let output = customs179(&["doctor", "--config", setup.config()], "").await;
     assert_eq!(output.status.code(), Some(1), "{}", stdout(&output));
     let out = stdout(&output);
     assert!(out.contains("[FAIL] test signature") && out.contains("unproven PIN"), "{out}");
     assert!(setup.signing_pause().await.is_some());
     assert!(!out.contains(PIN), "{out}");
+}
 }
