@@ -493,6 +493,21 @@ give_up_after_secs = 600
     login(&browser, VIEWER).await;
     wait_text(&browser, "#who", "wall screen (viewer)").await;
     browser.wait_until("the tiles", "return document.querySelector('#tiles .tile') || null").await;
+    // The instance and the card it drives (its name is host:pid).
+    let instance = browser
+        .wait_until(
+            "the instances tile",
+            "return document.querySelector('[data-tile=instances] [data-instance]')?.textContent || null",
+        )
+        .await;
+    assert!(instance.as_str().unwrap().contains("running since"), "{instance}");
+    let driver = browser
+        .wait_until(
+            "the card's driver",
+            "return document.querySelector('[data-tile=card] [data-driver]')?.textContent || null",
+        )
+        .await;
+    assert!(driver.as_str().unwrap().starts_with("driven by "), "{driver}");
     browser.click(&browser.element(ROW_LINK, json!(["S-LIVE"])).await).await;
     browser.wait_until("the viewer's detail", "return document.querySelector('#timeline') || null").await;
     assert_eq!(write_buttons(&browser).await, json!([]), "a viewer sees write buttons");

@@ -57,11 +57,15 @@ export function render(status, { operator, refresh, openDetail }) {
     }
     $("banners").replaceChildren(...banners);
   }
-  const tiles = JSON.stringify([status.cards, status.customs, operator, document.documentElement.lang]);
+  const instances = status.instances || [];
+  // A live instance's heartbeat moves every second: only whether it beats is drawn.
+  const seen = instances.map((i) => [i.name, i.alive, i.started_at, i.alive ? null : [i.heartbeat_at, i.stop_reason]]);
+  const cards = status.cards.map(({ seen_at, ...card }) => card);
+  const tiles = JSON.stringify([cards, status.customs, seen, operator, document.documentElement.lang]);
   if (tiles !== shown.tiles) {
     shown.tiles = tiles;
     $("tiles").replaceChildren(...status.cards.map((c) => cardTile(c, operator, refresh)),
-      customsTile(status.customs, operator, refresh));
+      customsTile(status.customs, operator, refresh), instancesTile(instances));
   }
 }
 
@@ -78,6 +82,10 @@ function cardTile(c, operator, refresh) {
   return el("section", { class: `tile ${bad ? "bad" : "ok"}`, "data-tile": "card", "data-card": c.name },
     el("h3", {}, t("card", c.name)),
     el("p", { class: c.connected ? "good" : "problem" }, c.connected ? t("connected") : t("disconnected")),
+    c.driven_by
+      ? el("p", { class: c.driver_alive ? null : "problem", "data-driver": c.driven_by },
+        c.driver_alive ? t("drivenBy", c.driven_by) : t("driverDead", c.driven_by))
+      : null,
     c.cert_no ? el("p", { class: "id" }, c.cert_no, c.algorithm ? ` (${c.algorithm})` : null) : null,
     el("p", { class: days !== null && days !== undefined && days < 30 ? "problem" : null },
       days !== null && days !== undefined ? t("certDays", days) : t("certUnknown")),
@@ -106,6 +114,17 @@ function customsTile(customs, operator, refresh) {
     answers.length ? el("p", {}, t("answersLastHour"), " ", answers.map(([code, n]) => `${code}: ${n}`).join(", ")) : null,
     stopped ? el("p", { class: "problem" }, t("stoppedBy", stopped.reason, stopped.by, time(stopped.since))) : null,
     controls("uploading", Boolean(stopped), operator, refresh));
+}
+
+/** The instances on the database: those running, and those stopped in the last hour. */
+function instancesTile(instances) {
+  const bad = instances.some((i) => !i.alive && !i.stopped_at);
+  return el("section", { class: `tile ${bad ? "bad" : "ok"}`, "data-tile": "instances" },
+    el("h3", {}, t("instances")),
+    ...instances.map((i) => el("p", { class: i.alive ? null : "problem", "data-instance": i.name },
+      i.alive ? t("instanceAlive", i.name, time(i.started_at))
+        : i.stopped_at ? t("instanceStopped", i.name, time(i.stopped_at), i.stop_reason || "")
+          : t("instanceSilent", i.name, time(i.heartbeat_at)))));
 }
 
 /** The at-risk banner: counts from the status, the requests themselves from the list API. */
