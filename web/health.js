@@ -60,8 +60,9 @@ export function render(status, { operator, refresh, openDetail }) {
   const instances = status.instances || [];
   // A live instance's heartbeat moves every second: only whether it beats is drawn.
   const seen = instances.map((i) => [i.name, i.alive, i.started_at, i.alive ? null : [i.heartbeat_at, i.stop_reason]]);
-  const cards = status.cards.map(({ seen_at, ...card }) => card);
-  const tiles = JSON.stringify([cards, status.customs, seen, operator, document.documentElement.lang]);
+  // What a card's driver last published moves every second too.
+  const cardTiles = status.cards.map(({ seen_at, ...card }) => card);
+  const tiles = JSON.stringify([cardTiles, status.customs, seen, operator, document.documentElement.lang]);
   if (tiles !== shown.tiles) {
     shown.tiles = tiles;
     $("tiles").replaceChildren(...status.cards.map((c) => cardTile(c, operator, refresh)),
