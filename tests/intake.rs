@@ -3,7 +3,6 @@
 //! itself.
 
 use std::collections::HashSet;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -16,8 +15,7 @@ use tempfile::TempDir;
 
 mod common;
 
-use common::postgres::Schema;
-use common::{http_client, listed_requests, now_ms, open_db, stored_session_ids_in, url_encode};
+use common::{TestDb, http_client, listed_requests, now_ms, open_db, stored_session_ids_in, url_encode};
 
 const ADMIN_TOKEN: &str = "intake-tests-admin-token-0123456789";
 const INTAKE_PATH: &str = "/platDataOpen";
@@ -60,8 +58,7 @@ environment = "test"
 /// schema when the test runs on PostgreSQL.
 struct Running {
     service: Service,
-    db: PathBuf,
-    schema: Option<Schema>,
+    db: TestDb,
     _dir: TempDir,
 }
 
@@ -70,28 +67,15 @@ impl Running {
         format!("http://{}{INTAKE_PATH}", self.service.intake_addr())
     }
 
-    /// What `sql` reads from the database, behind the service's back.
-    async fn rows<T>(&self, sql: &str) -> Vec<T>
-    where
-        T: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>
-            + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>,
-        T: Send + Unpin,
-    {
-        common::query_rows(&self.db, self.schema.as_ref(), sql).await
-    }
-
     /// Every stored request: (session_id, order_no, received_at, deadline_at).
     async fn stored_requests(&self) -> Vec<(String, String, i64, i64)> {
-        self.rows("SELECT session_id, order_no, received_at, deadline_at FROM requests ORDER BY session_id")
+        self.db
+            .rows("SELECT session_id, order_no, received_at, deadline_at FROM requests ORDER BY session_id")
             .await
     }
 
     async fn count_requests(&self) -> i64 {
-        self.rows::<(i64,)>("SELECT COUNT(*) FROM requests").await[0].0
-    }
-
-    async fn stored_session_ids(&self) -> HashSet<String> {
-        stored_session_ids_in(&self.db, self.schema.as_ref()).await
+        self.db.rows::<(i64,)>("SELECT COUNT(*) FROM requests").await[0].0
     }
 }
 
@@ -105,7 +89,7 @@ async fn start(intake: &str, customs: &str) -> Running {
     let db = dir.path().join("customs179.db");
     let (store, schema) = common::store_toml(&db).await;
     let service = start_service(&store, intake, customs).await;
-    Running { service, db, schema, _dir: dir }
+    Running { service, db: TestDb { path: db, schema }, _dir: dir }
 }
 
 fn client() -> reqwest::Client {
@@ -220,6 +204,7 @@ async fn a_well_formed_request_is_answered_10000_and_stored_with_its_deadline() 
     assert_accepted(&answer);
 
     let rows: Vec<(String, String, String, i64, i64, i64, String)> = running
+        .db
         .rows("SELECT session_id, order_no, open_req, customs_time, received_at, deadline_at, state FROM requests")
         .await;
     assert_eq!(rows.len(), 1, "{rows:?}");
@@ -290,12 +275,12 @@ async fn service_time_as_a_string_declared_charsets_and_unknown_orders_are_accep
             ("S-string", "SO-2")
         ]
     );
-    let customs_time: Vec<(i64,)> = running.rows("SELECT customs_time FROM requests WHERE session_id = 'S-string'").await;
+    let customs_time: Vec<(i64,)> = running.db.rows("SELECT customs_time FROM requests WHERE session_id = 'S-string'").await;
     assert_eq!(customs_time, [(1533271903898,)]);
     // No payment data exists for any of these orders: all answered 10000 anyway, all waiting.
-    let payments: Vec<(i64,)> = running.rows("SELECT COUNT(*) FROM payments").await;
+    let payments: Vec<(i64,)> = running.db.rows("SELECT COUNT(*) FROM payments").await;
     assert_eq!(payments, [(0,)]);
-    let states: Vec<(String,)> = running.rows("SELECT DISTINCT state FROM requests").await;
+    let states: Vec<(String,)> = running.db.rows("SELECT DISTINCT state FROM requests").await;
     assert_eq!(states, [("waiting".to_owned(),)]);
 
     running.service.shutdown().await.unwrap();
@@ -454,7 +439,7 @@ async fn a_body_over_max_body_bytes_is_413_and_one_at_the_limit_is_accepted() {
     let answer = post_raw(&client, &url, form, body_of("S-far-over-limit", 64 * 1024)).await;
     assert_refused(&answer, 413, "");
 
-    assert_eq!(running.stored_session_ids().await, HashSet::from(["S-at-limit".to_owned()]));
+    assert_eq!(running.db.stored_session_ids().await, HashSet::from(["S-at-limit".to_owned()]));
     running.service.shutdown().await.unwrap();
 }
 }
@@ -476,7 +461,7 @@ async fn callers_outside_allow_from_are_403_and_inside_are_served() {
     let allowing = start(r#"allow_from = ["10.0.0.0/8", "127.0.0.0/8"]"#, "").await;
     let answer = post_open_req(&client, &allowing.intake_url(), &open_req("S-allowed", "SO1")).await;
     assert_accepted(&answer);
-    assert_eq!(allowing.stored_session_ids().await, HashSet::from(["S-allowed".to_owned()]));
+    assert_eq!(allowing.db.stored_session_ids().await, HashSet::from(["S-allowed".to_owned()]));
     allowing.service.shutdown().await.unwrap();
 }
 }
@@ -515,7 +500,7 @@ trusted_proxies = ["127.0.0.1"]"#,
         403,
         "not allowed",
     );
-    assert_eq!(proxied.stored_session_ids().await, HashSet::from(["S-customs".to_owned()]));
+    assert_eq!(proxied.db.stored_session_ids().await, HashSet::from(["S-customs".to_owned()]));
     proxied.service.shutdown().await.unwrap();
 
     // From a peer that is no trusted proxy, the header is anyone's: ignored.
@@ -586,7 +571,7 @@ async fn a_database_that_cannot_be_written_is_503_never_10000() {
     // The service's database must exist and be migrated before it is locked.
     assert_accepted(&post_open_req(&client, &url, &open_req("S-before-lock", "SO1")).await);
 
-    let mut lock = open_db(&running.db).await;
+    let mut lock = open_db(&running.db.path).await;
     let exclusive = lock.begin_with("BEGIN EXCLUSIVE").await.unwrap();
 
     let started = Instant::now();
@@ -601,7 +586,7 @@ async fn a_database_that_cannot_be_written_is_503_never_10000() {
 
     assert_accepted(&post_open_req(&client, &url, &open_req("S-after-lock", "SO1")).await);
     assert_eq!(
-        running.stored_session_ids().await,
+        running.db.stored_session_ids().await,
         HashSet::from(["S-before-lock".to_owned(), "S-after-lock".to_owned()]),
         "the refused request must not be stored"
     );
@@ -634,7 +619,7 @@ async fn two_hundred_concurrent_requests_are_all_answered_and_stored() {
         answered.insert(session_id);
     }
     assert_eq!(answered.len(), N);
-    assert_eq!(running.stored_session_ids().await, answered);
+    assert_eq!(running.db.stored_session_ids().await, answered);
 
     running.service.shutdown().await.unwrap();
 }
@@ -692,7 +677,7 @@ async fn shutdown_keeps_every_request_answered_10000() {
         answered.extend(result.unwrap());
     }
     assert!(answered.len() >= 50, "{}", answered.len());
-    let stored = stored_session_ids_in(&running.db, running.schema.as_ref()).await;
+    let stored = running.db.stored_session_ids().await;
     let lost: Vec<&String> = answered.difference(&stored).collect();
     assert!(lost.is_empty(), "answered 10000 but not stored: {lost:?}");
 }

@@ -42,7 +42,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::serve::ServeProcess;
-use super::{ADMIN_TOKEN, EBP_CODE, http_client, now_ms};
+use super::{ADMIN_TOKEN, EBP_CODE, TestDb, http_client, now_ms};
 
 const PIN: &str = "88888888";
 /// The service's deadline (`[customs] deadline_secs`, set to this in the configuration).
@@ -537,7 +537,7 @@ impl Plan {
 struct Rig {
     serve: ServeProcess,
     card: RunningEportSim,
-    db: Database,
+    db: TestDb,
     /// The card's count of Sign requests when the running process was spawned.
     signs_before_start: u64,
     /// Each time the service exited without being killed, and how its log ended.
@@ -620,7 +620,7 @@ struct Claimed {
 }
 
 impl Claimed {
-    async fn read(db: &Database, spawned_ms: i64) -> Claimed {
+    async fn read(db: &TestDb, spawned_ms: i64) -> Claimed {
         // A claim sets `updated_at`; a lease a dead process left behind is older than the
         // running process and is not the running process's work.
         let rows: Vec<(String, String)> = db
@@ -642,7 +642,7 @@ impl Claimed {
 
     /// Waits (up to [`AIM_WITHIN`]) until work is claimed at the card and at customs at once;
     /// returns what is claimed then, or at the end of the wait.
-    async fn aim(db: &Database, spawned_ms: i64) -> Claimed {
+    async fn aim(db: &TestDb, spawned_ms: i64) -> Claimed {
         let deadline = Instant::now() + AIM_WITHIN;
         loop {
             let claimed = Claimed::read(db, spawned_ms).await;
@@ -670,7 +670,7 @@ struct Kill {
 
 impl Kill {
     /// What followed the kill, as the database tells (until `next_kill_ms`).
-    async fn record(&self, db: &Database, next_kill_ms: i64, pauses: &[SeenPause]) -> KillRecord {
+    async fn record(&self, db: &TestDb, next_kill_ms: i64, pauses: &[SeenPause]) -> KillRecord {
         let listening_ms = self.killed_ms + millis(self.kill_to_listening);
         let first_delivery: Vec<(Option<i64>,)> = db
             .rows(&format!(
@@ -945,7 +945,7 @@ struct Row {
     guid: Option<String>,
 }
 
-async fn read_requests(db: &Database) -> HashMap<String, Row> {
+async fn read_requests(db: &TestDb) -> HashMap<String, Row> {
     let rows: Vec<Row> = db
         .rows(
             "SELECT r.session_id, r.state, r.received_at, r.delivered_at, u.guid
@@ -955,26 +955,9 @@ async fn read_requests(db: &Database) -> HashMap<String, Row> {
     rows.into_iter().map(|row| (row.session_id.clone(), row)).collect()
 }
 
-async fn delivered_session_ids(db: &Database) -> HashSet<String> {
+async fn delivered_session_ids(db: &TestDb) -> HashSet<String> {
     let ids: Vec<(String,)> = db.rows("SELECT session_id FROM requests WHERE state = 'delivered'").await;
     ids.into_iter().map(|(session_id,)| session_id).collect()
-}
-
-/// The service's database: the SQLite file, or its PostgreSQL schema.
-struct Database {
-    path: PathBuf,
-    schema: Option<super::postgres::Schema>,
-}
-
-impl Database {
-    async fn rows<T>(&self, sql: &str) -> Vec<T>
-    where
-        T: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>
-            + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>,
-        T: Send + Unpin,
-    {
-        super::query_rows(&self.path, self.schema.as_ref(), sql).await
-    }
 }
 
 /// Runs the whole thing; see the module's documentation.
@@ -1011,7 +994,7 @@ pub async fn run(options: ChaosOptions) -> ChaosReport {
     // Customs keeps calling one address across the restarts.
     let serve = ServeProcess::configure(&dir, &sections).on_current_store().await.keep_ports();
     let (intake_url, admin_url) = (format!("{}/platDataOpen", serve.intake), serve.admin.clone());
-    let db = Database { path: db, schema: serve.schema.clone() };
+    let db = super::TestDb { path: db, schema: serve.schema.clone() };
     let mut rig = Rig { serve, card, db, signs_before_start: 0, exits: Vec::new() };
     rig.start().await;
     let start = Instant::now();

@@ -484,6 +484,29 @@ where
     }
 }
 
+/// A service's database as a test reads it behind the service's back: the SQLite file, or
+/// the service's PostgreSQL schema.
+pub struct TestDb {
+    pub path: PathBuf,
+    pub schema: Option<postgres::Schema>,
+}
+
+impl TestDb {
+    /// What `sql` reads (see [`query_rows`]).
+    pub async fn rows<T>(&self, sql: &str) -> Vec<T>
+    where
+        T: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>
+            + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>,
+        T: Send + Unpin,
+    {
+        query_rows(&self.path, self.schema.as_ref(), sql).await
+    }
+
+    pub async fn stored_session_ids(&self) -> HashSet<String> {
+        stored_session_ids_in(&self.path, self.schema.as_ref()).await
+    }
+}
+
 /// The sessionIDs stored in `schema` when there is one, else in the SQLite file `db`.
 pub async fn stored_session_ids_in(db: &Path, schema: Option<&postgres::Schema>) -> HashSet<String> {
     let Some(schema) = schema else { return stored_session_ids(db).await };
