@@ -136,7 +136,9 @@ impl Store {
             store.feed.listening.send_replace(false);
             store.feed.gaps.fetch_add(1, Ordering::SeqCst);
             store.feed.relaying.store(false, Ordering::SeqCst);
-            // A watcher that came as the relay was ending needs one.
+            // A watcher that came as the relay was ending needs one (a failing database is
+            // asked again a second later, not at once).
+            tokio::time::sleep(WATCHERS_LOOKED_AT).await;
             if store.feed.sender.receiver_count() > 0 {
                 store.relay_others(&pool);
             }
@@ -161,20 +163,36 @@ impl Store {
         // What changed before the database sent notices is not known.
         self.feed.gaps.fetch_add(1, Ordering::SeqCst);
         self.feed.listening.send_replace(true);
-        loop {
-            tokio::select! {
-                notice = listener.try_recv() => match notice? {
-                    Some(notice) => {
+        // Heard in a task of its own, never cancelled but to stop: a notice half read when
+        // a wait was cut short would be lost.
+        let feed = self.feed.clone();
+        let mut hearing = tokio::spawn(async move {
+            loop {
+                match listener.try_recv().await {
+                    Ok(Some(notice)) => {
                         let ids: Vec<String> = notice.payload().split('\n').map(str::to_owned).collect();
-                        let _ = self.feed.sender.send(ids.into());
+                        let _ = feed.sender.send(ids.into());
                     }
                     // The connection was lost and made again: notices may have been lost.
-                    None => {
-                        self.feed.gaps.fetch_add(1, Ordering::SeqCst);
+                    Ok(None) => {
+                        feed.gaps.fetch_add(1, Ordering::SeqCst);
                     }
-                },
+                    Err(e) => return Err::<(), _>(e),
+                }
+            }
+        });
+        loop {
+            tokio::select! {
+                heard = &mut hearing => {
+                    return match heard {
+                        Ok(result) => result.map_err(StoreError::from),
+                        // It panicked: the relay ends, and the watchers are told of a gap.
+                        Err(_) => Ok(()),
+                    };
+                }
                 () = tokio::time::sleep(WATCHERS_LOOKED_AT) => {
                     if self.feed.sender.receiver_count() == 0 {
+                        hearing.abort();
                         return Ok(());
                     }
                 }
