@@ -63,7 +63,7 @@ pub struct AuditEntry {
 
 /// A Sign carrying a PIN not yet proven on the card, sent and not answered
 /// (or whose answer was not yet noted).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
 pub struct PinInFlight {
     /// Who sent it: the service, or a command.
     pub holder: String,
@@ -266,14 +266,9 @@ impl Store {
 
     pub async fn pins_in_flight(&self) -> Result<Vec<PinInFlight>, StoreError> {
         on_db!(self, pool, d => {
-            let marks: Vec<(String, Option<String>, String, Millis)> =
-                sqlx::query_as("SELECT holder, card, cert_no, since FROM pin_in_flight ORDER BY since")
-                    .fetch_all(pool)
-                    .await?;
-            Ok(marks
-                .into_iter()
-                .map(|(holder, card, cert_no, since)| PinInFlight { holder, card, cert_no, since })
-                .collect())
+            Ok(sqlx::query_as("SELECT holder, card, cert_no, since FROM pin_in_flight ORDER BY since")
+                .fetch_all(pool)
+                .await?)
         })
     }
 
@@ -290,25 +285,10 @@ impl Store {
     ) -> Result<Vec<PinInFlight>, StoreError> {
         on_db!(self, pool, d => {
             let mut tx = pool.begin_with(d.begin_writing()).await?;
-            let marks: Vec<(String, Option<String>, String, Millis)> =
-                sqlx::query_as("DELETE FROM pin_in_flight RETURNING holder, card, cert_no, since")
-                    .fetch_all(&mut *tx)
-                    .await?;
-            let mut marks: Vec<PinInFlight> = marks
-                .into_iter()
-                .map(|(holder, card, cert_no, since)| PinInFlight { holder, card, cert_no, since })
-                .collect();
+            let mut marks: Vec<PinInFlight> =
+                sqlx::query_as(sqlx::AssertSqlSafe(format!("DELETE FROM pin_in_flight RETURNING {MARK}"))).fetch_all(&mut *tx).await?;
             marks.sort_by_key(|mark| mark.since);
-            for mark in &marks {
-                let control = match mark.card.as_deref().filter(|card| cards.contains(card)) {
-                    Some(card) => crate::cards::control_name(card, Stage::Signing),
-                    None => Stage::Signing.as_str().to_owned(),
-                };
-                tx.insert_control(&control, &mark.pause_reason(), None, now).await?;
-            }
-            if !marks.is_empty() {
-                tx.bump_changes().await?;
-            }
+            tx.pause_for_marks(&marks, |card| cards.contains(&card), now).await?;
             tx.commit().await?;
             Ok(marks)
         })
@@ -354,7 +334,20 @@ pub(crate) trait ControlWrites {
 
     /// Bumps the change counter, in a transaction that changes a control or a request.
     async fn bump_changes(&mut self) -> Result<(), StoreError>;
+
+    /// Turns "PIN in flight" marks (taken out of their table) into pauses: of
+    /// the signing of their card where `known` knows it, else of all signing
+    /// (a mark on a card not configured any more, or older than card names).
+    async fn pause_for_marks(
+        &mut self,
+        marks: &[PinInFlight],
+        known: impl Fn(&str) -> bool,
+        now: Millis,
+    ) -> Result<(), StoreError>;
 }
+
+/// The columns of a [`PinInFlight`], for `SELECT` and `RETURNING`.
+pub(crate) const MARK: &str = "holder, card, cert_no, since";
 
 for_each_connection! { impl ControlWrites {
     async fn insert_control(
@@ -379,6 +372,25 @@ for_each_connection! { impl ControlWrites {
 
     async fn bump_changes(&mut self) -> Result<(), StoreError> {
         sqlx::query("UPDATE changes SET version = version + 1 WHERE id = 1").execute(self).await?;
+        Ok(())
+    }
+
+    async fn pause_for_marks(
+        &mut self,
+        marks: &[PinInFlight],
+        known: impl Fn(&str) -> bool,
+        now: Millis,
+    ) -> Result<(), StoreError> {
+        for mark in marks {
+            let control = match mark.card.as_deref().filter(|card| known(card)) {
+                Some(card) => crate::cards::control_name(card, Stage::Signing),
+                None => Stage::Signing.as_str().to_owned(),
+            };
+            self.insert_control(&control, &mark.pause_reason(), None, now).await?;
+        }
+        if !marks.is_empty() {
+            self.bump_changes().await?;
+        }
         Ok(())
     }
 }}

@@ -18,7 +18,8 @@
 use serde::Serialize;
 
 use crate::backend::{for_each_connection, on_db};
-use crate::controls::{ControlWrites as _, PinInFlight, Stage};
+use crate::controls::{ControlWrites as _, MARK, PinInFlight};
+use crate::queue::RELEASED;
 use crate::{Millis, Store, StoreError};
 
 /// How long an instance lives without a heartbeat.
@@ -112,38 +113,26 @@ trait InstanceWrites {
 
 for_each_connection! { impl InstanceWrites {
     async fn retire(&mut self, id: &str, free: bool, now: Millis) -> Result<(u64, Vec<PinInFlight>), StoreError> {
-        // As at a start on SQLite: the cut-short claim is no attempt.
-        let released = sqlx::query(
-            "UPDATE requests SET lease_until = NULL, lease_owner = NULL, generation = generation + 1,
-                                 updated_at = $1, attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END
-             WHERE lease_until IS NOT NULL AND lease_owner = $2",
-        )
+        let released = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE requests SET {RELEASED} WHERE lease_until IS NOT NULL AND lease_owner = $2"
+        )))
         .bind(now)
         .bind(id)
         .execute(&mut *self)
         .await?
         .rows_affected();
-        let marks: Vec<(String, Option<String>, String, Millis)> = sqlx::query_as(
-            "DELETE FROM pin_in_flight WHERE instance = $1 RETURNING holder, card, cert_no, since",
-        )
-        .bind(id)
-        .fetch_all(&mut *self)
-        .await?;
         let marks: Vec<PinInFlight> =
-            marks.into_iter().map(|(holder, card, cert_no, since)| PinInFlight { holder, card, cert_no, since }).collect();
-        for mark in &marks {
-            let control = match &mark.card {
-                Some(card) => crate::cards::control_name(card, Stage::Signing),
-                None => Stage::Signing.as_str().to_owned(),
-            };
-            self.insert_control(&control, &mark.pause_reason(), None, now).await?;
-        }
+            sqlx::query_as(sqlx::AssertSqlSafe(format!("DELETE FROM pin_in_flight WHERE instance = $1 RETURNING {MARK}")))
+                .bind(id)
+                .fetch_all(&mut *self)
+                .await?;
+        self.pause_for_marks(&marks, |_| true, now).await?;
         sqlx::query("DELETE FROM change_listeners WHERE instance = $1").bind(id).execute(&mut *self).await?;
         if free {
             sqlx::query("DELETE FROM card_leases WHERE owner = $1").bind(id).execute(&mut *self).await?;
             sqlx::query("DELETE FROM singletons WHERE owner = $1").bind(id).execute(&mut *self).await?;
         }
-        if released > 0 || !marks.is_empty() {
+        if released > 0 {
             self.bump_changes().await?;
         }
         Ok((released, marks))
@@ -250,25 +239,7 @@ impl Store {
         if self.is_exclusive() {
             return Ok(Vec::new());
         }
-        on_db!(self, pool, d => {
-            let mut tx = pool.begin_with(d.begin_writing()).await?;
-            let dead: Vec<(String, String)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                "UPDATE instances SET stopped_at = $1, stop_reason = 'no heartbeat for {} s'
-                 WHERE stopped_at IS NULL AND heartbeat_at <= $1 - {INSTANCE_TTL}
-                 RETURNING id, name",
-                INSTANCE_TTL / 1_000
-            )))
-            .bind(now)
-            .fetch_all(&mut *tx)
-            .await?;
-            let mut retired = Vec::with_capacity(dead.len());
-            for (id, name) in dead {
-                let (released, marks) = tx.retire(&id, false, now).await?;
-                retired.push(DeadInstance { name, released, marks });
-            }
-            tx.commit().await?;
-            Ok(retired)
-        })
+        self.declare_dead(None, &format!("no heartbeat for {} s", INSTANCE_TTL / 1_000), now).await
     }
 
     /// Declares instance `id` dead for `reason` (known otherwise than by its
@@ -280,21 +251,36 @@ impl Store {
         reason: &str,
         now: Millis,
     ) -> Result<Option<DeadInstance>, StoreError> {
+        Ok(self.declare_dead(Some(id), reason, now).await?.pop())
+    }
+
+    /// Declares dead, for `reason`, instance `id`, or (None) every instance
+    /// that has not beaten for [`INSTANCE_TTL`], unless already stopped.
+    async fn declare_dead(
+        &self,
+        id: Option<&str>,
+        reason: &str,
+        now: Millis,
+    ) -> Result<Vec<DeadInstance>, StoreError> {
         on_db!(self, pool, d => {
             let mut tx = pool.begin_with(d.begin_writing()).await?;
-            let name: Option<String> = sqlx::query_scalar(
-                "UPDATE instances SET stopped_at = $1, stop_reason = $2 WHERE id = $3 AND stopped_at IS NULL
-                 RETURNING name",
-            )
+            let dead: Vec<(String, String)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "UPDATE instances SET stopped_at = $1, stop_reason = $2
+                 WHERE stopped_at IS NULL AND (id = $3 OR ($3 IS NULL AND heartbeat_at <= $1 - {INSTANCE_TTL}))
+                 RETURNING id, name"
+            )))
             .bind(now)
             .bind(reason)
             .bind(id)
-            .fetch_optional(&mut *tx)
+            .fetch_all(&mut *tx)
             .await?;
-            let Some(name) = name else { return Ok(None) };
-            let (released, marks) = tx.retire(id, false, now).await?;
+            let mut retired = Vec::with_capacity(dead.len());
+            for (id, name) in dead {
+                let (released, marks) = tx.retire(&id, false, now).await?;
+                retired.push(DeadInstance { name, released, marks });
+            }
             tx.commit().await?;
-            Ok(Some(DeadInstance { name, released, marks }))
+            Ok(retired)
         })
     }
 
@@ -370,25 +356,14 @@ impl Store {
                     .execute(&mut *tx)
                     .await?;
             }
-            let marks: Vec<(String, Option<String>, String, Millis)> = sqlx::query_as(
-                "DELETE FROM pin_in_flight WHERE card = $1 AND (instance IS NULL OR instance <> $2)
-                 RETURNING holder, card, cert_no, since",
-            )
+            let paused: Vec<PinInFlight> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "DELETE FROM pin_in_flight WHERE card = $1 AND (instance IS NULL OR instance <> $2) RETURNING {MARK}"
+            )))
             .bind(card)
             .bind(me)
             .fetch_all(&mut *tx)
             .await?;
-            let paused: Vec<PinInFlight> = marks
-                .into_iter()
-                .map(|(holder, card, cert_no, since)| PinInFlight { holder, card, cert_no, since })
-                .collect();
-            for mark in &paused {
-                tx.insert_control(&crate::cards::control_name(card, Stage::Signing), &mark.pause_reason(), None, now)
-                    .await?;
-            }
-            if !paused.is_empty() {
-                tx.bump_changes().await?;
-            }
+            tx.pause_for_marks(&paused, |_| true, now).await?;
             tx.commit().await?;
             Ok(CardLease::Held { paused })
         })

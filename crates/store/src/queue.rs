@@ -139,6 +139,14 @@ pub(crate) const BACK_TO_WAITING: &str =
      waiting_since = $1, next_attempt_at = $1, last_error = NULL, last_code = NULL, delivered_at = NULL,
      updated_at = $1";
 
+/// What releasing the lease of a holder known to be gone sets (`$1` is now):
+/// the generation moves on, so that nothing the holder might still write
+/// applies, and the claim cut short is no attempt (crashes must not lengthen
+/// the backoff of the work they interrupted).
+pub(crate) const RELEASED: &str =
+    "lease_until = NULL, lease_owner = NULL, generation = generation + 1, updated_at = $1,
+     attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END";
+
 /// A request claimed for signing, with the exact text to sign.
 #[derive(Debug, Clone)]
 pub struct SigningJob {
@@ -532,10 +540,7 @@ impl Store {
     pub(crate) async fn release_all_leases(&self, now: Millis) -> Result<u64, StoreError> {
         on_db!(self, pool, d => {
             let released = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "UPDATE requests SET lease_until = NULL, lease_owner = NULL, generation = generation + 1, updated_at = $1,
-                                 attempts = {}(attempts - 1, 0)
-             WHERE lease_until IS NOT NULL",
-                d.greatest()
+                "UPDATE requests SET {RELEASED} WHERE lease_until IS NOT NULL"
             )))
             .bind(now)
             .execute(pool)

@@ -51,10 +51,11 @@ impl Instance {
         store: &customs179_store::Store,
     ) -> Result<Vec<DeadInstance>, StoreError> {
         let now = now_ms();
-        let host = host_name();
+        let host = self.name.rsplit_once(':').map_or(self.name.as_str(), |(host, _)| host);
         let mut retired = Vec::new();
         for earlier in store.instances(now, 0).await? {
-            let pid = earlier.name.strip_prefix(&format!("{host}:")).and_then(|pid| pid.parse::<u32>().ok());
+            let pid = earlier.name.strip_prefix(host).and_then(|rest| rest.strip_prefix(':'));
+            let pid = pid.and_then(|pid| pid.parse::<u32>().ok());
             let gone = pid.is_some_and(|pid| pid == std::process::id() || !process_runs(pid));
             let ours = OURS.lock().is_ok_and(|ours| ours.contains(&earlier.id));
             if !ours && earlier.stopped_at.is_none() && gone {

@@ -156,7 +156,7 @@ pub(crate) async fn run(ctx: ApiContext, card: Arc<Card>, mut shutdown: Shutdown
             }
         };
         let Some(job) = job else { break };
-        if !ctx.live.driven_here(name) || !ctx.instance.current(now_ms()) {
+        if !drives(&ctx, name) {
             give_back(&ctx, &job, 0, code::NOT_DRIVEN, "this instance does not drive the card now").await;
             continue;
         }
@@ -294,7 +294,7 @@ async fn claim_ahead(
             }
         };
         let unwell_ms = card.unwell_until.load(Ordering::Relaxed) - now_ms();
-        let elsewhere = !ctx.live.driven_here(card.name()) || !ctx.instance.current(now_ms());
+        let elsewhere = !drives(&ctx, card.name());
         if paused || elsewhere || unwell_ms > 0 {
             let wait_ms = if paused || elsewhere { 1_000 } else { unwell_ms.min(1_000) };
             wait(&ctx, &mut shutdown, Duration::from_millis(u64::try_from(wait_ms).unwrap_or(1_000))).await;
@@ -326,6 +326,12 @@ async fn claim_ahead(
             }
         }
     }
+}
+
+/// Whether this instance may sign on the card now: it drives the card, and
+/// its heartbeat is recent enough that nobody can have taken the card over.
+fn drives(ctx: &ApiContext, card: &str) -> bool {
+    ctx.live.driven_here(card) && ctx.instance.current(now_ms())
 }
 
 /// Takes the card when no live instance drives it (see
