@@ -461,25 +461,36 @@ fn marker_value(rest: &str, key: &str) -> Option<f64> {
     rest.lines().find_map(|line| line.strip_prefix(key)?.trim().parse().ok())
 }
 
+/// The end of history and how long the fill took of the cached fill `marker` tells of, when
+/// it was built as `wanted` says (and `--rebuild` was not asked for).
+fn cached_fill(o: &Options, marker: &Path, wanted: &str) -> Option<(i64, f64)> {
+    if o.rebuild {
+        return None;
+    }
+    let text = std::fs::read_to_string(marker).ok()?;
+    let rest = text.strip_prefix(wanted)?;
+    Some((marker_value(rest, "history_end ")? as i64, marker_value(rest, "fill_secs ")?))
+}
+
+/// Records a fill built as `wanted` says, ending at `end`, that took `took` s.
+fn write_marker(o: &Options, marker: &Path, wanted: &str, end: i64, took: f64) {
+    std::fs::create_dir_all(&o.keep).unwrap();
+    std::fs::write(marker, format!("{wanted}history_end {end}\nfill_secs {took:.1}\n")).unwrap();
+}
+
 /// The cached database of `requests` requests, filled now unless one matching is there; its end
 /// of history.
 async fn filled(o: &Options) -> (PathBuf, i64) {
     let db = o.keep.join("customs179.sqlite");
     let marker = o.keep.join("marker.txt");
     let wanted = marker_text(Backend::Sqlite, o.requests);
-    if !o.rebuild
-        && let Ok(text) = std::fs::read_to_string(&marker)
-        && let Some(rest) = text.strip_prefix(wanted.as_str())
-        && let (Some(end), Some(took)) =
-            (marker_value(rest, "history_end "), marker_value(rest, "fill_secs "))
-        && db.exists()
-    {
+    if let Some((end, took)) = cached_fill(o, &marker, &wanted).filter(|_| db.exists()) {
         println!(
             "reusing the database of {} requests in {} (its fill took {took:.0} s; --rebuild fills it again)",
             o.requests,
             db.display()
         );
-        return (db, end as i64);
+        return (db, end);
     }
     let _ = std::fs::remove_file(&marker);
     let shm = PathBuf::from(format!("/dev/shm/customs179-million-fill-{}", std::process::id()));
@@ -497,8 +508,7 @@ async fn filled(o: &Options) -> (PathBuf, i64) {
     let copy = Instant::now();
     std::fs::copy(&fill_db, &db).unwrap();
     std::fs::remove_dir_all(&shm).unwrap();
-    let took = filled_in.as_secs_f64();
-    std::fs::write(&marker, format!("{wanted}history_end {end}\nfill_secs {took:.1}\n")).unwrap();
+    write_marker(o, &marker, &wanted, end, filled_in.as_secs_f64());
     println!(
         "filled {} requests in {:.1} s (tmpfs), copied to {} in {:.1} s",
         o.requests,
@@ -517,9 +527,8 @@ fn pg_schema(requests: u64) -> common::postgres::Schema {
 /// A store in `schema`; `fast` turns `synchronous_commit` off (a fill's commits need not wait
 /// for the disk: a crash only means filling again).
 async fn pg_store(schema: &common::postgres::Schema, fast: bool) -> Store {
-    let url = std::env::var("POSTGRES_TEST_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-    let options: sqlx::postgres::PgConnectOptions = url.parse().expect("POSTGRES_TEST_URL");
+    let options: sqlx::postgres::PgConnectOptions =
+        common::postgres::base_url().parse().expect("POSTGRES_TEST_URL");
     let sync = if fast { "off" } else { "on" };
     let options = options.options([("search_path", schema.name.as_str()), ("synchronous_commit", sync)]);
     Store::connect_with(options).await.expect("connect")
@@ -530,31 +539,23 @@ async fn filled_postgres(o: &Options) -> (common::postgres::Schema, i64) {
     let schema = pg_schema(o.requests);
     let marker = o.keep.join(format!("marker-postgres-{}.txt", o.requests));
     let wanted = marker_text(Backend::Postgres, o.requests);
-    let exists = !common::query_rows::<(i64,)>(
-        Path::new("/nonexistent"),
-        Some(&common::postgres::Schema { name: "public".into() }),
-        &format!("SELECT 1 FROM pg_namespace WHERE nspname = '{}'", schema.name),
-    )
-    .await
-    .is_empty();
-    if !o.rebuild
-        && exists
-        && let Ok(text) = std::fs::read_to_string(&marker)
-        && let Some(rest) = text.strip_prefix(wanted.as_str())
-        && let (Some(end), Some(took)) =
-            (marker_value(rest, "history_end "), marker_value(rest, "fill_secs "))
-    {
+    let mut admin = common::postgres::Schema { name: "public".into() }.connect().await;
+    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)")
+        .bind(&schema.name)
+        .fetch_one(&mut admin)
+        .await
+        .unwrap();
+    if let Some((end, took)) = cached_fill(o, &marker, &wanted).filter(|_| exists) {
         println!(
             "reusing the schema {} of {} requests (its fill took {took:.0} s; --rebuild fills it again)",
             schema.name, o.requests
         );
-        return (schema, end as i64);
+        return (schema, end);
     }
     let _ = std::fs::remove_file(&marker);
     if exists {
         schema.drop_now().await;
     }
-    let mut admin = common::postgres::Schema { name: "public".into() }.connect().await;
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {}", schema.name)))
         .execute(&mut admin)
         .await
@@ -569,8 +570,7 @@ async fn filled_postgres(o: &Options) -> (common::postgres::Schema, i64) {
         .await
         .unwrap();
     let took = began.elapsed().as_secs_f64();
-    std::fs::create_dir_all(&o.keep).unwrap();
-    std::fs::write(&marker, format!("{wanted}history_end {end}\nfill_secs {took:.0}\n")).unwrap();
+    write_marker(o, &marker, &wanted, end, took);
     println!("filled {} requests in the schema {} in {took:.0} s", o.requests, schema.name);
     (schema, end)
 }

@@ -31,7 +31,8 @@ pub fn backend() -> Backend {
     STORE.try_with(|backend| *backend).unwrap_or(Backend::Sqlite)
 }
 
-fn base_url() -> String {
+/// The test PostgreSQL database's address.
+pub fn base_url() -> String {
     std::env::var("POSTGRES_TEST_URL").unwrap_or_else(|_| DEFAULT_URL.to_owned())
 }
 
