@@ -325,33 +325,88 @@ async fn a_second_serve_on_a_sqlite_database_in_use_exits_2_and_the_first_keeps_
     first.wait_for_state(&session_id, "delivered", WAIT).await;
 }
 
+/// Which instance the status says drives the card ("" for none).
+fn driver(status: &Value) -> String {
+    status["cards"][0]["driven_by"].as_str().unwrap_or_default().to_owned()
+}
+
+/// Two `serve` on the rig's database: the first drives the card (its name is returned), the
+/// second stands by.
+async fn driver_and_standby(rig: &Rig) -> (ServeProcess, String, ServeProcess) {
+    let mut first = rig.serve(PIN, 5_000);
+    first.start().await;
+    let first_name = common::eventually("the first drives the card", WAIT, || async {
+        let name = driver(&first.get("/api/status").await);
+        if name.is_empty() { Err("no driver".to_owned()) } else { Ok(name) }
+    })
+    .await;
+    let mut second = rig.serve(PIN, 5_000);
+    second.start().await;
+    common::eventually("the second sees the first drive the card", WAIT, || async {
+        let status = second.get("/api/status").await;
+        let alive = status["instances"].as_array().unwrap().iter().filter(|i| i["alive"] == true).count();
+        let standing_by = second.log().contains("another instance drives the card; this one stands by");
+        if driver(&status) == first_name && alive == 2 && standing_by {
+            Ok(())
+        } else {
+            Err(status.to_string())
+        }
+    })
+    .await;
+    (first, first_name, second)
+}
+
+/// The instance driving the card dies while the card checks an unproven PIN: the instance
+/// that takes the card over pauses its signing and sends nothing, where a second Sign could
+/// be a second wrong PIN.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_card_taken_over_from_an_instance_killed_mid_pin_is_paused_not_tried_again() {
+    common::postgres::on_store(common::postgres::Backend::Postgres, async {
+        let rig = Rig::start().await;
+        rig.card_faults(FaultsUpdate { latency_ms: Some(3_000), ..FaultsUpdate::default() });
+        let (mut first, first_name, second) = driver_and_standby(&rig).await;
+        let session_id = first.paid_request("1").await;
+        rig.wait_for_card("the Sign", |s| s.sign_requests == 1).await;
+        first.kill();
+        rig.card_faults(FaultsUpdate { latency_ms: Some(0), ..FaultsUpdate::default() });
+
+        let reason = common::eventually("the survivor pauses the card", WAIT, || async {
+            let signing = second.signing_control().await;
+            match signing["reason"].as_str() {
+                Some(reason) => Ok(reason.to_owned()),
+                None => Err(signing.to_string()),
+            }
+        })
+        .await;
+        assert!(reason.contains("unproven PIN") && reason.contains(&first_name), "{reason}");
+        let status = common::eventually("the survivor drives the card", WAIT, || async {
+            let status = second.get("/api/status").await;
+            if driver(&status).is_empty() || driver(&status) == first_name {
+                Err(status.to_string())
+            } else {
+                Ok(status)
+            }
+        })
+        .await;
+        assert_eq!(status["cards"][0]["driver_alive"], true, "{status:#}");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(rig.card.stats().sign_requests, 1, "nothing carrying the PIN is sent again while paused");
+
+        // The operator checks the PIN and resumes: the request goes through the survivor.
+        second.resume_signing().await;
+        second.wait_for_state(&session_id, "delivered", WAIT).await;
+        assert_eq!(rig.stored_at_customs(&session_id), 1);
+    })
+    .await
+}
+
 /// On PostgreSQL a second `serve` is a second instance: it stands by for the card the first
 /// drives, and a clean stop of the first hands the card over at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_serve_on_postgresql_stands_by_for_the_card_and_takes_it_at_the_first_ones_stop() {
     common::postgres::on_store(common::postgres::Backend::Postgres, async {
         let rig = Rig::start().await;
-        let mut first = rig.serve(PIN, 5_000);
-        first.start().await;
-        let driver = |status: &Value| status["cards"][0]["driven_by"].as_str().unwrap_or_default().to_owned();
-        let first_name = common::eventually("the first drives the card", WAIT, || async {
-            let name = driver(&first.get("/api/status").await);
-            if name.is_empty() { Err("no driver".to_owned()) } else { Ok(name) }
-        })
-        .await;
-        let mut second = rig.serve(PIN, 5_000);
-        second.start().await;
-        common::eventually("the second sees the first drive the card", WAIT, || async {
-            let status = second.get("/api/status").await;
-            let alive = status["instances"].as_array().unwrap().iter().filter(|i| i["alive"] == true).count();
-            let standing_by = second.log().contains("another instance drives the card; this one stands by");
-            if driver(&status) == first_name && alive == 2 && standing_by {
-                Ok(())
-            } else {
-                Err(status.to_string())
-            }
-        })
-        .await;
+        let (mut first, first_name, second) = driver_and_standby(&rig).await;
         let session_id = second.paid_request("1").await;
         second.wait_for_state(&session_id, "delivered", WAIT).await;
         let signed_by_first = rig.card.stats().signatures;

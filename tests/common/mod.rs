@@ -267,7 +267,6 @@ impl Harness {
         self
     }
 
-    /// The sessionIDs of every request stored, read from the database itself.
     /// Runs `sql` (statements with their values written in, see [`sql_text`]) on the
     /// service's database itself, behind the service's back.
     pub async fn execute(&self, sql: &str) {
@@ -293,6 +292,7 @@ impl Harness {
         }
     }
 
+    /// The sessionIDs of every request stored, read from the database itself.
     pub async fn stored_session_ids(&self) -> HashSet<String> {
         stored_session_ids_in(&self.db, self.schema.as_ref()).await
     }
@@ -457,13 +457,9 @@ pub async fn open_db(db: &Path) -> SqliteConnection {
     SqliteConnection::connect_with(&SqliteConnectOptions::new().filename(db)).await.unwrap()
 }
 
-/// Every sessionID in the database, read behind the service's back.
+/// Every sessionID in the SQLite database `db`, read behind the service's back.
 pub async fn stored_session_ids(db: &Path) -> HashSet<String> {
-    let mut conn = open_db(db).await;
-    let ids: Vec<String> =
-        sqlx::query_scalar("SELECT session_id FROM requests").fetch_all(&mut conn).await.unwrap();
-    conn.close().await.unwrap();
-    ids.into_iter().collect()
+    stored_session_ids_in(db, None).await
 }
 
 /// The rows `sql` reads from `schema` when there is one, else from the SQLite file `db`.
@@ -509,12 +505,8 @@ impl TestDb {
 
 /// The sessionIDs stored in `schema` when there is one, else in the SQLite file `db`.
 pub async fn stored_session_ids_in(db: &Path, schema: Option<&postgres::Schema>) -> HashSet<String> {
-    let Some(schema) = schema else { return stored_session_ids(db).await };
-    let ids: Vec<String> = sqlx::query_scalar("SELECT session_id FROM requests")
-        .fetch_all(&mut schema.connect().await)
-        .await
-        .unwrap();
-    ids.into_iter().collect()
+    let ids: Vec<(String,)> = query_rows(db, schema, "SELECT session_id FROM requests").await;
+    ids.into_iter().map(|(session_id,)| session_id).collect()
 }
 
 /// Every request the admin API at `admin` lists to `token`, following `next` page by page.

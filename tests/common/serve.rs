@@ -85,18 +85,8 @@ impl ServeProcess {
     pub async fn counts_kept_and_counted(&self) -> (Vec<(String, i64)>, Vec<(String, i64)>) {
         const KEPT: &str = "SELECT state, CAST(SUM(n) AS BIGINT) FROM state_counts GROUP BY state HAVING SUM(n) <> 0 ORDER BY state";
         const COUNTED: &str = "SELECT state, COUNT(*) FROM requests GROUP BY state ORDER BY state";
-        match &self.schema {
-            None => {
-                let mut db = super::open_db(&self.db).await;
-                let kept = sqlx::query_as(KEPT).fetch_all(&mut db).await.unwrap();
-                (kept, sqlx::query_as(COUNTED).fetch_all(&mut db).await.unwrap())
-            }
-            Some(schema) => {
-                let mut db = schema.connect().await;
-                let kept = sqlx::query_as(KEPT).fetch_all(&mut db).await.unwrap();
-                (kept, sqlx::query_as(COUNTED).fetch_all(&mut db).await.unwrap())
-            }
-        }
+        let schema = self.schema.as_ref();
+        (super::query_rows(&self.db, schema, KEPT).await, super::query_rows(&self.db, schema, COUNTED).await)
     }
 
     /// Every start listens on the same two ports from now on, as a real deployment does (a
