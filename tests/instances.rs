@@ -303,3 +303,39 @@ async fn an_event_stream_on_one_instance_tells_of_the_requests_another_changed()
     b.terminate(Duration::from_secs(20)).await;
     schema.drop_now().await;
 }
+
+/// An instance that stalls past the heartbeat's TTL (SIGSTOP) is declared dead by the other;
+/// woken again (SIGCONT), it finds that out at its next heartbeat and exits non-zero rather
+/// than work on with claims and cards that may be another's.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_that_stalled_past_its_ttl_stops_when_it_wakes() {
+    let schema = Schema::create().await;
+    let toml = "[signer]\npin = \"1\"\n[customs]\nenvironment = \"test\"\n[log]\nlevel = \"info\"\n";
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut a = ServeProcess::configure(dir_a.path(), toml).on_schema(Some(&schema));
+    let mut b = ServeProcess::configure(dir_b.path(), toml).on_schema(Some(&schema));
+    a.start().await;
+    b.start().await;
+    let signal = |name: &str, pid: u32| {
+        let sent = std::process::Command::new("kill").args([name, &pid.to_string()]).status().unwrap();
+        assert!(sent.success());
+    };
+    let pid = a.pid().unwrap();
+    signal("-STOP", pid);
+    let dead = eventually("B declares A dead", Duration::from_secs(15), || async {
+        let status = b.get("/api/status").await;
+        let stopped =
+            status["instances"].as_array().unwrap().iter().find(|i| i["stop_reason"].is_string()).cloned();
+        stopped.ok_or_else(|| status.to_string())
+    })
+    .await;
+    assert_eq!(dead["stop_reason"], "no heartbeat for 5 s", "{dead}");
+    assert!(a.exited().is_none(), "stopped, not gone");
+    signal("-CONT", pid);
+    let status = a.wait_exit(Duration::from_secs(15)).await;
+    assert!(!status.success(), "{status}");
+    assert!(a.log().contains("INSTANCE DECLARED DEAD"), "{}", a.log_tail());
+    b.terminate(Duration::from_secs(20)).await;
+    schema.drop_now().await;
+}
