@@ -289,17 +289,28 @@ const ANSWER_20001: &str = r#"HTTP 200: {"code":"20001","message":"验签失败"
 const ANSWER_503: &str = "HTTP 503: Service Unavailable";
 const NO_PAYMENT: &str = "no payment data for this order after 86400 s";
 
+/// Transitions in flight at once in a PostgreSQL fill: each is a few round trips and PostgreSQL
+/// takes many writers, so one at a time would leave both cores mostly idle. SQLite has a single
+/// writer: its fill goes one at a time.
+const PG_WIDTH: usize = 8;
+
+/// `step` over `items`, `width` at a time.
+async fn each<T, F: Future<Output = ()>>(items: Vec<T>, width: usize, step: impl FnMut(T) -> F) {
+    use futures_util::StreamExt as _;
+    futures_util::stream::iter(items).for_each_concurrent(width, step).await;
+}
+
 /// One pass of the workers over what is pending, at times from `base` on (the end of the round's
 /// window, or when it was replayed). `history` requests that never get data are polled for and
 /// given up on; live ones are left waiting.
-async fn pass(store: &Store, base: i64, history: bool) {
+async fn pass(store: &Store, base: i64, history: bool, width: usize) {
     // Preparer.
     loop {
         let pending = store.pending_preparation(None, 1_000).await.expect("pending");
         if pending.is_empty() {
             break;
         }
-        for p in &pending {
+        each(pending, width, |p| async move {
             let mut record = p.record.clone();
             let guid = Guid::from_random_bytes(uuid::Uuid::new_v4().into_bytes());
             record.head.guid = Some(guid.clone());
@@ -307,12 +318,14 @@ async fn pass(store: &Store, base: i64, history: bool) {
             let at = base + 1_000;
             let presign = PreSign::build(&record, &p.session_id, u64::try_from(at).unwrap()).unwrap();
             let upload = customs179_store::PreparedUpload { guid, service_time: at, presign };
-            transitions::prepare(store, p, &upload, at).await;
-        }
+            transitions::prepare(store, &p, &upload, at).await;
+        })
+        .await;
     }
     // Puller.
     if history {
-        for claim in store.claim_pulls(base + 2_000, LEASE, 100_000).await.expect("pulls") {
+        let claims = store.claim_pulls(base + 2_000, LEASE, 100_000).await.expect("pulls");
+        each(claims, width, |claim| async move {
             let at = base + 2_000;
             if fate(index_of(&claim.order_no)) == Fate::Invalid {
                 let why = "the platform's record is invalid: /payExchangeInfoHead/totalAmount: \
@@ -322,23 +335,27 @@ async fn pass(store: &Store, base: i64, history: bool) {
                 let note = "the platform has no payment data for this order yet (404)";
                 transitions::poll_again(store, &claim, at + 60_000, note, at).await;
             }
-        }
+        })
+        .await;
     }
     // Signer.
-    for job in store.claim_signing(base + 5_000, LEASE, 100_000).await.expect("claim signing") {
+    let jobs = store.claim_signing(base + 5_000, LEASE, 100_000).await.expect("claim signing");
+    each(jobs, width, |job| async move {
         let replayed = job.claim.waiting_since > job.claim.received_at;
         let at = base + 5_000;
         if fate(index_of(&job.claim.order_no)) == Fate::CardRefused && !replayed {
             let reason = "the control answered a failure: 参数检查失败 Err:Base50000";
             transitions::fail(store, &job.claim, "sign", reason, at).await;
-            continue;
+            return;
         }
         let body = PreSign::parse(&job.presign).unwrap().upload_body(CERT_NO, SIGN_VALUE);
         transitions::signed(store, &job, CERT_NO, SIGN_VALUE, body.as_str(), at).await;
-    }
+    })
+    .await;
     // Uploader: the first answer, then the retries.
     for (round, wait) in [(1, 10_000), (2, 600_000), (3, 7_200_000)] {
-        for job in store.claim_uploads(base + wait, LEASE, 100_000).await.expect("claim uploads") {
+        let jobs = store.claim_uploads(base + wait, LEASE, 100_000).await.expect("claim uploads");
+        each(jobs, width, |job| async move {
             let replayed = job.claim.waiting_since > job.claim.received_at;
             let i = index_of(&job.claim.order_no);
             let fate = if replayed { Fate::OnTime } else { fate(i) };
@@ -364,7 +381,8 @@ async fn pass(store: &Store, base: i64, history: bool) {
                 }
                 _ => transitions::retry_later(store, claim, "upload", at + 60_000, ANSWER_503, at).await,
             }
-        }
+        })
+        .await;
     }
     if history {
         transitions::give_up_waiting(store, base, NO_PAYMENT, base + DAY_MS).await;
@@ -372,7 +390,14 @@ async fn pass(store: &Store, base: i64, history: bool) {
 }
 
 /// Requests `range` of the history of `n` requests ending at `end`, through the workers.
-async fn history_round(store: &Store, range: std::ops::Range<u64>, n: u64, end: i64, bulk_replay: bool) {
+async fn history_round(
+    store: &Store,
+    range: std::ops::Range<u64>,
+    n: u64,
+    end: i64,
+    bulk_replay: bool,
+    width: usize,
+) {
     let requests: Vec<NewRequest> =
         range.clone().map(|i| new_request(session_id(i), order_no(i), received_at(i, n, end))).collect();
     let first = requests.first().map(|r| r.received_at).unwrap();
@@ -386,7 +411,7 @@ async fn history_round(store: &Store, range: std::ops::Range<u64>, n: u64, end: 
     for chunk in records.chunks(500) {
         store.put_payments(chunk, last).await.expect("payments");
     }
-    pass(store, last, true).await;
+    pass(store, last, true, width).await;
     // Some failed requests are replayed one by one two days later, and delivered.
     let replay_at = last + 2 * DAY_MS;
     let alone: Vec<u64> = range.clone().filter(|i| replayed_alone(*i)).collect();
@@ -395,7 +420,7 @@ async fn history_round(store: &Store, range: std::ops::Range<u64>, n: u64, end: 
         store.audit("alice", "replay", Some(&session_id(*i)), None, 1, replay_at).await.expect("audit");
     }
     if !alone.is_empty() {
-        pass(store, replay_at, true).await;
+        pass(store, replay_at, true, width).await;
     }
     if range.start.is_multiple_of(ROUND * 20) {
         let at = last + 3 * DAY_MS;
@@ -416,17 +441,17 @@ async fn history_round(store: &Store, range: std::ops::Range<u64>, n: u64, end: 
         let job =
             store.confirm_replay(&token, "alice", "customs asked again", at + 60_000).await.expect("confirm");
         while !store.replay_chunk(job.id, REPLAY_CHUNK, at + 61_000).await.expect("chunk").finished {}
-        pass(store, at + 61_000, true).await;
+        pass(store, at + 61_000, true, width).await;
     }
 }
 
 /// The history of `requests` requests ending at `end`, round after round, through `store`.
-async fn fill_history(store: &Store, requests: u64, end: i64, began: Instant) {
+async fn fill_history(store: &Store, requests: u64, end: i64, began: Instant, width: usize) {
     let rounds = requests.div_ceil(ROUND);
     for round in 0..rounds {
         let range = round * ROUND..((round + 1) * ROUND).min(requests);
         let bulk = rounds >= 3 && round % (rounds / 3) == rounds / 6;
-        history_round(store, range, requests, end, bulk).await;
+        history_round(store, range, requests, end, bulk, width).await;
         // The log stays small (SQLite; nothing on PostgreSQL).
         store.checkpoint().await.expect("checkpoint");
         if round % 10 == 9 || round + 1 == rounds {
@@ -500,7 +525,7 @@ async fn filled(o: &Options) -> (PathBuf, i64) {
     let began = Instant::now();
     let end = common::now_ms() - DAY_MS;
     let store = Store::open(&fill_db).await.expect("open");
-    fill_history(&store, o.requests, end, began).await;
+    fill_history(&store, o.requests, end, began, 1).await;
     store.checkpoint().await.expect("checkpoint");
     store.close().await;
     let filled_in = began.elapsed();
@@ -563,7 +588,7 @@ async fn filled_postgres(o: &Options) -> (common::postgres::Schema, i64) {
     let began = Instant::now();
     let end = common::now_ms() - DAY_MS;
     let store = pg_store(&schema, true).await;
-    fill_history(&store, o.requests, end, began).await;
+    fill_history(&store, o.requests, end, began, PG_WIDTH).await;
     store.close().await;
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!("ANALYZE {}.requests", schema.name)))
         .execute(&mut admin)
