@@ -1,7 +1,7 @@
 //! The public port under attack: `customs179 serve` as a real process while a hostile client
 //! holds 2,000 idle connections and 200 slow bodies open (re-opening any the service closes),
 //! and customs calls 50 times a second. Every call must be answered 10000 within customs' own
-//! 5 s timeout, and SIGTERM must still end within the stop deadline.
+//! 5 s timeout, and SIGTERM must still end within the stop deadline. On either store.
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -13,8 +13,8 @@ use tokio::task::JoinSet;
 
 mod common;
 
+use common::now_ms;
 use common::serve::ServeProcess;
-use common::{now_ms, stored_session_ids};
 
 const IDLE: usize = 2_000;
 const SLOW: usize = 200;
@@ -83,13 +83,15 @@ fn percentile(sorted: &[Duration], q: f64) -> Duration {
     sorted[rank - 1]
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+both_stores! {
 async fn customs_is_answered_while_idle_sockets_and_slow_bodies_hold_the_port() {
     let dir = tempfile::tempdir().unwrap();
     let mut serve = ServeProcess::configure(
         dir.path(),
         "[signer]\npin = \"1\"\n[customs]\nenvironment = \"test\"\n[shutdown]\ntimeout_secs = 10\n",
-    );
+    )
+    .on_current_store()
+    .await;
     serve.intake_keys = format!("max_connections = {MAX_CONNECTIONS}");
     serve.start().await;
     let addr = serve.intake.trim_start_matches("http://").to_owned();
@@ -167,6 +169,7 @@ async fn customs_is_answered_while_idle_sockets_and_slow_bodies_hold_the_port() 
     let log = serve.log();
     let cap_lines = log.matches("connection limit reached").count();
     assert!((1..=4).contains(&cap_lines), "a log line now and then, not one per socket: {cap_lines}");
-    let stored = stored_session_ids(&serve.db).await;
+    let stored = serve.stored_session_ids().await;
     assert!(answered.is_subset(&stored), "every answered call is stored");
+}
 }

@@ -1022,8 +1022,9 @@ pub async fn run(options: ChaosOptions) -> ChaosReport {
     let elapsed = start.elapsed();
     stop_operator.send(true).unwrap();
     let pauses = operator.await.unwrap();
-    let Rig { serve, card, exits, db, .. } = rig;
-    drop(serve);
+    // Killed, not dropped: dropping it would drop its PostgreSQL schema, still to be read.
+    let Rig { mut serve, card, exits, db, .. } = rig;
+    serve.kill();
 
     let rows = read_requests(&db).await;
     let mut kill_records = Vec::new();

@@ -11,7 +11,8 @@ use super::postgres::Schema;
 use super::{Api, developer_overrides, free_addr, http_client, service_toml_on};
 
 /// One configuration (database, ports, sections) started as often as a test likes; each start
-/// logs to a file of its own. Killed when dropped, so a failing test leaves no process behind.
+/// logs to a file of its own. Killed when dropped (its own schema dropped too), so a failing
+/// test leaves no process behind.
 pub struct ServeProcess {
     pub dir: PathBuf,
     pub config: PathBuf,
@@ -24,6 +25,8 @@ pub struct ServeProcess {
     store: String,
     /// The service's schema, when it runs on PostgreSQL ([`ServeProcess::on_current_store`]).
     pub schema: Option<Schema>,
+    /// Whether the schema is this process's own, dropped with it.
+    owns_schema: bool,
     /// Ports every start listens on, when the test wants them kept (see [`ServeProcess::keep_ports`]).
     kept_ports: Option<(SocketAddr, SocketAddr)>,
     child: Option<Child>,
@@ -45,6 +48,7 @@ impl ServeProcess {
             db: dir.join("customs179.sqlite"),
             store: format!("path = {:?}", dir.join("customs179.sqlite").to_str().unwrap()),
             schema: None,
+            owns_schema: false,
             intake_keys: String::new(),
             extra_toml: extra_toml.to_owned(),
             kept_ports: None,
@@ -60,10 +64,10 @@ impl ServeProcess {
     }
 
     /// Runs on the store the test runs on ([`super::postgres::backend`]): the SQLite file,
-    /// or a new schema of the test PostgreSQL database.
+    /// or a new schema of the test PostgreSQL database, dropped with this value.
     pub async fn on_current_store(mut self) -> ServeProcess {
         let (store, schema) = super::store_toml(&self.db).await;
-        (self.store, self.schema) = (store, schema);
+        (self.store, self.schema, self.owns_schema) = (store, schema, true);
         self
     }
 
@@ -256,6 +260,15 @@ impl Drop for ServeProcess {
         if let Some(child) = &mut self.child {
             let _ = child.kill();
             let _ = child.wait();
+        }
+        if let Some(schema) = self.schema.take().filter(|_| self.owns_schema) {
+            // Drop runs inside the test's runtime, which cannot be blocked on: the schema goes
+            // on a thread (and a runtime) of its own.
+            let _ = std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
+                runtime.map(|runtime| runtime.block_on(schema.drop_now()))
+            })
+            .join();
         }
     }
 }
