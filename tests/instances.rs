@@ -339,3 +339,74 @@ async fn an_instance_that_stalled_past_its_ttl_stops_when_it_wakes() {
     b.terminate(Duration::from_secs(20)).await;
     schema.drop_now().await;
 }
+
+/// A bulk replay goes on when the instance that confirmed it dies mid-way: the other adopts it
+/// once the dead one is declared so, and replays what was left, each request once. The test
+/// holds the replay's items locked, so that the first instance is caught inside its first
+/// chunk when it is killed (that chunk is rolled back with its connection).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bulk_replay_whose_instance_died_is_finished_by_another() {
+    const FAILED: usize = 1_200;
+    let schema = Schema::create().await;
+    let store = customs179_store::Store::connect(&schema.url()).await.unwrap();
+    let requests: Vec<customs179_store::NewRequest> = (0..FAILED)
+        .map(|i| {
+            let raw = format!(r#"{{"orderNo":"O-{i}","sessionID":"S-{i:04}","serviceTime":1}}"#);
+            let open_req = customs179_core::OpenReq::parse(&raw).unwrap();
+            customs179_store::NewRequest { open_req, raw, received_at: 10, deadline_at: 20 }
+        })
+        .collect();
+    store.insert_requests(&requests).await.unwrap();
+    let gave_up = customs179_store::Outcome::new("no_payment_data", "no payment data for this order");
+    assert_eq!(store.give_up_waiting(10, &gave_up, 30).await.unwrap().len(), FAILED);
+    store.close().await;
+
+    let toml = "[signer]\npin = \"1\"\n[customs]\nenvironment = \"test\"\n[log]\nlevel = \"info\"\n";
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut a = ServeProcess::configure(dir_a.path(), toml).on_schema(Some(&schema));
+    let mut b = ServeProcess::configure(dir_b.path(), toml).on_schema(Some(&schema));
+    a.start().await;
+    b.start().await;
+    let (status, dry) =
+        a.post("/api/replays", json!({"filter": {"state": "failed"}, "dry_run": true}).to_string()).await;
+    assert_eq!((status.as_u16(), &dry["count"]), (200, &json!(FAILED)), "{dry}");
+
+    let mut lock = schema.connect().await;
+    sqlx::raw_sql("BEGIN; SELECT 1 FROM replay_items FOR UPDATE").execute(&mut lock).await.unwrap();
+    let body = json!({"confirm": dry["token"], "reason": "the platform resent the data"});
+    let (status, job) = a.post("/api/replays", body.to_string()).await;
+    assert_eq!(status.as_u16(), 202, "{job}");
+    let path = format!("/api/replays/{}", job["id"]);
+    eventually("A's first chunk waits for the items", Duration::from_secs(10), || async {
+        let mut conn = schema.connect().await;
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM pg_stat_activity WHERE application_name = $1 AND wait_event_type = 'Lock'",
+        )
+        .bind(&schema.name)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        if waiting > 0 { Ok(()) } else { Err("no chunk waits".to_owned()) }
+    })
+    .await;
+    assert!(a.kill().is_none(), "A was running");
+    sqlx::raw_sql("COMMIT").execute(&mut lock).await.unwrap();
+
+    let done = eventually("B finishes the replay", Duration::from_secs(20), || async {
+        let shown = b.get(&path).await;
+        if shown["status"] == "finished" { Ok(shown) } else { Err(shown.to_string()) }
+    })
+    .await;
+    assert_eq!((&done["replayed"], &done["skipped"]), (&json!(FAILED), &json!(0)), "{done}");
+    let replays: Vec<(i64,)> = common::query_rows(
+        &b.db,
+        Some(&schema),
+        "SELECT COUNT(*) FROM attempts WHERE step = 'replay' GROUP BY session_id",
+    )
+    .await;
+    assert_eq!(replays.len(), FAILED, "every request replayed");
+    assert!(replays.iter().all(|(n,)| *n == 1), "each once");
+    assert!(b.log().contains("resuming a bulk replay"), "{}", b.log_tail());
+    b.terminate(Duration::from_secs(20)).await;
+    schema.drop_now().await;
+}

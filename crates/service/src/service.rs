@@ -179,7 +179,7 @@ impl Service {
         // Requests left waiting by an earlier run are looked at once.
         ctx.prepare.sweep();
         // Bulk replays a stop or a crash cut short go on.
-        crate::http::replays::resume_unfinished(&ctx);
+        crate::http::replays::adopt_orphans(&ctx).await;
         let stop_within = Duration::from_secs(ctx.config.shutdown_timeout_secs);
         let servers = vec![
             supervise(

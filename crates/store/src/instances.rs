@@ -1,6 +1,6 @@
 //! The instances of the service on one database, and what each of them
-//! holds while it lives: its claims of requests, the cards it drives and
-//! the singleton work it does.
+//! holds while it lives: its claims of requests, the cards it drives, the
+//! singleton work it does and the bulk replays it works through.
 //!
 //! An instance registers at start under a fresh id and beats every second
 //! ([`Store::instance_heartbeat`]). One that has not beaten for
@@ -8,7 +8,8 @@
 //! ([`Store::retire_dead_instances`]), which releases its claims (the
 //! generation moves on, fencing off whatever it might still write) and
 //! turns its "PIN in flight" marks into pauses of their cards. Its cards
-//! and singletons go to whichever live instance asks next. An instance
+//! and singletons go to whichever live instance asks next, its bulk replays
+//! to the next that looks ([`Store::adopt_replays`]). An instance
 //! declared dead that beats again learns it from its heartbeat, and stops.
 //!
 //! Times are the instances' own clocks set to the database's (see
@@ -94,7 +95,7 @@ pub struct CardLeaseView {
 }
 
 /// The condition that instance `i` lives at `$1` (now).
-fn alive(i: &str) -> String {
+pub(crate) fn alive(i: &str) -> String {
     format!("({i}.stopped_at IS NULL AND {i}.heartbeat_at > $1 - {INSTANCE_TTL})")
 }
 
@@ -128,6 +129,11 @@ for_each_connection! { impl InstanceWrites {
                 .await?;
         self.pause_for_marks(&marks, |_| true, now).await?;
         sqlx::query("DELETE FROM change_listeners WHERE instance = $1").bind(id).execute(&mut *self).await?;
+        // Its bulk replays go on elsewhere: the next instance to look adopts them.
+        sqlx::query("UPDATE replays SET worker = NULL WHERE worker = $1 AND finished_at IS NULL")
+            .bind(id)
+            .execute(&mut *self)
+            .await?;
         if free {
             sqlx::query("DELETE FROM card_leases WHERE owner = $1").bind(id).execute(&mut *self).await?;
             sqlx::query("DELETE FROM singletons WHERE owner = $1").bind(id).execute(&mut *self).await?;

@@ -571,13 +571,14 @@ impl Store {
             }
             sqlx::query(
                 "UPDATE replays SET confirmed_at = $1, confirmed_by = $2, reason = $3,
-                                finished_at = CASE WHEN count = 0 THEN $1 END
+                                finished_at = CASE WHEN count = 0 THEN $1 END, worker = $5
              WHERE id = $4",
             )
             .bind(now)
             .bind(actor)
             .bind(reason)
             .bind(id)
+            .bind(self.instance.as_deref())
             .execute(&mut *tx)
             .await?;
             sqlx::query(
@@ -742,15 +743,35 @@ impl Store {
         })
     }
 
-    /// Confirmed replays with requests still to do (cut short by a stop or a
-    /// crash), oldest first: to be resumed with [`Store::replay_chunk`].
-    pub async fn unfinished_replays(&self) -> Result<Vec<i64>, StoreError> {
+    /// Takes on, as this store's instance, the confirmed replays with
+    /// requests still to do that no live instance works (their worker
+    /// stopped, crashed or was declared dead), oldest first: to be worked
+    /// through with [`Store::replay_chunk`]. Each is adopted by one instance;
+    /// a read first, so that finding none writes nothing.
+    pub async fn adopt_replays(&self, now: Millis) -> Result<Vec<i64>, StoreError> {
+        let orphaned = format!(
+            "confirmed_at IS NOT NULL AND finished_at IS NULL
+             AND (worker IS NULL OR NOT EXISTS (SELECT 1 FROM instances i WHERE i.id = replays.worker AND {}))",
+            crate::instances::alive("i")
+        );
         on_db!(self, pool, d => {
-            Ok(sqlx::query_scalar(
-                "SELECT id FROM replays WHERE confirmed_at IS NOT NULL AND finished_at IS NULL ORDER BY id",
-            )
+            let found: Option<i64> =
+                sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT id FROM replays WHERE {orphaned} LIMIT 1")))
+                    .bind(now)
+                    .fetch_optional(pool)
+                    .await?;
+            if found.is_none() {
+                return Ok(Vec::new());
+            }
+            let mut adopted: Vec<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                "UPDATE replays SET worker = $2 WHERE {orphaned} RETURNING id"
+            )))
+            .bind(now)
+            .bind(self.instance.as_deref())
             .fetch_all(pool)
-            .await?)
+            .await?;
+            adopted.sort_unstable();
+            Ok(adopted)
         })
     }
 }
@@ -1070,7 +1091,7 @@ mod tests {
                 4
             )
         );
-        assert!(store.unfinished_replays().await.unwrap().is_empty());
+        assert!(store.adopt_replays(9_999_999).await.unwrap().is_empty());
     }
     }
 
@@ -1167,7 +1188,7 @@ mod tests {
         store.close().await;
 
         let store = f.reopen().await;
-        assert_eq!(store.unfinished_replays().await.unwrap(), [job.id]);
+        assert_eq!(store.adopt_replays(3_000).await.unwrap(), [job.id]);
         let shown = store.replay_job(job.id, 3_000).await.unwrap().unwrap();
         assert_eq!((shown.status, shown.replayed, shown.to_do), (ReplayStatus::Running, 1, 2));
         // Two workers at once (a resumed service and a command) replay nothing twice.
@@ -1176,13 +1197,53 @@ mod tests {
         for sid in ["A", "B", "C"] {
             assert_eq!(state_and_replays(&store, sid).await, (State::Waiting, 1), "{sid}");
         }
-        assert!(store.unfinished_replays().await.unwrap().is_empty());
+        assert!(store.adopt_replays(3_002).await.unwrap().is_empty());
         let done = store.replay_job(job.id, 3_002).await.unwrap().unwrap();
         assert_eq!((done.status, done.replayed, done.skipped), (ReplayStatus::Finished, 3, 0));
         // An unconfirmed dry run is no job.
         let dry = store.capture_replay(&all_failed(), "alice", "tok2", 10, 4_000).await.unwrap();
         assert_eq!(dry.count, 0);
         assert!(store.replay_chunk(dry.id, 10, 4_001).await.unwrap().finished);
+    }
+    }
+
+    on_both! {
+    async fn a_replay_goes_on_with_one_live_instance_when_its_own_stops_or_dies(f) {
+        use crate::INSTANCE_TTL;
+        use crate::tests::instance;
+        let a = f.store.as_instance("A");
+        let (b, c) = (f.reopen().await.as_instance("B"), f.reopen().await.as_instance("C"));
+        for (store, id) in [(&a, "A"), (&b, "B"), (&c, "C")] {
+            store.register_instance(&instance(id), 0).await.unwrap();
+        }
+        for sid in ["S1", "S2"] {
+            no_data(&a, sid, 1_000).await;
+        }
+        a.capture_replay(&all_failed(), "alice", "tok", 10, 2_000).await.unwrap();
+        let job = a.confirm_replay("tok", "alice", "r", 2_001).await.unwrap();
+        assert_eq!(a.replay_chunk(job.id, 1, 2_002).await.unwrap().replayed, 1);
+        // A works it: nobody takes it from a live instance, nor A from itself.
+        for store in [&a, &b, &c] {
+            assert!(store.adopt_replays(2_003).await.unwrap().is_empty());
+        }
+        // A dies: the first to look takes it, once.
+        let now = INSTANCE_TTL + 3_000;
+        for (store, id) in [(&b, "B"), (&c, "C")] {
+            assert!(store.instance_heartbeat(id, now).await.unwrap());
+        }
+        b.retire_dead_instances(now).await.unwrap();
+        let (by_b, by_c) = tokio::join!(b.adopt_replays(now), c.adopt_replays(now));
+        let (by_b, by_c) = (by_b.unwrap(), by_c.unwrap());
+        assert_eq!(by_b.len() + by_c.len(), 1, "adopted once: {by_b:?} {by_c:?}");
+        let (adopter, other) = if by_b.is_empty() { ((&c, "C"), (&b, "B")) } else { ((&b, "B"), (&c, "C")) };
+        assert!(other.0.adopt_replays(now + 1).await.unwrap().is_empty());
+        // Its adopter stops cleanly before finishing: the other takes it at once.
+        adopter.0.instance_stopped(adopter.1, now + 2).await.unwrap();
+        assert_eq!(other.0.adopt_replays(now + 2).await.unwrap(), [job.id], "{} after {}", other.1, adopter.1);
+        assert_eq!(work(other.0, job.id, 10, now + 3).await.0, 1, "the one A had not done");
+        assert!(other.0.adopt_replays(now + 4).await.unwrap().is_empty(), "a finished replay is no one's");
+        assert_eq!(state_and_replays(other.0, "S1").await, (State::Waiting, 1));
+        assert_eq!(state_and_replays(other.0, "S2").await, (State::Waiting, 1));
     }
     }
 

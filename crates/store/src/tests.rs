@@ -897,7 +897,8 @@ async fn a_refused_certno_sends_its_signed_requests_back_while_another_card_is_l
 }
 }
 
-fn instance(id: &str) -> InstanceInfo {
+/// An instance's registration, as `serve` makes it (named `host-{id}`).
+pub(crate) fn instance(id: &str) -> InstanceInfo {
     InstanceInfo {
         id: id.into(),
         name: format!("host-{id}"),

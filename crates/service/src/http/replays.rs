@@ -195,7 +195,8 @@ pub(crate) async fn work(ctx: ApiContext, id: i64) {
 /// Works replay `id` through, [`REPLAY_CHUNK`] requests per transaction,
 /// calling `replayed` after each chunk that replayed some. Ends when nothing
 /// is left, or when the database closes (a stop) or keeps refusing: what is
-/// left is resumed by [`resume_unfinished`] at the next start.
+/// left is adopted ([`adopt_orphans`]) by the next instance to look once this
+/// one has stopped, this one at its next start included.
 async fn work_through(store: &Store, id: i64, replayed: impl Fn()) {
     let mut errors = 0u32;
     loop {
@@ -228,22 +229,25 @@ async fn work_through(store: &Store, id: i64, replayed: impl Fn()) {
     }
 }
 
-/// Resumes, in the background, the confirmed replays that a stop or a crash
-/// cut short; the service calls it once at start.
-pub(crate) fn resume_unfinished(ctx: &ApiContext) {
+/// Adopts the confirmed replays that no live instance works (a stop or a
+/// crash cut them short) and works them through in the background. The
+/// service calls it at its start and at each heartbeat: on several instances
+/// a replay whose instance died goes on within seconds, elsewhere.
+pub(crate) async fn adopt_orphans(ctx: &ApiContext) {
     let ctx = ctx.clone();
-    tokio::spawn(async move { resume(&ctx.store, || ctx.prepare.sweep()).await });
+    match ctx.store.adopt_replays(now_ms()).await {
+        Ok(ids) if ids.is_empty() => {}
+        Ok(ids) => {
+            tokio::spawn(async move { resume(&ctx.store, ids, || ctx.prepare.sweep()).await });
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot look for bulk replays to resume"),
+    }
 }
 
-async fn resume(store: &Store, replayed: impl Fn()) {
-    match store.unfinished_replays().await {
-        Ok(ids) => {
-            for id in ids {
-                tracing::warn!(replay = id, "resuming a bulk replay cut short by a stop");
-                work_through(store, id, &replayed).await;
-            }
-        }
-        Err(e) => tracing::error!(error = %e, "cannot look for bulk replays to resume"),
+async fn resume(store: &Store, ids: Vec<i64>, replayed: impl Fn()) {
+    for id in ids {
+        tracing::warn!(replay = id, "resuming a bulk replay cut short by a stop or a crash");
+        work_through(store, id, &replayed).await;
     }
 }
 
@@ -276,13 +280,15 @@ mod tests {
         let job = store.confirm_replay("token", "alice", "resent", 50).await.unwrap();
         // The process stopped here: confirmed, nothing replayed yet.
         let sweeps = AtomicUsize::new(0);
-        resume(&store, || {
+        let adopted = store.adopt_replays(now_ms()).await.unwrap();
+        assert_eq!(adopted, [job.id]);
+        resume(&store, adopted, || {
             sweeps.fetch_add(1, Ordering::Relaxed);
         })
         .await;
         let done = store.replay_job(job.id, now_ms()).await.unwrap().unwrap();
         assert_eq!((done.status, done.replayed, done.skipped), (ReplayStatus::Finished, 3, 0));
         assert_eq!(sweeps.load(Ordering::Relaxed), 1, "one chunk, one sweep");
-        assert!(store.unfinished_replays().await.unwrap().is_empty());
+        assert!(store.adopt_replays(now_ms()).await.unwrap().is_empty());
     }
 }

@@ -1,8 +1,9 @@
 //! This instance among the others on the database (see the store's
 //! `instances` module): every second it beats, sets its clock to the
 //! database's, declares dead the instances that stopped beating (releasing
-//! what they held), and publishes what it sees of the cards it drives, for
-//! the status of every instance.
+//! what they held), adopts the bulk replays no live instance works, and
+//! publishes what it sees of the cards it drives, for the status of every
+//! instance.
 //!
 //! An instance that finds itself declared dead (it could not beat for
 //! [`INSTANCE_TTL`]: a stall, a cut network) stops: its claims and cards may
@@ -152,6 +153,7 @@ pub(crate) async fn run(ctx: ApiContext, mut shutdown: Shutdown) {
             }
             Err(e) => tracing::warn!(error = %e, "instance: cannot look for dead instances"),
         }
+        crate::http::replays::adopt_orphans(&ctx).await;
         for card in ctx.live.cards().into_iter().filter(|card| card.driven_here) {
             let live = serde_json::to_string(&card).unwrap_or_default();
             match ctx.store.publish_card(&card.name, &me.id, &live, now).await {
