@@ -587,18 +587,18 @@ impl Rig {
     async fn kill(&mut self, planned: PlannedKill, calls_started: Instant) -> Kill {
         self.keep_running(calls_started + planned.not_before).await;
         let spawned_ms = self.serve.spawned_ms;
-        let db = &self.db;
-        let claimed = match planned.aim {
-            Aim::Anywhere => Claimed::read(db, spawned_ms).await,
-            Aim::ClaimedWork => Claimed::aim(db, spawned_ms).await,
+        let aimed = match planned.aim {
+            Aim::Anywhere => None,
+            Aim::ClaimedWork => Some(Claimed::aim(&self.db, spawned_ms).await),
             Aim::FirstSign => {
                 // A Sign holds the card for its latency: the card's counters (in memory), read
-                // every millisecond, see it.
+                // every millisecond, see it. Nothing slower may come between seeing it and the
+                // kill (a read of the database can outlast a Sign).
                 let deadline = Instant::now() + AIM_WITHIN;
                 while self.sign_at_card() != SignAtCard::PinUnproven && Instant::now() < deadline {
                     tokio::time::sleep(Duration::from_millis(1)).await;
                 }
-                Claimed::read(db, spawned_ms).await
+                None
             }
         };
         let sign_at_card = self.sign_at_card();
@@ -606,6 +606,11 @@ impl Rig {
             self.exits.push(format!("start {} exited ({status}) before its kill", self.serve.starts));
         }
         let killed_ms = now_ms();
+        // Until the restart, the dead process's claims stand in the database as it left them.
+        let claimed = match aimed {
+            Some(claimed) => claimed,
+            None => Claimed::read(&self.db, spawned_ms).await,
+        };
         let at = calls_started.elapsed();
         let kill_to_listening = self.start().await;
         Kill { aim: planned.aim, at, claimed, sign_at_card, killed_ms, kill_to_listening }

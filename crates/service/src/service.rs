@@ -90,6 +90,23 @@ impl Service {
         }
         let instance = Arc::new(workers::instance::Instance::new());
         let store = store.as_instance(&instance.id);
+        // Before a port is bound, as on SQLite at the open: by the time the
+        // service answers anyone, what a crashed predecessor on this host left
+        // (its claims, its unproven PINs, now pauses) is dealt with.
+        let predecessors = instance
+            .retire_predecessors(&store)
+            .await
+            .map_err(|source| StartError::Store { path: path.clone(), source })?;
+        for earlier in predecessors {
+            if earlier.released > 0 {
+                tracing::warn!(
+                    released = earlier.released,
+                    instance = earlier.name,
+                    "requests claimed by a process that stopped were released"
+                );
+            }
+            paused_at_start(&earlier.marks);
+        }
         let live = Arc::new(crate::live::Live::new(
             config.signers.iter().map(|s| (s.name.as_str(), s.url.as_str())),
         ));
@@ -153,21 +170,6 @@ impl Service {
             .await
             .map_err(|source| StartError::Store { path: path.clone(), source })?;
         instance.beaten(now_ms());
-        let predecessors = instance
-            .retire_predecessors(&store)
-            .await
-            .map_err(|source| StartError::Store { path: path.clone(), source })?;
-        for earlier in predecessors {
-            if earlier.released > 0 {
-                tracing::warn!(
-                    released = earlier.released,
-                    instance = earlier.name,
-                    "requests claimed by a process that stopped were released"
-                );
-            }
-            paused_at_start(&earlier.marks);
-        }
-
         let health = ctx.health.clone();
         let (writer, writing) = intake::IntakeWriter::start(
             store.clone(),

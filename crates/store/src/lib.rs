@@ -253,7 +253,7 @@ impl Store {
     }
 
     /// Whether this store is the only one working its queue (a service's, on SQLite).
-    pub(crate) fn is_exclusive(&self) -> bool {
+    pub fn is_exclusive(&self) -> bool {
         self.lock.is_some()
     }
 

@@ -46,11 +46,15 @@ impl Instance {
     /// are taken up at once rather than after their heartbeat's TTL. An
     /// instance's name is `host:pid`: one of this host whose process does
     /// not run any more (or whose pid is this one's, not made by it) is gone. Where
-    /// that cannot be told (not Linux), the TTL decides.
+    /// that cannot be told (not Linux), the TTL decides. A store that is
+    /// this process's alone (SQLite) released all that at its open.
     pub async fn retire_predecessors(
         &self,
         store: &customs179_store::Store,
     ) -> Result<Vec<DeadInstance>, StoreError> {
+        if store.is_exclusive() {
+            return Ok(Vec::new());
+        }
         let now = now_ms();
         let host = self.name.rsplit_once(':').map_or(self.name.as_str(), |(host, _)| host);
         let mut retired = Vec::new();
