@@ -344,6 +344,19 @@ async fn malformed_requests_are_refused_with_a_message_and_not_stored() {
             "serviceTime",
         ),
         (
+            // PostgreSQL's text cannot hold a NUL; no store takes an id with a control character.
+            "a NUL in sessionID",
+            format!("openReq={}", url_encode(r#"{"sessionID":"S\u0000x","orderNo":"SO1","serviceTime":1}"#))
+                .into_bytes(),
+            "sessionID holds a control character",
+        ),
+        (
+            "a line break in orderNo",
+            format!("openReq={}", url_encode(r#"{"sessionID":"S1","orderNo":"SO\n1","serviceTime":1}"#))
+                .into_bytes(),
+            "orderNo holds a control character",
+        ),
+        (
             "JSON array",
             format!("openReq={}", url_encode(r#"[{"sessionID":"S1","orderNo":"SO1","serviceTime":1}]"#))
                 .into_bytes(),

@@ -67,6 +67,9 @@ async fn pauses_carry_a_reason_and_a_name_and_every_action_is_audited() {
     assert_eq!(status, StatusCode::BAD_REQUEST, "a pause needs a reason: {answer}");
     let (status, _) = h.post_as(Some(ALICE), "/api/control/uploading/pause", "{\"why\": 1}").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
+    let nul = r#"{"reason": "maintenance\u0000"}"#;
+    let (status, answer) = h.post_as(Some(ALICE), "/api/control/uploading/pause", nul).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "no text holds a NUL: {answer}");
 
     let (status, answer) = h
         .post_as(
@@ -201,10 +204,23 @@ async fn lists_take_every_filter_and_refuse_bad_ones() {
         "limit=0",
         "colour=red",
         "code=20001%0A",
+        // No stored text holds a control character (PostgreSQL's text cannot hold a NUL).
+        "order_no=SO-1%00",
+        "session_id=A-1%00",
+        "session_prefix=A%00",
+        "order_no=SO%0A1",
     ] {
         let (status, answer) = h.get_as(Some(VIEWER), &format!("/api/requests?{bad}")).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {answer}");
         assert!(answer["error"].as_str().is_some_and(|e| !e.is_empty()), "{bad}: {answer}");
+    }
+    for path in ["/api/requests/A-1%00", "/api/requests/A%00/replay"] {
+        let (status, answer) = if path.ends_with("replay") {
+            h.post(path, "{}").await
+        } else {
+            h.get_as(Some(VIEWER), path).await
+        };
+        assert_eq!(status, StatusCode::NOT_FOUND, "{path}: {answer}");
     }
     h.stop().await;
 }

@@ -202,6 +202,17 @@ async fn invalid_bodies_are_refused_with_every_problem_and_store_nothing() {
     assert_eq!(found[0].0, "/payExchangeInfoHead/ebpCode");
     assert!(found[0].1.contains(EBP_CODE), "{answer:#}");
 
+    // A NUL in an id or a free text (PostgreSQL's text cannot hold one; neither store takes it).
+    let mut with_nul = good.clone();
+    with_nul["payExchangeInfoLists"][0]["orderNo"] = json!("SO-VAL-1\u{0}");
+    with_nul["payExchangeInfoHead"]["note"] = json!("note\u{0}");
+    let (status, answer) = h.post_payments(with_nul.to_string()).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
+    let found = problems(&answer);
+    assert_eq!(found.len(), 2, "{answer:#}");
+    assert!(found.iter().all(|(_, message)| message.contains("NUL character")), "{answer:#}");
+    assert!(has_pointer(&found, "/payExchangeInfoLists/0/orderNo"), "{answer:#}");
+
     // Not JSON, nothing at all, an empty array.
     for body in ["this is not json", "", "[]", "{\"payExchangeInfoHead\":"] {
         let (status, answer) = h.post_payments(body).await;

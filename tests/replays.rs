@@ -140,10 +140,17 @@ async fn a_confirmed_replay_acts_only_on_what_its_dry_run_captured_and_once() {
         json!({"session_ids": [], "dry_run": true}),
         json!({"confirm": token, "reason": "x", "dry_run": true}),
         json!({}),
+        // No id holds a control character, no text a NUL (PostgreSQL's text cannot).
+        json!({"session_ids": ["S-B\u{0}"], "dry_run": true}),
+        json!({"group": "g\u{0}", "dry_run": true}),
+        json!({"filter": {"order_no": "SO\u{0}"}, "dry_run": true}),
+        json!({"confirm": token, "reason": "resent\u{0}"}),
     ] {
         let (status, answer) = h.replays_as(ALICE, body.clone()).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {answer}");
     }
+    let (status, answer) = h.replays_as(ALICE, json!({"confirm": "t\u{0}", "reason": "x"})).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "no such token: {answer}");
     assert_eq!(h.get_as(Some(VIEWER), "/api/replays/999").await.0, StatusCode::NOT_FOUND);
     assert_eq!(h.get_as(Some(VIEWER), "/api/replays/x").await.0, StatusCode::NOT_FOUND);
     assert_eq!(h.get_as(None, "/api/failures").await.0, StatusCode::UNAUTHORIZED);

@@ -8,7 +8,8 @@ use crate::json::{self, RawObject};
 /// its sessionID.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OpenReq {
-    /// Opaque; its shape is not validated (spec 1.1).
+    /// Opaque; its shape is not validated (spec 1.1), but for control
+    /// characters, which no id holds and PostgreSQL's text cannot (a NUL).
     pub session_id: String,
     pub order_no: String,
     /// Customs' clock, epoch milliseconds.
@@ -25,6 +26,8 @@ pub enum OpenReqError {
     Missing(&'static str),
     #[error("openReq {0} is empty")]
     Empty(&'static str),
+    #[error("openReq {0} holds a control character (U+0000 to U+001F, U+007F)")]
+    ControlCharacter(&'static str),
     #[error("openReq {0} must be a JSON string, not {1}")]
     NotAString(&'static str, &'static str),
     #[error("openReq serviceTime must be epoch milliseconds, as a number or a string of digits")]
@@ -47,6 +50,9 @@ impl OpenReq {
             let value = json::raw_string(raw).ok_or(OpenReqError::NotAString(key, json::type_name(raw)))?;
             if value.is_empty() {
                 return Err(OpenReqError::Empty(key));
+            }
+            if value.chars().any(|c| c.is_ascii_control()) {
+                return Err(OpenReqError::ControlCharacter(key));
             }
             Ok(value)
         };
@@ -99,6 +105,9 @@ mod tests {
             (r#"{"sessionID":"A","orderNo":"B"}"#, Missing("serviceTime")),
             (r#"{"sessionID":"","orderNo":"B","serviceTime":1}"#, Empty("sessionID")),
             (r#"{"sessionID":"A","orderNo":"","serviceTime":1}"#, Empty("orderNo")),
+            (r#"{"sessionID":"A\u0000","orderNo":"B","serviceTime":1}"#, ControlCharacter("sessionID")),
+            (r#"{"sessionID":"A","orderNo":"B\tC","serviceTime":1}"#, ControlCharacter("orderNo")),
+            (r#"{"sessionID":"A\u007f","orderNo":"B","serviceTime":1}"#, ControlCharacter("sessionID")),
             (r#"{"sessionID":5,"orderNo":"B","serviceTime":1}"#, NotAString("sessionID", "a number")),
             (r#"{"sessionID":"A","orderNo":null,"serviceTime":1}"#, NotAString("orderNo", "null")),
             (r#"{"sessionID":"A","orderNo":"B","serviceTime":-1}"#, BadServiceTime),

@@ -333,6 +333,12 @@ impl Walker<'_> {
             self.problem(&at, "must not be empty");
             return None;
         }
+        // No payment data holds one, and it would end the text in many a C program (and
+        // PostgreSQL's text cannot hold it).
+        if text.contains('\0') {
+            self.problem(&at, "holds a NUL character (U+0000), which no field may");
+            return None;
+        }
         Some(text)
     }
 

@@ -191,6 +191,18 @@ fn text(min: usize, max: usize) -> impl Strategy<Value = String> {
     prop::collection::vec(interesting, min..=max).prop_map(|chars| chars.into_iter().collect())
 }
 
+/// A record's text: [`text`] without a NUL, which no field may hold (each drawn is put
+/// back as U+001F).
+fn field_text(min: usize, max: usize) -> impl Strategy<Value = String> {
+    text(min, max).prop_map(|s| s.replace('\0', "\u{1f}"))
+}
+
+/// An id as customs may send one: [`text`] without control characters,
+/// which an id never holds (each drawn is put back as a middle dot).
+fn id_text(min: usize, max: usize) -> impl Strategy<Value = String> {
+    text(min, max).prop_map(|s| s.chars().map(|c| if c.is_ascii_control() { '·' } else { c }).collect())
+}
+
 /// A JSON string token, including escapes serde_json reads and lone
 /// surrogates (`\ud800`), which a raw JSON value lets through.
 fn json_string() -> impl Strategy<Value = String> {
@@ -483,19 +495,24 @@ fn guid() -> impl Strategy<Value = Guid> {
 }
 
 fn goods_item() -> impl Strategy<Value = GoodsItem> {
-    (text(1, 12), text(1, 30)).prop_map(|(gname, item_link)| GoodsItem { gname, item_link })
+    (field_text(1, 12), field_text(1, 30)).prop_map(|(gname, item_link)| GoodsItem { gname, item_link })
 }
 
 fn order(index: usize) -> impl Strategy<Value = PayOrder> {
-    (text(1, 10), prop::collection::vec(goods_item(), 1..3), text(1, 20), text(0, 18), text(1, 30)).prop_map(
-        move |(order_no, goods_info, recp_account, recp_code, recp_name)| PayOrder {
+    (
+        field_text(1, 10),
+        prop::collection::vec(goods_item(), 1..3),
+        field_text(1, 20),
+        field_text(0, 18),
+        field_text(1, 30),
+    )
+        .prop_map(move |(order_no, goods_info, recp_account, recp_code, recp_name)| PayOrder {
             order_no: format!("{index}-{order_no}"),
             goods_info,
             recp_account,
             recp_code,
             recp_name,
-        },
-    )
+        })
 }
 
 /// A trading time that exists, leap days included.
@@ -515,7 +532,7 @@ fn trading_time() -> impl Strategy<Value = String> {
 fn record() -> impl Strategy<Value = PaymentRecord> {
     let head = (
         guid(),
-        (text(1, 60), text(1, 60), text(1, 18), text(1, 18), text(1, 60)),
+        (field_text(1, 60), field_text(1, 60), field_text(1, 18), field_text(1, 18), field_text(1, 60)),
         0u64..10_000_000_000_000_000_000,
         (0u32..1000).prop_map(|n| format!("{n:03}")),
         prop::sample::select(vec![VerDept::UnionPay, VerDept::NetsUnion, VerDept::Other]),
@@ -526,7 +543,7 @@ fn record() -> impl Strategy<Value = PaymentRecord> {
             PayType::Other,
         ])),
         trading_time(),
-        text(0, 40),
+        field_text(0, 40),
     );
     let lists = (1usize..4).prop_flat_map(|n| (0..n).map(order).collect::<Vec<_>>());
     (head, lists).prop_map(
@@ -762,7 +779,7 @@ proptest! {
 
     #[test]
     fn valid_open_reqs_are_accepted_however_written(
-        req in (text(1, 40), text(1, 40), any::<u64>())
+        req in (id_text(1, 40), id_text(1, 40), any::<u64>())
             .prop_map(|(session_id, order_no, service_time)| OpenReq { session_id, order_no, service_time }),
         time_as_string in any::<bool>(),
         extra in prop::collection::vec((text(0, 8), nasty_value()), 0..4),

@@ -93,6 +93,18 @@ fn required_text_must_not_be_empty() {
 }
 
 #[test]
+fn no_text_may_hold_a_nul() {
+    let nul = "holds a NUL character (U+0000)";
+    refused(|d| order(d)["orderNo"] = json!("SO\u{0}1"), "/payExchangeInfoLists/0/orderNo", nul);
+    refused(|d| head(d)["note"] = json!("a\u{0}"), "/payExchangeInfoHead/note", nul);
+    refused(
+        |d| order(d)["goodsInfo"][0]["gname"] = json!("\u{0}"),
+        "/payExchangeInfoLists/0/goodsInfo/0/gname",
+        nul,
+    );
+}
+
+#[test]
 fn lengths_count_unicode_characters() {
     // 250 CJK characters are 750 bytes and still fit gname's C..250.
     let mut doc = valid();

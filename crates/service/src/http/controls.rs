@@ -13,8 +13,8 @@ use axum::{Json, Router};
 use customs179_store::{AuditEntry, CardPause, Pause, Stage};
 use serde::{Deserialize, Serialize};
 
-use super::ApiError;
 use super::admin::{Caller, authorize};
+use super::{ApiError, stored_text};
 use crate::context::{ApiContext, now_ms};
 
 pub(crate) fn router() -> Router<ApiContext> {
@@ -42,7 +42,8 @@ fn reason_of(body: &Bytes) -> Result<Option<String>, ApiError> {
     }
     let Reason { reason } = serde_json::from_slice(body)
         .map_err(|e| ApiError::BadRequest(format!("the body must be {{\"reason\": \"...\"}}: {e}")))?;
-    Ok(reason.map(|r| r.trim().to_owned()).filter(|r| !r.is_empty()))
+    let reason = reason.map(|r| r.trim().to_owned()).filter(|r| !r.is_empty());
+    reason.map(|r| stored_text("reason", &r).map(str::to_owned)).transpose()
 }
 
 fn stage_of(stage: &str) -> Result<Stage, ApiError> {

@@ -26,6 +26,34 @@ pub(crate) enum ApiError {
     Store(#[from] customs179_store::StoreError),
 }
 
+/// Whether `text` can be an id the service keeps (a sessionID, an order
+/// number): none holds a control character (intake and the payments API
+/// refuse them), so a lookup of one need not reach the database, where
+/// PostgreSQL would refuse a NUL.
+pub(crate) fn may_be_id(text: &str) -> bool {
+    !text.chars().any(|c| c.is_ascii_control())
+}
+
+/// `value` of parameter `name`, when it can be an id ([`may_be_id`]).
+pub(crate) fn id_param(name: &str, value: Option<String>) -> Result<Option<String>, ApiError> {
+    match value {
+        Some(text) if !may_be_id(&text) => {
+            Err(ApiError::BadRequest(format!("{name} holds a control character, which no id does")))
+        }
+        value => Ok(value),
+    }
+}
+
+/// `text` (parameter `name`) when it holds no NUL, which no stored text may.
+pub(crate) fn stored_text<'a>(name: &str, text: &'a str) -> Result<&'a str, ApiError> {
+    if text.contains('\0') {
+        return Err(ApiError::BadRequest(format!(
+            "{name} holds a NUL character (U+0000), which no text may"
+        )));
+    }
+    Ok(text)
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let message = self.to_string();

@@ -19,8 +19,8 @@ use customs179_store::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::ApiError;
 use super::admin::{Caller, authorize};
+use super::{ApiError, id_param, may_be_id, stored_text};
 use crate::context::{ApiContext, now_ms};
 
 pub(crate) fn router() -> Router<ApiContext> {
@@ -103,6 +103,10 @@ async fn replays(
                 "a bulk replay needs a reason: {\"confirm\": TOKEN, \"reason\": \"...\"}".into(),
             )
         })?;
+        let reason = stored_text("reason", reason)?;
+        if !may_be_id(token) {
+            return Err(refusal(ReplayError::UnknownToken));
+        }
         let job = ctx.store.confirm_replay(token, &actor.name, reason, now).await.map_err(refusal)?;
         tracing::warn!(
             replay = job.id,
@@ -144,9 +148,15 @@ fn selection_of(body: ReplayBody) -> Result<ReplaySelection, ApiError> {
         if ids.is_empty() {
             return Err(ApiError::BadRequest("session_ids is empty".into()));
         }
+        if let Some(bad) = ids.iter().find(|id| !may_be_id(id)) {
+            return Err(ApiError::BadRequest(format!("session_ids holds {bad:?}, with a control character")));
+        }
         return Ok(ReplaySelection::SessionIds(ids));
     }
     if let Some(group) = group {
+        if !may_be_id(&group) {
+            return Err(ApiError::BadRequest(format!("group {group:?} holds a control character")));
+        }
         return Ok(ReplaySelection::Group(group));
     }
     let FilterBody { state, since, until, order_no } =
@@ -162,7 +172,8 @@ fn selection_of(body: ReplayBody) -> Result<ReplaySelection, ApiError> {
     {
         return Err(ApiError::BadRequest(format!("since ({since}) must be before until ({until})")));
     }
-    Ok(ReplaySelection::Filter(ReplayFilter { since, until, order_no: order_no.filter(|o| !o.is_empty()) }))
+    let order_no = id_param("order_no", order_no.filter(|o| !o.is_empty()))?;
+    Ok(ReplaySelection::Filter(ReplayFilter { since, until, order_no }))
 }
 
 fn refusal(e: ReplayError) -> ApiError {

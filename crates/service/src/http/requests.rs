@@ -7,8 +7,8 @@ use axum::{Json, Router};
 use customs179_store::{ListFilter, RequestDetail, RequestPage, Sort, State as QueueState};
 use serde::{Deserialize, Serialize};
 
-use super::ApiError;
 use super::admin::{Caller, authorize};
+use super::{ApiError, id_param, may_be_id};
 use crate::context::{ApiContext, now_ms};
 
 const DEFAULT_LIMIT: i64 = 50;
@@ -110,16 +110,16 @@ async fn list(
     let at_risk_ms = ctx.config.customs.at_risk_ms();
     let filter = ListFilter {
         state,
-        order_no: given(query.order_no),
-        session_id: given(query.session_id),
-        session_prefix: given(query.session_prefix),
+        order_no: id_param("order_no", given(query.order_no))?,
+        session_id: id_param("session_id", given(query.session_id))?,
+        session_prefix: id_param("session_prefix", given(query.session_prefix))?,
         since,
         until,
         late: flag("late", query.late)?,
         at_risk_within: flag("at_risk", query.at_risk)?.then_some(at_risk_ms),
         code,
         sort,
-        after: given(query.after),
+        after: id_param("after", given(query.after))?,
         limit,
     };
     Ok(Json(ctx.store.list_requests(&filter, now_ms()).await?))
@@ -131,9 +131,11 @@ async fn detail(
     Path(session_id): Path<String>,
 ) -> Result<Json<RequestDetail>, ApiError> {
     authorize(&ctx, &headers, Caller::Viewer)?;
-    ctx.store
-        .request_detail(&session_id, now_ms())
-        .await?
+    let detail = match may_be_id(&session_id) {
+        true => ctx.store.request_detail(&session_id, now_ms()).await?,
+        false => None,
+    };
+    detail
         .map(Json)
         .ok_or_else(|| ApiError::NotFound(format!("customs never asked for sessionID {session_id:?}")))
 }
@@ -154,7 +156,11 @@ async fn replay(
 ) -> Result<Json<Replayed>, ApiError> {
     let actor = authorize(&ctx, &headers, Caller::Operator)?;
     let now = now_ms();
-    match ctx.store.replay(&session_id, now).await? {
+    let replayed = match may_be_id(&session_id) {
+        true => ctx.store.replay(&session_id, now).await?,
+        false => None,
+    };
+    match replayed {
         None => Err(ApiError::NotFound(format!("customs never asked for sessionID {session_id:?}"))),
         Some(Err(state)) => Err(ApiError::Conflict(vec![format!(
             "request {session_id} is {}: only failed or delivered requests can be replayed",
