@@ -5,7 +5,9 @@
 //!
 //! The fill runs on tmpfs (`/dev/shm`: the store syncs every commit, which is free there) and is
 //! cached in `target/million-db/` with a marker of the row count and migrations it was built
-//! with; a later run with the same marker reuses it. Every run measures a fresh copy on disk.
+//! with; a later run with the same count reuses it when those migrations are today's or a
+//! beginning of them (the service applies the newer ones on opening it, as on an upgrade).
+//! Every run measures a fresh copy on disk.
 //!
 //! `--store postgres` does the same on PostgreSQL (`POSTGRES_TEST_URL`, by default the machine's
 //! `test` database): the fill goes to a schema of its own (`customs179_million_N`, kept, with its
@@ -476,7 +478,7 @@ fn migrations(store: Backend) -> Vec<String> {
     names
 }
 
-/// What the cached database was built with; a database built otherwise is built again.
+/// What the cached database was built with: the fill's version and size, and the migrations.
 fn marker_text(store: Backend, requests: u64) -> String {
     format!("fill {FILL_VERSION}\nrequests {requests}\nmigrations {}\n", migrations(store).join(" "))
 }
@@ -486,15 +488,49 @@ fn marker_value(rest: &str, key: &str) -> Option<f64> {
     rest.lines().find_map(|line| line.strip_prefix(key)?.trim().parse().ok())
 }
 
-/// The end of history and how long the fill took of the cached fill `marker` tells of, when
-/// it was built as `wanted` says (and `--rebuild` was not asked for).
-fn cached_fill(o: &Options, marker: &Path, wanted: &str) -> Option<(i64, f64)> {
+/// A cached fill that can be measured.
+struct CachedFill {
+    end: i64,
+    took: f64,
+    /// Migrations newer than the fill: applied when the service opens it, as on an upgrade.
+    newer: Vec<String>,
+}
+
+/// The cached fill `marker` tells of, when it was made by this fill at this size with the
+/// migrations of today or a beginning of them (and `--rebuild` was not asked for).
+fn cached_fill(o: &Options, store: Backend, marker: &Path) -> Option<CachedFill> {
     if o.rebuild {
         return None;
     }
     let text = std::fs::read_to_string(marker).ok()?;
-    let rest = text.strip_prefix(wanted)?;
-    Some((marker_value(rest, "history_end ")? as i64, marker_value(rest, "fill_secs ")?))
+    let rest = text.strip_prefix(&format!("fill {FILL_VERSION}\nrequests {}\n", o.requests))?;
+    let (built, rest) = rest.strip_prefix("migrations ")?.split_once('\n')?;
+    let built: Vec<&str> = built.split(' ').collect();
+    let now = migrations(store);
+    if built.len() > now.len() || built.iter().zip(&now).any(|(built, now)| built != now) {
+        return None;
+    }
+    Some(CachedFill {
+        end: marker_value(rest, "history_end ")? as i64,
+        took: marker_value(rest, "fill_secs ")?,
+        newer: now[built.len()..].to_vec(),
+    })
+}
+
+/// Says which cached fill a run measures.
+fn reusing(what: &str, o: &Options, cached: &CachedFill) {
+    let upgraded = if cached.newer.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "; made before the migrations {}, which the service applies on opening it",
+            cached.newer.join(", ")
+        )
+    };
+    println!(
+        "reusing {what} of {} requests (its fill took {:.0} s{upgraded}; --rebuild fills it again)",
+        o.requests, cached.took
+    );
 }
 
 /// Records a fill built as `wanted` says, ending at `end`, that took `took` s.
@@ -509,13 +545,9 @@ async fn filled(o: &Options) -> (PathBuf, i64) {
     let db = o.keep.join("customs179.sqlite");
     let marker = o.keep.join("marker.txt");
     let wanted = marker_text(Backend::Sqlite, o.requests);
-    if let Some((end, took)) = cached_fill(o, &marker, &wanted).filter(|_| db.exists()) {
-        println!(
-            "reusing the database of {} requests in {} (its fill took {took:.0} s; --rebuild fills it again)",
-            o.requests,
-            db.display()
-        );
-        return (db, end);
+    if let Some(cached) = cached_fill(o, Backend::Sqlite, &marker).filter(|_| db.exists()) {
+        reusing(&format!("the database {}", db.display()), o, &cached);
+        return (db, cached.end);
     }
     let _ = std::fs::remove_file(&marker);
     let shm = PathBuf::from(format!("/dev/shm/customs179-million-fill-{}", std::process::id()));
@@ -570,12 +602,9 @@ async fn filled_postgres(o: &Options) -> (common::postgres::Schema, i64) {
         .fetch_one(&mut admin)
         .await
         .unwrap();
-    if let Some((end, took)) = cached_fill(o, &marker, &wanted).filter(|_| exists) {
-        println!(
-            "reusing the schema {} of {} requests (its fill took {took:.0} s; --rebuild fills it again)",
-            schema.name, o.requests
-        );
-        return (schema, end);
+    if let Some(cached) = cached_fill(o, Backend::Postgres, &marker).filter(|_| exists) {
+        reusing(&format!("the schema {}", schema.name), o, &cached);
+        return (schema, cached.end);
     }
     let _ = std::fs::remove_file(&marker);
     if exists {
