@@ -410,3 +410,57 @@ async fn a_bulk_replay_whose_instance_died_is_finished_by_another() {
     b.terminate(Duration::from_secs(20)).await;
     schema.drop_now().await;
 }
+
+/// Customs in the status of either instance is the whole system's: each instance counts its
+/// own uploads' answers and publishes them with its heartbeat, and each status adds the
+/// others' to its own. Both show the same answers, as many as the uploads in the database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_of_either_instance_counts_every_instances_uploads() {
+    const CALLS: usize = 30;
+    let schema = Schema::create().await;
+    let cards = [start_card("card-a").await, start_card("card-b").await];
+    let (customs, _certs) = start_customs(&cards).await;
+    let toml = instance_toml(&cards, &customs);
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut a = ServeProcess::configure(dir_a.path(), &toml).on_schema(Some(&schema));
+    let mut b = ServeProcess::configure(dir_b.path(), &toml).on_schema(Some(&schema));
+    a.start().await;
+    b.start().await;
+    for n in 0..CALLS {
+        let (order_no, session_id) = (format!("O-{n}"), format!("S-{n:02}"));
+        let (calls, pays) = if n % 2 == 0 { (&a, &b) } else { (&b, &a) };
+        calls.customs_call(&order_no, &session_id).await;
+        pays.platform_pays(&format!("T-{n}"), &[&order_no]).await;
+    }
+    let count = |sql: &'static str| {
+        let schema = schema.clone();
+        async move {
+            let rows: Vec<(i64,)> = common::query_rows(std::path::Path::new(""), Some(&schema), sql).await;
+            rows[0].0
+        }
+    };
+    eventually("every request delivered", Duration::from_secs(60), || async {
+        let delivered = count("SELECT COUNT(*) FROM requests WHERE state = 'delivered'").await;
+        if delivered == CALLS as i64 { Ok(()) } else { Err(format!("{delivered} delivered")) }
+    })
+    .await;
+    let uploads = count("SELECT COUNT(*) FROM attempts WHERE step = 'upload'").await;
+    // Each has published its last answers within a heartbeat.
+    let (seen_a, seen_b) =
+        eventually("both statuses count every upload", Duration::from_secs(10), || async {
+            let answers = |status: Value| status["customs"]["answers_last_hour"].clone();
+            let (seen_a, seen_b) = (answers(a.get("/api/status").await), answers(b.get("/api/status").await));
+            let total =
+                |seen: &Value| seen.as_object().unwrap().values().map(|n| n.as_i64().unwrap()).sum::<i64>();
+            if total(&seen_a) == uploads && seen_a == seen_b {
+                Ok((seen_a, seen_b))
+            } else {
+                Err(format!("A {seen_a}, B {seen_b}, {uploads} uploads"))
+            }
+        })
+        .await;
+    assert_eq!(seen_a["10000"], json!(CALLS), "{seen_a} {seen_b}");
+    a.terminate(Duration::from_secs(20)).await;
+    b.terminate(Duration::from_secs(20)).await;
+    schema.drop_now().await;
+}

@@ -1,7 +1,7 @@
 //! What the workers last saw of the card and of customs, for the status:
 //! kept in memory (it is this process's view, and starts empty). What the
-//! other instances see of the cards they drive comes from the database
-//! ([`system_cards`]).
+//! other instances see of the cards they drive, and of customs, comes from
+//! the database ([`system_cards`], [`customs_of_others`]).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Mutex, PoisonError};
@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 /// the second, whatever minute it straddles.
 const WINDOW_SECONDS: i64 = 3_600;
 const SECOND_MS: i64 = 1_000;
+const MINUTE_MS: i64 = 60_000;
 
 /// One card, as the signer that drives it last saw it.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -60,6 +61,16 @@ pub(crate) struct CustomsView {
     pub last_success_at: Option<Millis>,
     /// Uploads per answer code in the last hour ("http 503", "timeout"… for answers without one).
     pub answers_last_hour: BTreeMap<String, u64>,
+}
+
+/// What an instance shares of customs with the others, with each heartbeat:
+/// its answers of the last hour counted per minute (the others' answers are
+/// known to the minute, this instance's own to the second).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub(crate) struct CustomsShared {
+    pub last_success_at: Option<Millis>,
+    /// (minute, answer code, whether it stored the upload, uploads), oldest first.
+    pub answers: Vec<(i64, String, bool, u64)>,
 }
 
 #[derive(Default)]
@@ -160,24 +171,72 @@ impl Live {
         }
     }
 
-    /// Answers that stored nothing within the last `window` ms (counted by
-    /// whole seconds, at most the last hour).
-    pub fn customs_errors(&self, now: Millis, window: Millis) -> u64 {
+    /// Answers that stored nothing within the last `window` ms: this
+    /// instance's counted by whole seconds, the `others`' by whole minutes
+    /// (each minute that overlaps the window), at most the last hour.
+    pub fn customs_errors(&self, now: Millis, window: Millis, others: &[CustomsShared]) -> u64 {
         let customs = self.customs.lock().unwrap_or_else(PoisonError::into_inner);
-        let second = now.div_euclid(SECOND_MS);
-        let from = second - (window.div_euclid(SECOND_MS)).clamp(0, WINDOW_SECONDS - 1);
-        customs.answers.iter().filter(|(s, _, stored, _)| *s >= from && !stored).map(|(_, _, _, n)| n).sum()
+        let window = window.clamp(0, WINDOW_SECONDS * SECOND_MS - SECOND_MS);
+        let from = now.div_euclid(SECOND_MS) - window.div_euclid(SECOND_MS);
+        let own: u64 = customs
+            .answers
+            .iter()
+            .filter(|(s, _, stored, _)| *s >= from && !stored)
+            .map(|(_, _, _, n)| n)
+            .sum();
+        let from_minute = (now - window).div_euclid(MINUTE_MS);
+        let theirs = others.iter().flat_map(|other| &other.answers);
+        own + theirs
+            .filter(|(m, _, stored, _)| *m >= from_minute && !stored)
+            .map(|(_, _, _, n)| n)
+            .sum::<u64>()
     }
 
-    pub fn customs(&self, now: Millis) -> CustomsView {
+    /// The last hour of customs: this instance's answers and the `others'`.
+    pub fn customs(&self, now: Millis, others: &[CustomsShared]) -> CustomsView {
         let customs = self.customs.lock().unwrap_or_else(PoisonError::into_inner);
         let since = now.div_euclid(SECOND_MS) - WINDOW_SECONDS;
         let mut answers_last_hour = BTreeMap::new();
         for (_, code, _, n) in customs.answers.iter().filter(|(s, _, _, _)| *s > since) {
             *answers_last_hour.entry(code.clone()).or_insert(0) += n;
         }
-        CustomsView { last_success_at: customs.last_success_at, answers_last_hour }
+        let since_minute = now.div_euclid(MINUTE_MS) - WINDOW_SECONDS / 60;
+        for (_, code, _, n) in others.iter().flat_map(|o| &o.answers).filter(|(m, _, _, _)| *m > since_minute)
+        {
+            *answers_last_hour.entry(code.clone()).or_insert(0) += n;
+        }
+        let last_success_at =
+            others.iter().map(|o| o.last_success_at).fold(customs.last_success_at, std::cmp::max);
+        CustomsView { last_success_at, answers_last_hour }
     }
+
+    /// What this instance shares of customs ([`CustomsShared`]).
+    pub fn customs_shared(&self) -> CustomsShared {
+        let customs = self.customs.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut answers: Vec<(i64, String, bool, u64)> = Vec::new();
+        for (second, code, stored, n) in &customs.answers {
+            let minute = (second * SECOND_MS).div_euclid(MINUTE_MS);
+            let this_minute = answers.iter_mut().rev().take_while(|(m, _, _, _)| *m == minute);
+            match this_minute.into_iter().find(|(_, c, s, _)| c == code && s == stored) {
+                Some((_, _, _, count)) => *count += n,
+                None => answers.push((minute, code.clone(), *stored, *n)),
+            }
+        }
+        CustomsShared { last_success_at: customs.last_success_at, answers }
+    }
+}
+
+/// What the instances other than this one (those alive, and those stopped in
+/// the last hour) published of customs; an unreadable view is left out.
+pub(crate) fn customs_of_others(
+    me: &str,
+    instances: &[customs179_store::InstanceView],
+) -> Vec<CustomsShared> {
+    instances
+        .iter()
+        .filter(|instance| instance.id != me)
+        .filter_map(|instance| serde_json::from_str(instance.customs.as_deref()?).ok())
+        .collect()
 }
 
 /// Every card of the system: those this instance drives as it sees them,
@@ -225,14 +284,14 @@ mod tests {
         live.customs_answered("10000", true, 1_000);
         live.customs_answered("20000", false, 1_500);
         live.customs_answered("10000", true, 60_000);
-        let view = live.customs(60_010);
+        let view = live.customs(60_010, &[]);
         assert_eq!(view.answers_last_hour, BTreeMap::from([("10000".into(), 2), ("20000".into(), 1)]));
         assert_eq!(view.last_success_at, Some(60_000));
         // An hour on, the first second has gone.
-        let later = live.customs(hour + 1_010);
+        let later = live.customs(hour + 1_010, &[]);
         assert_eq!(later.answers_last_hour, BTreeMap::from([("10000".into(), 1)]));
         live.customs_answered("20004", false, 3 * hour);
-        assert_eq!(live.customs(3 * hour).answers_last_hour, BTreeMap::from([("20004".into(), 1)]));
+        assert_eq!(live.customs(3 * hour, &[]).answers_last_hour, BTreeMap::from([("20004".into(), 1)]));
     }
 
     #[test]
@@ -243,10 +302,47 @@ mod tests {
         live.customs_answered("10000", true, 10 * minute);
         live.customs_answered("20000", false, 10 * minute + 1);
         live.customs_answered("transport", false, 12 * minute);
-        assert_eq!(live.customs_errors(12 * minute, 10 * minute), 2, "the first is 12 minutes old");
-        assert_eq!(live.customs_errors(12 * minute, 20 * minute), 3);
-        assert_eq!(live.customs_errors(12 * minute, 0), 1, "the current second only");
-        assert_eq!(live.customs_errors(80 * minute, 10 * minute), 0);
+        assert_eq!(live.customs_errors(12 * minute, 10 * minute, &[]), 2, "the first is 12 minutes old");
+        assert_eq!(live.customs_errors(12 * minute, 20 * minute, &[]), 3);
+        assert_eq!(live.customs_errors(12 * minute, 0, &[]), 1, "the current second only");
+        assert_eq!(live.customs_errors(80 * minute, 10 * minute, &[]), 0);
+    }
+
+    #[test]
+    fn the_others_answers_count_with_ours_by_the_minute() {
+        let minute = 60 * SECOND_MS;
+        let theirs = Live::new([("card", "ws://x/")]);
+        theirs.customs_answered("10000", true, 10 * minute + 1_000);
+        theirs.customs_answered("10000", true, 10 * minute + 2_000);
+        theirs.customs_answered("HTTP 503", false, 10 * minute + 3_000);
+        theirs.customs_answered("HTTP 503", false, 11 * minute);
+        let shared = theirs.customs_shared();
+        assert_eq!(
+            shared.answers,
+            [
+                (10, "10000".to_owned(), true, 2),
+                (10, "HTTP 503".to_owned(), false, 1),
+                (11, "HTTP 503".to_owned(), false, 1)
+            ]
+        );
+        // Published as JSON with the heartbeat, read back by another instance.
+        let shared: CustomsShared = serde_json::from_str(&serde_json::to_string(&shared).unwrap()).unwrap();
+        let ours = Live::new([("card", "ws://x/")]);
+        ours.customs_answered("20000", false, 11 * minute + 500);
+        let others = [shared];
+        let view = ours.customs(11 * minute + 1_000, &others);
+        assert_eq!(
+            view.answers_last_hour,
+            BTreeMap::from([("10000".into(), 2), ("20000".into(), 1), ("HTTP 503".into(), 2)])
+        );
+        assert_eq!(view.last_success_at, Some(10 * minute + 2_000));
+        // Ours to the second (ours at 11:00.5 is out of the last 30 s at 11:40); theirs by
+        // each minute the window overlaps.
+        let at = 11 * minute + 40 * SECOND_MS;
+        assert_eq!(ours.customs_errors(at, 30 * SECOND_MS, &others), 1, "their minute 11");
+        assert_eq!(ours.customs_errors(at, 2 * minute, &others), 3, "ours, and their minutes 10 and 11");
+        let hour_on = ours.customs(71 * minute, &others);
+        assert!(hour_on.answers_last_hour.is_empty(), "{hour_on:?}");
     }
 
     #[test]
@@ -257,9 +353,9 @@ mod tests {
         live.customs_answered("transport", false, 3 * minute - 200);
         live.customs_answered("10000", true, 3 * minute + 100);
         live.customs_answered("transport", false, 3 * minute + 300);
-        assert_eq!(live.customs_errors(3 * minute + 500, 4 * SECOND_MS), 3);
-        assert_eq!(live.customs_errors(3 * minute + 500, SECOND_MS), 2, "the last second and this one");
-        assert_eq!(live.customs_errors(3 * minute + 5_000, 4 * SECOND_MS), 0, "all older than 4 s");
+        assert_eq!(live.customs_errors(3 * minute + 500, 4 * SECOND_MS, &[]), 3);
+        assert_eq!(live.customs_errors(3 * minute + 500, SECOND_MS, &[]), 2, "the last second and this one");
+        assert_eq!(live.customs_errors(3 * minute + 5_000, 4 * SECOND_MS, &[]), 0, "all older than 4 s");
     }
 
     #[test]

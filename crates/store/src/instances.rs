@@ -58,6 +58,9 @@ pub struct InstanceView {
     pub stop_reason: Option<String>,
     /// Beating, and not stopped.
     pub alive: bool,
+    /// What it saw of customs at its last heartbeat, as it published it.
+    #[serde(skip)]
+    pub customs: Option<String>,
 }
 
 /// An instance found dead, and what it left.
@@ -204,14 +207,18 @@ impl Store {
 
     /// Beats for instance `id`. False when it was declared dead meanwhile
     /// (or stopped): its claims and cards may be another's now, and it must
-    /// stop working.
-    pub async fn instance_heartbeat(&self, id: &str, now: Millis) -> Result<bool, StoreError> {
+    /// stop working. `customs` (JSON, the service's to read) is what it saw
+    /// of customs, for the others' status ([`InstanceView::customs`]).
+    pub async fn instance_heartbeat(&self, id: &str, customs: &str, now: Millis) -> Result<bool, StoreError> {
         on_db!(self, pool, d => {
-            let beat = sqlx::query("UPDATE instances SET heartbeat_at = $1 WHERE id = $2 AND stopped_at IS NULL")
-                .bind(now)
-                .bind(id)
-                .execute(pool)
-                .await?;
+            let beat = sqlx::query(
+                "UPDATE instances SET heartbeat_at = $1, customs = $3 WHERE id = $2 AND stopped_at IS NULL",
+            )
+            .bind(now)
+            .bind(id)
+            .bind(customs)
+            .execute(pool)
+            .await?;
             Ok(beat.rows_affected() == 1)
         })
     }
@@ -294,9 +301,9 @@ impl Store {
     /// the oldest first.
     pub async fn instances(&self, now: Millis, recent: Millis) -> Result<Vec<InstanceView>, StoreError> {
         on_db!(self, pool, d => {
-            type Row = (String, String, String, String, String, Millis, Millis, Option<Millis>, Option<String>, bool);
+            type Row = (String, String, String, String, String, Millis, Millis, Option<Millis>, Option<String>, bool, Option<String>);
             let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                "SELECT id, name, version, intake, admin, started_at, heartbeat_at, stopped_at, stop_reason, {}
+                "SELECT id, name, version, intake, admin, started_at, heartbeat_at, stopped_at, stop_reason, {}, customs
                  FROM instances i WHERE stopped_at IS NULL OR stopped_at >= $1 - $2 ORDER BY started_at, id",
                 alive("i")
             )))
@@ -306,8 +313,8 @@ impl Store {
             .await?;
             Ok(rows
                 .into_iter()
-                .map(|(id, name, version, intake, admin, started_at, heartbeat_at, stopped_at, stop_reason, alive)| {
-                    InstanceView { id, name, version, intake, admin, started_at, heartbeat_at, stopped_at, stop_reason, alive }
+                .map(|(id, name, version, intake, admin, started_at, heartbeat_at, stopped_at, stop_reason, alive, customs)| {
+                    InstanceView { id, name, version, intake, admin, started_at, heartbeat_at, stopped_at, stop_reason, alive, customs }
                 })
                 .collect())
         })

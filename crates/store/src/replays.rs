@@ -1229,7 +1229,7 @@ mod tests {
         // A dies: the first to look takes it, once.
         let now = INSTANCE_TTL + 3_000;
         for (store, id) in [(&b, "B"), (&c, "C")] {
-            assert!(store.instance_heartbeat(id, now).await.unwrap());
+            assert!(store.instance_heartbeat(id, "{}", now).await.unwrap());
         }
         b.retire_dead_instances(now).await.unwrap();
         let (by_b, by_c) = tokio::join!(b.adopt_replays(now), c.adopt_replays(now));

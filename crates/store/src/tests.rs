@@ -919,9 +919,9 @@ async fn a_dead_instance_loses_its_claims_and_a_live_one_keeps_them(f) {
     assert_eq!(b.live_instances(1_000).await.unwrap(), 2);
 
     // B beats, A does not: within the TTL nothing changes, after it A is dead.
-    assert!(b.instance_heartbeat("B", INSTANCE_TTL - 1).await.unwrap());
+    assert!(b.instance_heartbeat("B", "{}", INSTANCE_TTL - 1).await.unwrap());
     assert!(b.retire_dead_instances(INSTANCE_TTL - 1).await.unwrap().is_empty(), "alive for the TTL");
-    assert!(b.instance_heartbeat("B", INSTANCE_TTL + 1).await.unwrap());
+    assert!(b.instance_heartbeat("B", r#"{"seen":1}"#, INSTANCE_TTL + 1).await.unwrap());
     let dead = b.retire_dead_instances(INSTANCE_TTL + 1).await.unwrap();
     assert_eq!(dead, [DeadInstance { name: "host-A".into(), released: 1, marks: vec![] }]);
     assert!(b.retire_dead_instances(INSTANCE_TTL + 2).await.unwrap().is_empty(), "declared dead once");
@@ -934,12 +934,14 @@ async fn a_dead_instance_loses_its_claims_and_a_live_one_keeps_them(f) {
     let late = Outcome::new("pull_failed", "late write");
     assert!(!a.retry_later(&claims[0], "pull", 0, &late, INSTANCE_TTL + 3).await.unwrap());
     // A learns it at its next heartbeat, and stops.
-    assert!(!a.instance_heartbeat("A", INSTANCE_TTL + 3).await.unwrap());
+    assert!(!a.instance_heartbeat("A", "{}", INSTANCE_TTL + 3).await.unwrap());
 
     let views = b.instances(INSTANCE_TTL + 3, 60_000).await.unwrap();
     let seen: Vec<(&str, bool, Option<&str>)> =
         views.iter().map(|v| (v.name.as_str(), v.alive, v.stop_reason.as_deref())).collect();
     assert_eq!(seen, [("host-A", false, Some("no heartbeat for 5 s")), ("host-B", true, None)]);
+    assert_eq!(views[1].customs.as_deref(), Some(r#"{"seen":1}"#), "what B published with its heartbeat");
+    assert_eq!(views[0].customs, None, "A never published");
     assert!(b.instances(INSTANCE_TTL + 70_000, 60_000).await.unwrap().iter().all(|v| v.name == "host-B"));
 }
 }
@@ -967,7 +969,7 @@ async fn a_card_is_driven_by_one_live_instance_and_taken_over_with_its_marks_pau
 
     // A dies with its PIN in flight: B takes the card, and its signing is paused.
     let now = INSTANCE_TTL + 30;
-    assert!(b.instance_heartbeat("B", now).await.unwrap());
+    assert!(b.instance_heartbeat("B", "{}", now).await.unwrap());
     let dead = b.retire_dead_instances(now).await.unwrap();
     assert_eq!(dead[0].marks.len(), 1, "A's mark");
     assert!(dead[0].marks[0].holder == "the service (A)");
@@ -1002,7 +1004,7 @@ async fn singleton_work_is_one_live_instances_at_a_time(f) {
     assert!(b.hold_singleton("alerts", "B", 2).await.unwrap(), "each work its own");
     assert!(a.hold_singleton("sweep", "A", 3).await.unwrap());
     // A stops beating: B takes the work after the TTL, even before A is declared dead.
-    assert!(b.instance_heartbeat("B", INSTANCE_TTL + 1).await.unwrap());
+    assert!(b.instance_heartbeat("B", "{}", INSTANCE_TTL + 1).await.unwrap());
     assert!(b.hold_singleton("sweep", "B", INSTANCE_TTL + 1).await.unwrap());
     assert!(!a.hold_singleton("sweep", "A", INSTANCE_TTL + 1).await.unwrap());
     // A clean stop hands it over at once.

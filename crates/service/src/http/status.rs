@@ -171,6 +171,8 @@ pub(crate) async fn current(ctx: &ApiContext) -> Result<Status, ApiError> {
     let signing = ctx.store.pause_of(Stage::Signing).await?;
     let card_pauses = ctx.store.card_pauses().await?;
     let own = |card: &str, stage: Stage| CardPause::find(&card_pauses, card, stage).cloned();
+    let instances = ctx.store.instances(now, INSTANCES_STOPPED_SHOWN).await?;
+    let others = crate::live::customs_of_others(&ctx.instance.id, &instances);
     Ok(Status {
         now,
         states,
@@ -192,12 +194,12 @@ pub(crate) async fn current(ctx: &ApiContext) -> Result<Status, ApiError> {
             .collect(),
         customs: CustomsStatus {
             environment: customs.environment.as_str(),
-            seen: ctx.live.customs(now),
+            seen: ctx.live.customs(now, &others),
             stopped: uploading.clone(),
         },
         uploading,
         tasks: ctx.health.report(),
-        instances: ctx.store.instances(now, INSTANCES_STOPPED_SHOWN).await?,
+        instances,
     })
 }
 

@@ -124,6 +124,10 @@ async fn observe(ctx: &ApiContext, rules: &Rules, now: i64) -> Result<Observatio
             certificate_not_after: card.valid_until,
         })
         .collect();
+    // Every instance's uploads: this one's, and what the others published (those stopped
+    // within the window too).
+    let instances = ctx.store.instances(now, rules.window_ms).await?;
+    let others = crate::live::customs_of_others(&ctx.instance.id, &instances);
     Ok(Observation {
         now,
         signing_paused: seen_pause(ctx.store.pause_of(Stage::Signing).await?),
@@ -131,7 +135,8 @@ async fn observe(ctx: &ApiContext, rules: &Rules, now: i64) -> Result<Observatio
         cards,
         at_risk: ctx.store.count_at_risk(now, ctx.config.customs.at_risk_ms()).await?,
         past_deadline: ctx.store.count_past_deadline(now).await?,
-        customs_errors: i64::try_from(ctx.live.customs_errors(now, rules.window_ms)).unwrap_or(i64::MAX),
+        customs_errors: i64::try_from(ctx.live.customs_errors(now, rules.window_ms, &others))
+            .unwrap_or(i64::MAX),
         failed: ctx.store.count_failed_since(now - rules.window_ms).await?,
     })
 }

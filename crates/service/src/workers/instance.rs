@@ -1,9 +1,9 @@
 //! This instance among the others on the database (see the store's
 //! `instances` module): every second it beats, sets its clock to the
-//! database's, declares dead the instances that stopped beating (releasing
-//! what they held), adopts the bulk replays no live instance works, and
-//! publishes what it sees of the cards it drives, for the status of every
-//! instance.
+//! database's (publishing what it saw of customs with the beat), declares
+//! dead the instances that stopped beating (releasing what they held), adopts
+//! the bulk replays no live instance works, and publishes what it sees of the
+//! cards it drives, for the status of every instance.
 //!
 //! An instance that finds itself declared dead (it could not beat for
 //! [`INSTANCE_TTL`]: a stall, a cut network) stops: its claims and cards may
@@ -124,7 +124,8 @@ pub(crate) async fn run(ctx: ApiContext, mut shutdown: Shutdown) {
             Err(e) => tracing::warn!(error = %e, "instance: cannot read the database's clock"),
         }
         let now = now_ms();
-        match ctx.store.instance_heartbeat(&me.id, now).await {
+        let customs = serde_json::to_string(&ctx.live.customs_shared()).unwrap_or_default();
+        match ctx.store.instance_heartbeat(&me.id, &customs, now).await {
             Ok(true) => me.beaten(now),
             Ok(false) => {
                 tracing::error!(
