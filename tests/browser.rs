@@ -4,7 +4,7 @@
 //! go through the whole system (the card and customs are the simulators); an operator opens
 //! the page, gives the token, opens the list and a request's detail, replays a request and
 //! resumes a pause. Every hostile value must show as text and nothing may run; the page must
-//! work under its Content-Security-Policy, which the browser must enforce.
+//! work under its Content-Security-Policy, which the browser must enforce. On either store.
 //!
 //! `.ci/run` installs `chromium` and `chromium-driver`. Without them this test fails, unless
 //! `CUSTOMS179_SKIP_BROWSER=1` is set, when it says loudly that it did not run.
@@ -59,7 +59,7 @@ return {
   violations: window.__violations,
 };";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+both_stores! {
 async fn hostile_data_renders_as_text_and_runs_nothing() {
     let started = Instant::now();
     let Some(tools) = browser_tools() else { return };
@@ -245,14 +245,9 @@ give_up_after_secs = 1
     // banner shows it as text, and its button resumes. Written behind the service's back, as
     // a pause that came from elsewhere (a command, an earlier run) would be.
     let reason = format!("customs answered 20004 (certNo not registered, or not this ebpCode's): {ORDER_A}");
-    let mut db = common::open_db(&h.db).await;
-    sqlx::query("INSERT INTO controls (name, paused_at, reason) VALUES ('uploading', ?, ?)")
-        .bind(common::now_ms())
-        .bind(&reason)
-        .execute(&mut db)
-        .await
-        .unwrap();
-    sqlx::Connection::close(db).await.unwrap();
+    let elsewhere = h.other_store().await;
+    elsewhere.pause(customs179_store::Stage::Uploading, &reason, common::now_ms()).await.unwrap();
+    elsewhere.close().await;
     let banner = browser
         .wait_until(
             "the uploading banner",
@@ -333,6 +328,7 @@ give_up_after_secs = 1
     customs.stop().await;
     eport.stop().await;
     eprintln!("browser test: {:.1} s", started.elapsed().as_secs_f64());
+}
 }
 
 /// The row of a sessionID (`arguments[0]`), as its cells' text.
