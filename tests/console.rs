@@ -11,7 +11,7 @@
 //! service: `customs179_events_streams`), with Web Locks and without (the heartbeat); a
 //! hidden tab keeps its counts but not its list; the stale banner shows when the service
 //! goes away. Screenshots of each view (zh-CN and en, light and dark, and at phone width)
-//! go to `target/console-screenshots/`.
+//! go to `target/console-screenshots/sqlite/` and `…/postgres/` (it runs on both stores).
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -46,7 +46,7 @@ const NO_LOCKS: &str = "delete Navigator.prototype.locks;";
 /// The views, for screenshots.
 const VIEWS: [&str; 5] = ["#health-view", "#chart-view", "#failures-view", "#list-view", "#detail"];
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+both_stores! {
 async fn the_console_shows_it_live_in_both_languages() {
     let started = Instant::now();
     let Some(tools) = browser_tools() else { return };
@@ -581,6 +581,7 @@ give_up_after_secs = 600
     eport.stop().await;
     eprintln!("console test: {:.1} s", started.elapsed().as_secs_f64());
 }
+}
 
 /// The countdown of a sessionID's row (`arguments[0]`), once it shows one.
 const COUNTDOWN: &str = "const row = [...document.querySelectorAll('#rows tr')]
@@ -677,7 +678,12 @@ async fn shoot_all(browser: &Browser, dir: &std::path::Path, lang: &str) {
 fn screenshots_dir() -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"), PathBuf::from);
-    let dir = target.join("console-screenshots");
+    // One folder per store: the two runs go at once.
+    let store = match common::postgres::backend() {
+        common::postgres::Backend::Sqlite => "sqlite",
+        common::postgres::Backend::Postgres => "postgres",
+    };
+    let dir = target.join("console-screenshots").join(store);
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
