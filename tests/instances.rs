@@ -70,6 +70,15 @@ fn instance_toml(cards: &[SimCard], customs: &RunningCustomsSim) -> String {
     )
 }
 
+/// Two `serve` configured alike (`toml`) on `schema`, not started yet, each in a directory
+/// of its own (returned, to be kept while they run).
+fn two_instances(schema: &Schema, toml: &str) -> (ServeProcess, ServeProcess, [TempDir; 2]) {
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let a = ServeProcess::configure(dirs[0].path(), toml).on_schema(Some(schema));
+    let b = ServeProcess::configure(dirs[1].path(), toml).on_schema(Some(schema));
+    (a, b, dirs)
+}
+
 /// Calls customs' call for `session_id` until it is answered 10000, as customs would call
 /// again: through the proxy, one instance may be gone mid-call. When it was first sent.
 async fn call_until_answered(client: &reqwest::Client, url: &str, session_id: &str, order_no: &str) -> i64 {
@@ -119,9 +128,7 @@ async fn two_instances_behind_a_load_balancer_lose_nothing_when_one_is_killed() 
     let cards = [start_card("card-a").await, start_card("card-b").await];
     let (customs, _certs) = start_customs(&cards).await;
     let toml = instance_toml(&cards, &customs);
-    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let mut a = ServeProcess::configure(dir_a.path(), &toml).on_schema(Some(&schema));
-    let mut b = ServeProcess::configure(dir_b.path(), &toml).on_schema(Some(&schema));
+    let (mut a, mut b, dirs) = two_instances(&schema, &toml);
     a.start().await;
     let name_a = instance_name(&a).await;
     eventually("A drives both cards", Duration::from_secs(15), || async {
@@ -154,7 +161,7 @@ async fn two_instances_behind_a_load_balancer_lose_nothing_when_one_is_killed() 
         instance.platform_pays(&format!("T-{order}"), &[&order_no]).await;
     }
 
-    let proxy = Haproxy::start(dir_a.path(), [&a.intake, &b.intake]);
+    let proxy = Haproxy::start(dirs[0].path(), [&a.intake, &b.intake]);
     let client = http_client(Some(Duration::from_secs(15)));
     eventually("the proxy answers", Duration::from_secs(15), || async {
         let probe = client.post(&proxy.url).form(&[("openReq", "{}")]).send().await;
@@ -271,9 +278,7 @@ async fn two_instances_behind_a_load_balancer_lose_nothing_when_one_is_killed() 
 async fn an_event_stream_on_one_instance_tells_of_the_requests_another_changed() {
     let schema = Schema::create().await;
     let toml = "[signer]\npin = \"1\"\n[customs]\nenvironment = \"test\"\n";
-    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let mut a = ServeProcess::configure(dir_a.path(), toml).on_schema(Some(&schema));
-    let mut b = ServeProcess::configure(dir_b.path(), toml).on_schema(Some(&schema));
+    let (mut a, mut b, _dirs) = two_instances(&schema, toml);
     a.start().await;
     b.start().await;
     let within = Duration::from_secs(5);
@@ -312,9 +317,7 @@ async fn an_event_stream_on_one_instance_tells_of_the_requests_another_changed()
 async fn an_instance_that_stalled_past_its_ttl_stops_when_it_wakes() {
     let schema = Schema::create().await;
     let toml = "[signer]\npin = \"1\"\n[customs]\nenvironment = \"test\"\n[log]\nlevel = \"info\"\n";
-    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let mut a = ServeProcess::configure(dir_a.path(), toml).on_schema(Some(&schema));
-    let mut b = ServeProcess::configure(dir_b.path(), toml).on_schema(Some(&schema));
+    let (mut a, mut b, _dirs) = two_instances(&schema, toml);
     a.start().await;
     b.start().await;
     let signal = |name: &str, pid: u32| {
@@ -362,9 +365,7 @@ async fn a_bulk_replay_whose_instance_died_is_finished_by_another() {
     store.close().await;
 
     let toml = "[signer]\npin = \"1\"\n[customs]\nenvironment = \"test\"\n[log]\nlevel = \"info\"\n";
-    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let mut a = ServeProcess::configure(dir_a.path(), toml).on_schema(Some(&schema));
-    let mut b = ServeProcess::configure(dir_b.path(), toml).on_schema(Some(&schema));
+    let (mut a, mut b, _dirs) = two_instances(&schema, toml);
     a.start().await;
     b.start().await;
     let (status, dry) =
@@ -421,9 +422,7 @@ async fn the_status_of_either_instance_counts_every_instances_uploads() {
     let cards = [start_card("card-a").await, start_card("card-b").await];
     let (customs, _certs) = start_customs(&cards).await;
     let toml = instance_toml(&cards, &customs);
-    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let mut a = ServeProcess::configure(dir_a.path(), &toml).on_schema(Some(&schema));
-    let mut b = ServeProcess::configure(dir_b.path(), &toml).on_schema(Some(&schema));
+    let (mut a, mut b, _dirs) = two_instances(&schema, &toml);
     a.start().await;
     b.start().await;
     for n in 0..CALLS {
