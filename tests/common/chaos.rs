@@ -617,7 +617,8 @@ impl Rig {
     }
 }
 
-/// Requests the running process holds claimed (a live lease it took itself).
+/// Requests the running process holds claimed (a live lease it took itself), or held when
+/// it was killed: until the restart they stand as it left them.
 #[derive(Default)]
 struct Claimed {
     at_card: Vec<String>,

@@ -23,7 +23,7 @@ pub use amount::{Amount, AmountError};
 pub use answer::{AnswerClass, CustomsAnswer, classify};
 pub use form::{FormError, form_field};
 pub use json::Pointer;
-pub use open_req::{OpenReq, OpenReqError};
+pub use open_req::{OpenReq, OpenReqError, may_be_id};
 pub use presign::{BuildError, ParsedUpload, PreSign, PreSignError, UploadBody, write_record};
 pub use record::{
     GoodsItem, Guid, PayHead, PayOrder, PayType, PaymentRecord, Presence, Problem, Problems, RecordRules,

@@ -36,6 +36,13 @@ pub enum OpenReqError {
     Duplicate(String),
 }
 
+/// Whether `text` may be an id customs sends (a sessionID, an order number):
+/// none holds a control character (U+0000 to U+001F, U+007F), and
+/// PostgreSQL's text cannot hold a NUL.
+pub fn may_be_id(text: &str) -> bool {
+    !text.chars().any(|c| c.is_ascii_control())
+}
+
 impl OpenReq {
     /// Parses the value of the `openReq` form field. Unknown keys are
     /// tolerated: customs may add some, and refusing them would fail its call.
@@ -51,7 +58,7 @@ impl OpenReq {
             if value.is_empty() {
                 return Err(OpenReqError::Empty(key));
             }
-            if value.chars().any(|c| c.is_ascii_control()) {
+            if !may_be_id(&value) {
                 return Err(OpenReqError::ControlCharacter(key));
             }
             Ok(value)

@@ -43,7 +43,10 @@ fn reason_of(body: &Bytes) -> Result<Option<String>, ApiError> {
     let Reason { reason } = serde_json::from_slice(body)
         .map_err(|e| ApiError::BadRequest(format!("the body must be {{\"reason\": \"...\"}}: {e}")))?;
     let reason = reason.map(|r| r.trim().to_owned()).filter(|r| !r.is_empty());
-    reason.map(|r| stored_text("reason", &r).map(str::to_owned)).transpose()
+    if let Some(reason) = &reason {
+        stored_text("reason", reason)?;
+    }
+    Ok(reason)
 }
 
 fn stage_of(stage: &str) -> Result<Stage, ApiError> {

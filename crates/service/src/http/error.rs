@@ -3,7 +3,7 @@
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use customs179_core::Problem;
+use customs179_core::{Problem, may_be_id};
 use serde_json::json;
 
 #[derive(Debug, thiserror::Error)]
@@ -26,15 +26,8 @@ pub(crate) enum ApiError {
     Store(#[from] customs179_store::StoreError),
 }
 
-/// Whether `text` can be an id the service keeps (a sessionID, an order
-/// number): none holds a control character (intake and the payments API
-/// refuse them), so a lookup of one need not reach the database, where
-/// PostgreSQL would refuse a NUL.
-pub(crate) fn may_be_id(text: &str) -> bool {
-    !text.chars().any(|c| c.is_ascii_control())
-}
-
-/// `value` of parameter `name`, when it can be an id ([`may_be_id`]).
+/// `value` of parameter `name`, when it can be an id ([`may_be_id`]: intake
+/// refuses the others, so a lookup of one need not reach the database).
 pub(crate) fn id_param(name: &str, value: Option<String>) -> Result<Option<String>, ApiError> {
     match value {
         Some(text) if !may_be_id(&text) => {
@@ -44,14 +37,14 @@ pub(crate) fn id_param(name: &str, value: Option<String>) -> Result<Option<Strin
     }
 }
 
-/// `text` (parameter `name`) when it holds no NUL, which no stored text may.
-pub(crate) fn stored_text<'a>(name: &str, text: &'a str) -> Result<&'a str, ApiError> {
+/// Refuses `text` (parameter `name`) when it holds a NUL, which no stored text may.
+pub(crate) fn stored_text(name: &str, text: &str) -> Result<(), ApiError> {
     if text.contains('\0') {
         return Err(ApiError::BadRequest(format!(
             "{name} holds a NUL character (U+0000), which no text may"
         )));
     }
-    Ok(text)
+    Ok(())
 }
 
 impl IntoResponse for ApiError {

@@ -14,6 +14,6 @@ pub(crate) mod replays;
 mod requests;
 mod status;
 
-pub(crate) use error::{ApiError, id_param, may_be_id, stored_text};
+pub(crate) use error::{ApiError, id_param, stored_text};
 
 pub(crate) use payments::parse_records;

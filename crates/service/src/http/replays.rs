@@ -13,6 +13,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use customs179_core::may_be_id;
 use customs179_store::{
     DryRun, FailureGroup, REPLAY_CAP, REPLAY_CHUNK, ReplayError, ReplayFilter, ReplayJob, ReplaySelection,
     Store,
@@ -20,7 +21,7 @@ use customs179_store::{
 use serde::{Deserialize, Serialize};
 
 use super::admin::{Caller, authorize};
-use super::{ApiError, id_param, may_be_id, stored_text};
+use super::{ApiError, id_param, stored_text};
 use crate::context::{ApiContext, now_ms};
 
 pub(crate) fn router() -> Router<ApiContext> {
@@ -103,7 +104,7 @@ async fn replays(
                 "a bulk replay needs a reason: {\"confirm\": TOKEN, \"reason\": \"...\"}".into(),
             )
         })?;
-        let reason = stored_text("reason", reason)?;
+        stored_text("reason", reason)?;
         if !may_be_id(token) {
             return Err(refusal(ReplayError::UnknownToken));
         }
@@ -245,10 +246,10 @@ async fn work_through(store: &Store, id: i64, replayed: impl Fn()) {
 /// service calls it at its start and at each heartbeat: on several instances
 /// a replay whose instance died goes on within seconds, elsewhere.
 pub(crate) async fn adopt_orphans(ctx: &ApiContext) {
-    let ctx = ctx.clone();
     match ctx.store.adopt_replays(now_ms()).await {
         Ok(ids) if ids.is_empty() => {}
         Ok(ids) => {
+            let ctx = ctx.clone();
             tokio::spawn(async move { resume(&ctx.store, ids, || ctx.prepare.sweep()).await });
         }
         Err(e) => tracing::warn!(error = %e, "cannot look for bulk replays to resume"),

@@ -4,11 +4,12 @@ use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use customs179_core::may_be_id;
 use customs179_store::{ListFilter, RequestDetail, RequestPage, Sort, State as QueueState};
 use serde::{Deserialize, Serialize};
 
 use super::admin::{Caller, authorize};
-use super::{ApiError, id_param, may_be_id};
+use super::{ApiError, id_param};
 use crate::context::{ApiContext, now_ms};
 
 const DEFAULT_LIMIT: i64 = 50;
