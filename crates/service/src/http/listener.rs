@@ -1,8 +1,8 @@
 //! How both listeners hold their connections, so that no client can starve
 //! them: reading a request has deadlines (headers from its first byte, the
 //! body from its headers), a connection waits for its next request for a
-//! limited time, open connections are capped (at the cap the one idle
-//! longest is closed to make room), and a stop ends within a deadline.
+//! limited time, open connections are capped (at the cap those idle
+//! longest are closed to make room), and a stop ends within a deadline.
 //!
 //! Only the reading of a request is timed: responses that stream for long
 //! are not cut. HTTP/1.1 only.
@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -35,6 +36,10 @@ use crate::workers::Shutdown;
 const WATCH_EVERY: Duration = Duration::from_millis(200);
 /// The least time between two log lines about the connection cap.
 const CAP_LOG_EVERY: Duration = Duration::from_secs(10);
+/// At the cap, room is made for this share of it at once (at least one connection): finding
+/// the connections to close reads every open one, and a service behind its callers, whose
+/// clients open a connection per call, would otherwise do that at every accept.
+const ROOM_SHARE: usize = 64;
 
 /// What one connection is doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,6 +72,8 @@ impl Phase {
 struct Connection {
     state: Mutex<(Phase, Instant)>,
     close: Notify,
+    /// Closed to make room, and not gone yet: no longer counted against the cap.
+    closing: AtomicBool,
 }
 
 impl Connection {
@@ -100,21 +107,48 @@ impl Drop for BusyGuard {
 struct Registry {
     next_id: u64,
     open: HashMap<u64, Arc<Connection>>,
+    /// Of `open`, those closed to make room that have not ended yet.
+    closing: usize,
     closed_at_cap: u64,
     logged_at: Option<Instant>,
 }
 
 impl Registry {
-    /// Closes the connection idle longest to make room (see [`Phase::expendable`]).
+    /// Whether a new connection needs room made for it.
+    fn full(&self, max: usize) -> bool {
+        self.open.len() - self.closing >= max
+    }
+
+    /// Closes the connection idle longest to make room (see [`Phase::expendable`]), and with
+    /// it up to a [`ROOM_SHARE`]th of the cap more of those not sending a request, idle
+    /// longest first: one look at every connection for many accepts.
     fn make_room(&mut self, what: &str, max: usize) {
-        let victim = self
+        let mut candidates: Vec<((u8, Instant), &Arc<Connection>)> = self
             .open
             .values()
-            .map(|c| (c.phase(), c))
-            .min_by_key(|((phase, since), _)| (phase.expendable(), *since))
-            .map(|(_, c)| c.clone());
-        if let Some(victim) = victim {
+            .filter(|c| !c.closing.load(Ordering::Relaxed))
+            .map(|c| {
+                let (phase, since) = c.phase();
+                ((phase.expendable(), since), c)
+            })
+            .collect();
+        let room = (max / ROOM_SHARE).clamp(1, candidates.len().max(1));
+        if room < candidates.len() {
+            candidates.select_nth_unstable_by_key(room, |(key, _)| *key);
+            candidates.truncate(room);
+        }
+        candidates.sort_unstable_by_key(|(key, _)| *key);
+        let victims: Vec<Arc<Connection>> = candidates
+            .into_iter()
+            .enumerate()
+            // Beyond the first, only connections without a request under way.
+            .take_while(|(n, ((expendable, _), _))| *n == 0 || *expendable == 0)
+            .map(|(_, (_, c))| c.clone())
+            .collect();
+        for victim in victims {
+            victim.closing.store(true, Ordering::Relaxed);
             victim.close.notify_one();
+            self.closing += 1;
             self.closed_at_cap += 1;
         }
         if self.logged_at.is_none_or(|at| at.elapsed() >= CAP_LOG_EVERY) {
@@ -173,11 +207,14 @@ pub(crate) async fn serve(
             }
         };
         let _ = stream.set_nodelay(true);
-        let connection =
-            Arc::new(Connection { state: Mutex::new((Phase::Idle, Instant::now())), close: Notify::new() });
+        let connection = Arc::new(Connection {
+            state: Mutex::new((Phase::Idle, Instant::now())),
+            close: Notify::new(),
+            closing: AtomicBool::new(false),
+        });
         let id = {
             let mut registry = registry.lock().unwrap_or_else(PoisonError::into_inner);
-            if registry.open.len() >= max_connections {
+            if registry.full(max_connections) {
                 registry.make_room(what, max_connections);
             }
             registry.next_id += 1;
@@ -188,7 +225,10 @@ pub(crate) async fn serve(
         let (router, registry, shutdown) = (router.clone(), registry.clone(), shutdown.clone());
         connections.spawn(async move {
             serve_connection(stream, remote, router, connection, body_timeout, shutdown).await;
-            registry.lock().unwrap_or_else(PoisonError::into_inner).open.remove(&id);
+            let mut registry = registry.lock().unwrap_or_else(PoisonError::into_inner);
+            if registry.open.remove(&id).is_some_and(|c| c.closing.load(Ordering::Relaxed)) {
+                registry.closing -= 1;
+            }
         });
     }
     drop(listener);
@@ -403,5 +443,59 @@ impl http_body::Body for AnswerBody {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A registry of connections in these phases, each one a second older than the next.
+    fn registry(phases: &[Phase]) -> (Registry, Vec<Arc<Connection>>) {
+        let now = Instant::now();
+        let mut registry = Registry::default();
+        let mut connections = Vec::new();
+        for (n, phase) in phases.iter().enumerate() {
+            let since = now - Duration::from_secs((phases.len() - n) as u64);
+            let connection = Arc::new(Connection {
+                state: Mutex::new((*phase, since)),
+                close: Notify::new(),
+                closing: AtomicBool::new(false),
+            });
+            registry.open.insert(n as u64, connection.clone());
+            connections.push(connection);
+        }
+        (registry, connections)
+    }
+
+    fn closing(connections: &[Arc<Connection>]) -> Vec<usize> {
+        (0..connections.len()).filter(|n| connections[*n].closing.load(Ordering::Relaxed)).collect()
+    }
+
+    #[test]
+    fn room_is_made_for_a_share_of_the_cap_from_the_idle_longest() {
+        // Two answering connections, the oldest, then 130 idle ones.
+        let mut phases = vec![Phase::Answering; 2];
+        phases.extend([Phase::Idle; 130]);
+        let (mut registry, connections) = registry(&phases);
+        assert!(registry.full(128));
+        registry.make_room("intake", 128);
+        assert_eq!(closing(&connections), [2, 3], "128 / 64: the two idle longest");
+        assert_eq!(registry.closing, 2);
+        // Those closing count no more, and are not chosen again.
+        registry.make_room("intake", 128);
+        assert_eq!(closing(&connections), [2, 3, 4, 5]);
+        assert!(registry.full(128), "132 open, 4 of them closing");
+        registry.make_room("intake", 128);
+        assert!(!registry.full(128), "132 open, 6 of them closing");
+    }
+
+    #[test]
+    fn a_request_under_way_is_closed_only_when_nothing_else_is_left_and_only_one() {
+        let (mut registry, connections) = registry(&[Phase::Answering, Phase::ReadingBody, Phase::Answering]);
+        registry.make_room("intake", 128);
+        assert_eq!(closing(&connections), [1], "the body being read before answers");
+        registry.make_room("intake", 128);
+        assert_eq!(closing(&connections), [0, 1], "then the oldest answer, one at a time");
     }
 }
