@@ -127,6 +127,8 @@ pub struct Store {
     feed: feed::Feed,
     /// The last failure groups, and when they were read.
     failures: Arc<tokio::sync::Mutex<Option<replays::FailuresRead>>>,
+    /// The SQLite connection intake commits on, in a service (see [`Store::open_exclusive`]).
+    intake: Option<sqlx::SqlitePool>,
 }
 
 impl Store {
@@ -180,10 +182,23 @@ impl Store {
             // Checkpoints are run by [`Store::checkpoint`] off the commit
             // path; the automatic one would stall whichever commit reaches
             // the threshold, and with it intake's answers.
-            .pragma("wal_autocheckpoint", "0");
-        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
+            .pragma("wal_autocheckpoint", "0")
+            // 64 MiB of pages a connection (SQLite's default is 2 MiB): the interior pages of
+            // the ten indexes intake writes outgrow that at a million requests.
+            .pragma("cache_size", "-65536");
+        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options.clone()).await?;
         sqlx::migrate!("../../migrations/sqlite").run(&pool).await?;
-        let store = Store::with_pool(Pool::Sqlite(pool), Some(path), lock);
+        // The service's intake commits on a connection of its own, whose cache stays warm: the
+        // pool hands its connections out in turn, and a connection that another one's commit
+        // came after drops its whole cache, so that each group commit began by reading its
+        // indexes' pages again. Without it the million bench's intake fell behind on every run
+        // here and did not recover (BENCHMARKS.md). Commands open no such connection.
+        let intake = match lock {
+            Some(_) => Some(SqlitePoolOptions::new().max_connections(1).connect_with(options).await?),
+            None => None,
+        };
+        let mut store = Store::with_pool(Pool::Sqlite(pool), Some(path), lock);
+        store.intake = intake;
         store.apply_pending_pauses(path).await?;
         store.group_older_failures().await?;
         Ok(store)
@@ -249,6 +264,7 @@ impl Store {
             instance: None,
             feed: feed::Feed::default(),
             failures: Arc::default(),
+            intake: None,
         }
     }
 
@@ -280,6 +296,9 @@ impl Store {
     /// Closes every connection, waiting for those in use. The last one to
     /// close checkpoints the log.
     pub async fn close(&self) {
+        if let Some(intake) = &self.intake {
+            intake.close().await;
+        }
         on_db!(self, pool, _d => pool.close().await)
     }
 }

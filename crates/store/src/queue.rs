@@ -249,7 +249,10 @@ impl Store {
                 // One statement is its own transaction, committed (and synced) by the time it
                 // has returned its rows: two round trips to SQLite's thread fewer than BEGIN and
                 // COMMIT around it, which every customs call in the batch waits for.
-                pool.acquire().await?.insert_chunk(d, batch).await?
+                match &self.intake {
+                    Some(intake) => intake.acquire().await?.insert_chunk(d, batch).await?,
+                    None => pool.acquire().await?.insert_chunk(d, batch).await?,
+                }
             } else {
                 let mut tx = pool.begin().await?;
                 let mut inserted = Vec::with_capacity(batch.len());
