@@ -7,11 +7,10 @@
 //! Only the reading of a request is timed: responses that stream for long
 //! are not cut. HTTP/1.1 only.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -72,8 +71,6 @@ impl Phase {
 struct Connection {
     state: Mutex<(Phase, Instant)>,
     close: Notify,
-    /// Closed to make room, and not gone yet: no longer counted against the cap.
-    closing: AtomicBool,
 }
 
 impl Connection {
@@ -107,8 +104,9 @@ impl Drop for BusyGuard {
 struct Registry {
     next_id: u64,
     open: HashMap<u64, Arc<Connection>>,
-    /// Of `open`, those closed to make room that have not ended yet.
-    closing: usize,
+    /// Of `open`, those closed to make room that have not ended yet: no longer counted
+    /// against the cap, nor chosen again.
+    closing: HashSet<u64>,
     closed_at_cap: u64,
     logged_at: Option<Instant>,
 }
@@ -116,39 +114,36 @@ struct Registry {
 impl Registry {
     /// Whether a new connection needs room made for it.
     fn full(&self, max: usize) -> bool {
-        self.open.len() - self.closing >= max
+        self.open.len() - self.closing.len() >= max
     }
 
     /// Closes the connection idle longest to make room (see [`Phase::expendable`]), and with
     /// it up to a [`ROOM_SHARE`]th of the cap more of those not sending a request, idle
     /// longest first: one look at every connection for many accepts.
     fn make_room(&mut self, what: &str, max: usize) {
-        let mut candidates: Vec<((u8, Instant), &Arc<Connection>)> = self
+        let mut candidates: Vec<((u8, Instant), u64)> = self
             .open
-            .values()
-            .filter(|c| !c.closing.load(Ordering::Relaxed))
-            .map(|c| {
+            .iter()
+            .filter(|(id, _)| !self.closing.contains(*id))
+            .map(|(id, c)| {
                 let (phase, since) = c.phase();
-                ((phase.expendable(), since), c)
+                ((phase.expendable(), since), *id)
             })
             .collect();
-        let room = (max / ROOM_SHARE).clamp(1, candidates.len().max(1));
+        let room = (max / ROOM_SHARE).max(1);
         if room < candidates.len() {
             candidates.select_nth_unstable_by_key(room, |(key, _)| *key);
             candidates.truncate(room);
         }
         candidates.sort_unstable_by_key(|(key, _)| *key);
-        let victims: Vec<Arc<Connection>> = candidates
+        // Beyond the first, only connections without a request under way.
+        let victims = candidates
             .into_iter()
             .enumerate()
-            // Beyond the first, only connections without a request under way.
-            .take_while(|(n, ((expendable, _), _))| *n == 0 || *expendable == 0)
-            .map(|(_, (_, c))| c.clone())
-            .collect();
-        for victim in victims {
-            victim.closing.store(true, Ordering::Relaxed);
-            victim.close.notify_one();
-            self.closing += 1;
+            .take_while(|(n, ((expendable, _), _))| *n == 0 || *expendable == 0);
+        for (_, (_, id)) in victims {
+            self.open[&id].close.notify_one();
+            self.closing.insert(id);
             self.closed_at_cap += 1;
         }
         if self.logged_at.is_none_or(|at| at.elapsed() >= CAP_LOG_EVERY) {
@@ -207,11 +202,8 @@ pub(crate) async fn serve(
             }
         };
         let _ = stream.set_nodelay(true);
-        let connection = Arc::new(Connection {
-            state: Mutex::new((Phase::Idle, Instant::now())),
-            close: Notify::new(),
-            closing: AtomicBool::new(false),
-        });
+        let connection =
+            Arc::new(Connection { state: Mutex::new((Phase::Idle, Instant::now())), close: Notify::new() });
         let id = {
             let mut registry = registry.lock().unwrap_or_else(PoisonError::into_inner);
             if registry.full(max_connections) {
@@ -226,9 +218,8 @@ pub(crate) async fn serve(
         connections.spawn(async move {
             serve_connection(stream, remote, router, connection, body_timeout, shutdown).await;
             let mut registry = registry.lock().unwrap_or_else(PoisonError::into_inner);
-            if registry.open.remove(&id).is_some_and(|c| c.closing.load(Ordering::Relaxed)) {
-                registry.closing -= 1;
-            }
+            registry.open.remove(&id);
+            registry.closing.remove(&id);
         });
     }
     drop(listener);
@@ -451,25 +442,22 @@ mod tests {
     use super::*;
 
     /// A registry of connections in these phases, each one a second older than the next.
-    fn registry(phases: &[Phase]) -> (Registry, Vec<Arc<Connection>>) {
+    fn registry(phases: &[Phase]) -> Registry {
         let now = Instant::now();
         let mut registry = Registry::default();
-        let mut connections = Vec::new();
         for (n, phase) in phases.iter().enumerate() {
             let since = now - Duration::from_secs((phases.len() - n) as u64);
-            let connection = Arc::new(Connection {
-                state: Mutex::new((*phase, since)),
-                close: Notify::new(),
-                closing: AtomicBool::new(false),
-            });
-            registry.open.insert(n as u64, connection.clone());
-            connections.push(connection);
+            let connection = Connection { state: Mutex::new((*phase, since)), close: Notify::new() };
+            registry.open.insert(n as u64, Arc::new(connection));
         }
-        (registry, connections)
+        registry
     }
 
-    fn closing(connections: &[Arc<Connection>]) -> Vec<usize> {
-        (0..connections.len()).filter(|n| connections[*n].closing.load(Ordering::Relaxed)).collect()
+    /// The connections closed to make room, by their place in [`registry`]'s phases.
+    fn closing(registry: &Registry) -> Vec<u64> {
+        let mut ids: Vec<u64> = registry.closing.iter().copied().collect();
+        ids.sort_unstable();
+        ids
     }
 
     #[test]
@@ -477,14 +465,14 @@ mod tests {
         // Two answering connections, the oldest, then 130 idle ones.
         let mut phases = vec![Phase::Answering; 2];
         phases.extend([Phase::Idle; 130]);
-        let (mut registry, connections) = registry(&phases);
+        let mut registry = registry(&phases);
         assert!(registry.full(128));
         registry.make_room("intake", 128);
-        assert_eq!(closing(&connections), [2, 3], "128 / 64: the two idle longest");
-        assert_eq!(registry.closing, 2);
+        assert_eq!(closing(&registry), [2, 3], "128 / 64: the two idle longest");
+        assert_eq!(registry.closing.len(), 2);
         // Those closing count no more, and are not chosen again.
         registry.make_room("intake", 128);
-        assert_eq!(closing(&connections), [2, 3, 4, 5]);
+        assert_eq!(closing(&registry), [2, 3, 4, 5]);
         assert!(registry.full(128), "132 open, 4 of them closing");
         registry.make_room("intake", 128);
         assert!(!registry.full(128), "132 open, 6 of them closing");
@@ -492,10 +480,10 @@ mod tests {
 
     #[test]
     fn a_request_under_way_is_closed_only_when_nothing_else_is_left_and_only_one() {
-        let (mut registry, connections) = registry(&[Phase::Answering, Phase::ReadingBody, Phase::Answering]);
+        let mut registry = registry(&[Phase::Answering, Phase::ReadingBody, Phase::Answering]);
         registry.make_room("intake", 128);
-        assert_eq!(closing(&connections), [1], "the body being read before answers");
+        assert_eq!(closing(&registry), [1], "the body being read before answers");
         registry.make_room("intake", 128);
-        assert_eq!(closing(&connections), [0, 1], "then the oldest answer, one at a time");
+        assert_eq!(closing(&registry), [0, 1], "then the oldest answer, one at a time");
     }
 }
