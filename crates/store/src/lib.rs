@@ -183,8 +183,9 @@ impl Store {
             // path; the automatic one would stall whichever commit reaches
             // the threshold, and with it intake's answers.
             .pragma("wal_autocheckpoint", "0")
-            // 64 MiB of pages a connection (SQLite's default is 2 MiB): the interior pages of
-            // the ten indexes intake writes outgrow that at a million requests.
+            // Up to 64 MiB of pages a connection (SQLite's default is 2 MiB), for the ten
+            // indexes intake writes at a million requests (measured together with intake's
+            // own connection below, not alone).
             .pragma("cache_size", "-65536");
         let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options.clone()).await?;
         sqlx::migrate!("../../migrations/sqlite").run(&pool).await?;

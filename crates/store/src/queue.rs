@@ -173,8 +173,8 @@ pub(crate) trait QueueWrites {
 /// `($1, …, $6, 'waiting', $7, $8, $9), ($10, …)`: the rows of [`QueueWrites::insert_chunk`].
 /// On SQLite the parameters are anonymous (`?`), bound in order: SQLite finds a named one by
 /// walking the list of names, at parsing and at each bind, so that a batch of n requests
-/// would cost n² steps (a 512-request batch about 10 ms of CPU, taken from the calls waiting
-/// for it, which grows the next batch).
+/// would cost n² steps, and the largest batches (those of a service behind its callers) the
+/// most.
 fn insert_rows(d: Dialect, requests: usize) -> String {
     let param = |n: usize| match d {
         Dialect::Sqlite => "?".to_owned(),
