@@ -121,6 +121,11 @@ fn signed_by(detail: &Value, cards: &[SimCard]) -> String {
 async fn every_card_signs(cards: Vec<SimCard>) {
     let (customs, _certs) = start_customs(&cards.iter().collect::<Vec<_>>()).await;
     let h = start_service(&cards, &[], &customs).await;
+    // A card that connects after the others have emptied the queue would sign nothing: the
+    // requests come once every card is ready to take them.
+    for card in &cards {
+        h.wait_card(&card.name, "connected", |c| c["connected"] == true && c["cert_no"].is_string()).await;
+    }
     let ids = h.requests("many", cards.len() * 8).await;
     let details = h.all_delivered(&ids).await;
     let mut by_card = std::collections::BTreeMap::<String, usize>::new();
