@@ -1080,6 +1080,12 @@ async fn intake(serve: &common::serve::ServeProcess, rate: u64, secs: u64) -> bo
     );
     println!("| answered but not in the database | {missing} |");
     println!("| group commits, by time (ms) | {} |", commit_line(&commits));
+    // The log file keeps the largest size it reached (SQLite writes it over from its
+    // beginning when it starts over): how far it grew between two checkpoints, at most.
+    if serve.schema.is_none() {
+        let wal = std::fs::metadata(format!("{}-wal", serve.db.display())).map_or(0, |m| m.len());
+        println!("| write-ahead log file after the run | {:.0} MB |", wal as f64 / 1e6);
+    }
     println!(
         "| CPU used meanwhile (of {:.0} core-seconds) | service {:.1} s, load generator {:.1} s |",
         wall.as_secs_f64() * std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64),
