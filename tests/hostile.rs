@@ -24,6 +24,14 @@ const CALLING_FOR: Duration = Duration::from_secs(20);
 const MAX_CONNECTIONS: usize = 1_000;
 const CUSTOMS_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// What the service logs (now and then) while it makes room at its connection cap.
+const CAP_REACHED: &str = "connection limit reached";
+
+/// One attack at a time: the two stores' runs share this process's runtime threads and the
+/// machine, and under load one attack's churn (tens of thousands of sockets re-opened) kept
+/// the other's from ever reaching the cap.
+static ONE_ATTACK_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// One hostile socket, re-opened (after a pause, as an attacker would) whenever the service
 /// closes it. `slow` sends a request whose body trickles in a byte a second; otherwise it
 /// connects and sends nothing.
@@ -85,6 +93,7 @@ fn percentile(sorted: &[Duration], q: f64) -> Duration {
 
 both_stores! {
 async fn customs_is_answered_while_idle_sockets_and_slow_bodies_hold_the_port() {
+    let _attack = ONE_ATTACK_AT_A_TIME.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let mut serve = ServeProcess::configure(
         dir.path(),
@@ -102,8 +111,12 @@ async fn customs_is_answered_while_idle_sockets_and_slow_bodies_hold_the_port() 
     for n in 0..IDLE + SLOW {
         attackers.spawn(hostile(addr.clone(), n >= IDLE, stopping.clone()));
     }
-    // Let the attack build up before customs calls.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Customs calls once the attack holds the port: the service is at its cap.
+    let built_up_by = Instant::now() + Duration::from_secs(20);
+    while !serve.log().contains(CAP_REACHED) {
+        assert!(Instant::now() < built_up_by, "the attack never reached the cap:\n{}", serve.log_tail());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     // A fresh connection per call, as customs' client makes, each with its 5 s timeout.
     let client = reqwest::Client::builder()
@@ -167,7 +180,7 @@ async fn customs_is_answered_while_idle_sockets_and_slow_bodies_hold_the_port() 
     assert!(stop_took < Duration::from_secs(12), "the stop took {stop_took:?}");
     assert!(closed_by_service > 0, "the cap and the deadlines closed hostile sockets");
     let log = serve.log();
-    let cap_lines = log.matches("connection limit reached").count();
+    let cap_lines = log.matches(CAP_REACHED).count();
     assert!((1..=4).contains(&cap_lines), "a log line now and then, not one per socket: {cap_lines}");
     let stored = serve.stored_session_ids().await;
     assert!(answered.is_subset(&stored), "every answered call is stored");
