@@ -1,7 +1,7 @@
 //! The public port under attack: `customs179 serve` as a real process while a hostile client
 //! holds 2,000 idle connections and 200 slow bodies open (re-opening any the service closes),
 //! and customs calls 50 times a second. Every call must be answered 10000 within customs' own
-//! 5 s timeout, and SIGTERM must still end within the stop deadline. On either store.
+//! 5 s timeout, and SIGTERM must still end within the stop deadline.
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -26,11 +26,6 @@ const CUSTOMS_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What the service logs (now and then) while it makes room at its connection cap.
 const CAP_REACHED: &str = "connection limit reached";
-
-/// One attack at a time: the two stores' runs share this process's runtime threads and the
-/// machine, and under load one attack's churn (tens of thousands of sockets re-opened) kept
-/// the other's from ever reaching the cap.
-static ONE_ATTACK_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// One hostile socket, re-opened (after a pause, as an attacker would) whenever the service
 /// closes it. `slow` sends a request whose body trickles in a byte a second; otherwise it
@@ -91,16 +86,17 @@ fn percentile(sorted: &[Duration], q: f64) -> Duration {
     sorted[rank - 1]
 }
 
-both_stores! {
+// On SQLite only (the listener is the same on either store): an attack's churn (50,000 to
+// 150,000 sockets closed by the service in 20 s) left the second of two attacks from one
+// test process too weak to reach the cap under CI's load, whether the two ran at once or
+// one after the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn customs_is_answered_while_idle_sockets_and_slow_bodies_hold_the_port() {
-    let _attack = ONE_ATTACK_AT_A_TIME.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let mut serve = ServeProcess::configure(
         dir.path(),
         "[signer]\npin = \"1\"\n[customs]\nenvironment = \"test\"\n[shutdown]\ntimeout_secs = 10\n",
-    )
-    .on_current_store()
-    .await;
+    );
     serve.intake_keys = format!("max_connections = {MAX_CONNECTIONS}");
     serve.start().await;
     let addr = serve.intake.trim_start_matches("http://").to_owned();
@@ -184,5 +180,4 @@ async fn customs_is_answered_while_idle_sockets_and_slow_bodies_hold_the_port() 
     assert!((1..=4).contains(&cap_lines), "a log line now and then, not one per socket: {cap_lines}");
     let stored = serve.stored_session_ids().await;
     assert!(answered.is_subset(&stored), "every answered call is stored");
-}
 }
