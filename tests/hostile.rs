@@ -86,8 +86,8 @@ fn percentile(sorted: &[Duration], q: f64) -> Duration {
     sorted[rank - 1]
 }
 
-// On SQLite only (the listener is the same on either store): an attack's churn (50,000 to
-// 150,000 sockets closed by the service in 20 s) left the second of two attacks from one
+// On SQLite only (the listener is the same on either store): an attack's churn (about 50,000
+// to 160,000 sockets closed by the service in 20 s) left the second of two attacks from one
 // test process too weak to reach the cap under CI's load, whether the two ran at once or
 // one after the other.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
